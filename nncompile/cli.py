@@ -1,0 +1,141 @@
+"""The `nncompile` command: derive, graph, generate, run, check.
+
+Errors a person can make end with one line on stderr naming the problem and exit
+status 2 (1 when training diverged or a gradient check failed); never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import DivergenceError, NncompileError
+from .nn import Sequential
+
+EXIT_USER_ERROR = 2
+EXIT_FAILED = 1
+
+
+class CliError(NncompileError):
+    """A problem with the command line itself (a missing file, a bad flag value)."""
+
+
+def load_model(path: str) -> tuple[Sequential, dict]:
+    """Run a model file (it is Python, like any script) and return its `model` and `training` defaults."""
+    file = Path(path)
+    if not file.is_file():
+        raise CliError(f"model file {path} does not exist")
+    try:
+        namespace = runpy.run_path(str(file), run_name="__nncompile_model__")
+    except NncompileError as exc:
+        raise CliError(f"{file.name}: {exc}") from None
+    except SyntaxError as exc:
+        raise CliError(f"{file.name}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except Exception as exc:  # the model file's own code failed
+        line = _user_line(exc, file)
+        raise CliError(f"{file.name}{line}: {type(exc).__name__}: {exc}") from None
+    model = namespace.get("model")
+    if model is None:
+        raise CliError(f"{file.name} does not define `model` (assign an nn.Sequential to a variable named model)")
+    if not isinstance(model, Sequential):
+        raise CliError(f"{file.name}: `model` is a {type(model).__name__}, not an nn.Sequential")
+    training = namespace.get("training", {})
+    return model, training if isinstance(training, dict) else {}
+
+
+def _user_line(exc: BaseException, file: Path) -> str:
+    tb = exc.__traceback__
+    line = ""
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == file.resolve():
+            line = f":{tb.tb_lineno}"
+        tb = tb.tb_next
+    return line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nncompile", description="Compile neural-network training code.")
+    parser.add_argument("--version", action="version", version=f"nncompile {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("derive", help="print the gradient formulas, layer by layer")
+    p.add_argument("model")
+    p.add_argument("--format", choices=("text", "unicode", "latex"), default=None)
+    p.add_argument("--scalar", action="store_true", help="expand every weight's gradient (small networks)")
+
+    p = sub.add_parser("graph", help="print the explicit forward + backward graph")
+    p.add_argument("model")
+    p.add_argument("--dot", action="store_true", help="Graphviz DOT instead of a table")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size for FLOP counts")
+    p.add_argument("--function", default="loss_and_grad", help="entry point to show")
+
+    p = sub.add_parser("generate", help="write a standalone training script")
+    p.add_argument("model")
+    p.add_argument("--backend", choices=("numpy", "cuda"), default="numpy")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    p.add_argument("-o", "--output", help="file to write (default: standard output)")
+
+    p = sub.add_parser("run", help="compile and train on a data set")
+    p.add_argument("model")
+    p.add_argument("--data", required=True, help="xor, moons, spirals, digits, FILE.npz or FILE.csv")
+    p.add_argument("--mode", choices=("gd", "sgd", "minibatch"))
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer")
+    p.add_argument("--schedule", choices=("constant", "step", "exponential", "cosine"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--init", choices=("auto", "normal", "xavier", "he"))
+    p.add_argument("--backend", choices=("numpy", "cuda"), default="numpy")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    p.add_argument("--test-split", type=float, default=None,
+                   help="held-out fraction (default 0.2 for 50+ rows, else 0)")
+    p.add_argument("--val-split", type=float, default=0.0)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--save", help="write trained weights to this .npz file")
+    p.add_argument("--json", action="store_true", help="print the history as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("check", help="compare gradients with central finite differences")
+    p.add_argument("model")
+    p.add_argument("--data", help="data to check on (default: random rows)")
+    p.add_argument("--rows", type=int, default=8)
+    p.add_argument("--samples", type=int, default=64, help="entries checked per parameter (0: all)")
+    p.add_argument("--threshold", type=float, default=1e-6)
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    from . import commands
+    handler = getattr(commands, args.command)
+    try:
+        return handler(args)
+    except DivergenceError as exc:
+        print(f"nncompile: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except NncompileError as exc:
+        print(f"nncompile: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("nncompile: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def dump_json(obj: object) -> str:
+    """JSON for histories (NumPy scalars become numbers)."""
+    return json.dumps(obj, indent=2, default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""The chain rule over a model: local derivatives from `calculus`, composed into the IR.
+
+Dense layers use the matrix form (dx = dz·Wᵀ, dW = xᵀ·dz, db = Σ_rows dz); activations
+multiply the incoming delta by f' in its cheapest form; the output layer uses the loss
+composed with the last activation (σ + BCE gives σ(z) - t, softmax + cross-entropy gives
+p - t), scaled by 1/N once so that every gradient comes out as a mean.
+
+Besides the IR this records, per layer, the formulas a person reads (`Derivation`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from . import calculus
+from .calculus import LocalDerivative, OutputDelta
+from .errors import ModelError
+from .ir import (BATCH, Buffer, Function, Linear, LinearGrad, Map, MatMulT, Op, OptimizerSpec,
+                 ParamSpec, Program, Reduce)
+from .nn import (BinaryCrossEntropy, CrossEntropy, Dense, Activation, Sequential, Softmax,
+                 SoftmaxCrossEntropy)
+from .rules import ACTIVATIONS, A, OPTIMIZERS, REGULARISERS, LAM, T, W, X, Optimizer
+from .symbolic import symbol
+
+N = symbol(BATCH)
+GSCALE = symbol("gscale")  # gradient scale: 1 for gradients, lr when plain SGD folds it in
+RESERVED = {"lr", "step", BATCH, "gscale", "L", "L_data"}
+
+
+@dataclass
+class LayerRecord:
+    """What the derivation did at one layer, for people: forward, local derivative, deltas."""
+
+    layer: str
+    kind: str
+    forward: str
+    inp: str = ""
+    out: str = ""
+    local: LocalDerivative | None = None
+    output: OutputDelta | None = None
+    backward: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Derivation:
+    """The derivation as records, plus the Program IR built from it."""
+
+    model: Sequential
+    records: list[LayerRecord]
+    loss: str
+    program: Program
+
+
+class _Builder:
+    """Accumulates buffers and ops while walking the model."""
+
+    def __init__(self, model: Sequential, dtype: str) -> None:
+        self.model = model
+        self.buffers: dict[str, Buffer] = {}
+        self.records: list[LayerRecord] = []
+        self.forward: list[Op] = []
+        self.loss_ops: list[Op] = []
+        self.backward: list[Op] = []
+        self.params: list[ParamSpec] = []
+        self.dtype = dtype
+
+    def buffer(self, name: str, shape: tuple, role: str = "value") -> sp.Symbol:
+        self.buffers[name] = Buffer(name, tuple(shape), role)
+        return symbol(name)
+
+    def param(self, layer: Dense, kind: str, index: int, shape: tuple[int, ...], init: str) -> None:
+        offset = sum(p.size for p in self.params)
+        buf, grad = f"{kind}{index}", f"d{kind}{index}"
+        self.buffer(buf, shape, "param")
+        self.buffer(grad, shape, "grad")
+        self.params.append(ParamSpec(f"{layer.name}.{kind}", buf, grad, shape, offset, layer.name,
+                                     regularized=kind == "W", init=init))
+
+
+def derive(model: Sequential, dtype: str = "float64") -> Derivation:
+    """Differentiate `model` and build its Program IR (forward, loss, backward, updates)."""
+    if model.loss is None:
+        raise ModelError(f"model {model.name} has no loss: pass loss=nn.MSE() (or another loss) "
+                         "to Sequential")
+    b = _Builder(model, dtype)
+    b.buffer("X", (BATCH, model.input_dim), "input")
+    b.buffer("T", (BATCH, model.output_dim), "target")
+    trail = _forward(b)
+    delta, start = _output(b, trail)
+    _backward(b, trail, delta, start)
+    loss_value = _regularisation(b)
+    program = _program(b, trail[-1][2], loss_value)
+    return Derivation(model, b.records, model.loss.name, program)
+
+
+def _forward(b: _Builder) -> list[tuple[object, str, str, int]]:
+    """Forward ops; returns the trail (layer, input buffer, output buffer, dense index)."""
+    trail = []
+    h, width, dense_index = "X", b.model.input_dim, 0
+    for i, layer in enumerate(b.model.layers):
+        if isinstance(layer, Dense):
+            dense_index += 1
+            k = dense_index
+            init = "he" if _relu_like(b.model.layers[i + 1:]) else "xavier"
+            b.param(layer, "W", k, (width, layer.units), init)
+            b.param(layer, "b", k, (layer.units,), "zeros")
+            width = layer.units
+            out = f"z{k}"
+            b.buffer(out, (BATCH, width))
+            b.forward.append(Linear(f"{out} = {h} @ W{k} + b{k}", layer.name, "forward", out, h, f"W{k}", f"b{k}"))
+            b.records.append(LayerRecord(layer.name, "dense", f"{out} = {h} @ W{k} + b{k}", h, out))
+        elif isinstance(layer, Activation):
+            local = calculus.activation(layer.function)
+            out = h if local.is_identity else _next_name(b, f"a{dense_index}")
+            if not local.is_identity:
+                b.buffer(out, (BATCH, width))
+                expr = local.stable.subs(X, symbol(h))
+                b.forward.append(Map(f"{out} = {sp.sstr(expr)}", layer.function.name, "forward", out, expr))
+            b.records.append(LayerRecord(layer.function.name, "activation",
+                                         f"{out} = {sp.sstr(local.function.subs(X, symbol(h)))}", h, out, local))
+        elif isinstance(layer, Softmax):
+            out = _next_name(b, f"p{dense_index}")
+            _softmax(b, h, out, width, b.forward, "softmax")
+            b.records.append(LayerRecord("softmax", "softmax", f"{out} = softmax({h}) = exp({h})/rowsum(exp({h}))",
+                                         h, out))
+        trail.append((layer, h, out, dense_index))
+        h = out
+    return trail
+
+
+def _relu_like(following: tuple) -> bool:
+    """Whether the first layer after a Dense is ReLU or LeakyReLU (He initialisation fits)."""
+    nxt = following[0] if following else None
+    return isinstance(nxt, Activation) and nxt.function.name in ("relu", "leaky_relu")
+
+
+def _next_name(b: _Builder, base: str) -> str:
+    name, i = base, 1
+    while name in b.buffers:
+        i += 1
+        name = f"{base}_{i}"
+    return name
+
+
+def _softmax(b: _Builder, z: str, p: str, width: int, ops: list[Op], layer: str) -> tuple[str, str]:
+    """p = softmax(z) with the row max subtracted; returns the row max and row sum buffers."""
+    m, s = f"max_{z}", f"sum_{z}"
+    zs, ms, ss = symbol(z), b.buffer(m, (BATCH, 1)), b.buffer(s, (BATCH, 1))
+    b.buffer(p, (BATCH, width))
+    ops += [
+        Reduce(f"{m} = rowmax({z})", layer, "forward", m, zs, "max", 1),
+        Map(f"{p} = exp({z} - {m})", layer, "forward", p, sp.exp(zs - ms)),
+        Reduce(f"{s} = rowsum({p})", layer, "forward", s, symbol(p), "sum", 1),
+        Map(f"{p} = {p}/{s}", layer, "forward", p, symbol(p) / ss),
+    ]
+    return m, s
+
+
+def _output(b: _Builder, trail: list) -> tuple[str, int]:
+    """Loss value and dL/d(pre-activation) at the output; returns (delta buffer, layer index)."""
+    loss, last = b.model.loss, len(trail) - 1
+    layer, h_in, h_out, k = trail[last]
+    scale = GSCALE / N
+    b.buffer("L_data", (), "scalar")
+    if isinstance(loss, SoftmaxCrossEntropy) or (isinstance(loss, CrossEntropy) and isinstance(layer, Softmax)):
+        logits, p = (h_in, h_out) if isinstance(layer, Softmax) else (h_out, _next_name(b, f"p{k}"))
+        if not isinstance(layer, Softmax):
+            _softmax(b, logits, p, b.model.output_dim, b.loss_ops, "loss")
+        zs, ts = symbol(logits), symbol("T")
+        lse = symbol(f"max_{logits}") + sp.log(symbol(f"sum_{logits}"))
+        value = ts * (lse - zs) / N
+        b.loss_ops.append(Reduce(f"L_data = sum(T*(logsumexp({logits}) - {logits}))/N", "loss", "loss", "L_data",
+                                 value, "sum", None))
+        dz = f"d{logits}"
+        b.buffer(dz, (BATCH, b.model.output_dim))
+        b.backward.append(Map(f"{dz} = ({p} - T)/N   [softmax + cross-entropy: dL/dz = p - t]",
+                              "loss", "backward", dz, (symbol(p) - ts) * scale))
+        b.records.append(LayerRecord(loss.name, "output", f"L = -sum(T*log(softmax({logits})))/N",
+                                     backward=[f"d{logits} = ({p} - T)/N"],
+                                     notes=["softmax + cross-entropy: log-softmax via log-sum-exp, dL/dz = p - t"]))
+        start = last if isinstance(layer, Softmax) else last + 1
+        return dz, start
+    fn = layer.function if isinstance(layer, Activation) else ACTIVATIONS["identity"]
+    pre = h_in if isinstance(layer, Activation) else h_out
+    if isinstance(layer, Softmax):
+        return _softmax_output(b, trail, loss)
+    composite = calculus.output_delta(fn, loss.function)
+    subs = {X: symbol(pre), A: symbol(h_out), T: symbol("T")}
+    per_element = 1 if loss.function.per_row_sum else b.model.output_dim
+    value = composite.value.xreplace(subs) / (N * per_element)
+    b.loss_ops.append(Reduce(f"L_data = mean({sp.sstr(composite.value.xreplace(subs))})", "loss", "loss",
+                             "L_data", value, "sum", None))
+    dz = f"d{pre}"
+    b.buffer(dz, (BATCH, b.model.output_dim))
+    delta = composite.delta.xreplace(subs)
+    b.backward.append(Map(f"{dz} = ({sp.sstr(delta)})/{_n_text(per_element)}   "
+                          f"[d {loss.name}({h_out}, T)/d{pre}]", "loss", "backward", dz,
+                          delta * scale / per_element))
+    b.records.append(LayerRecord(loss.name, "output", f"L = mean({sp.sstr(loss.function.expr)})",
+                                 output=composite, backward=[f"{dz} = {sp.sstr(delta)} / {_n_text(per_element)}"]))
+    return dz, last if isinstance(layer, Activation) else last + 1
+
+
+def _n_text(per_element: int) -> str:
+    return "N" if per_element == 1 else f"(N*{per_element})"
+
+
+def _softmax_output(b: _Builder, trail: list, loss: object) -> tuple[str, int]:
+    """A non-cross-entropy loss after Softmax: dL/dp, then back through softmax."""
+    layer, z, p, k = trail[-1]
+    grad_raw, _ = calculus.loss_gradient(loss.function)
+    per_element = 1 if loss.function.per_row_sum else b.model.output_dim
+    ps, ts = symbol(p), symbol("T")
+    value = loss.function.expr.xreplace({calculus.Y: ps, T: ts}) / (N * per_element)
+    b.loss_ops.append(Reduce(f"L_data = mean({sp.sstr(loss.function.expr)})", "loss", "loss",
+                             "L_data", value, "sum", None))
+    dp = f"d{p}"
+    b.buffer(dp, (BATCH, b.model.output_dim))
+    b.backward.append(Map(f"{dp} = dl/dy({p}, T)/N", "loss", "backward", dp,
+                          grad_raw.xreplace({calculus.Y: ps, T: ts}) * GSCALE / (N * per_element)))
+    b.records.append(LayerRecord(loss.name, "output", f"L = mean({sp.sstr(loss.function.expr)})",
+                                 backward=[f"{dp} = dl/dy({p}, T)/N"]))
+    return dp, len(trail) - 1
+
+
+def _backward(b: _Builder, trail: list, delta: str, start: int) -> None:
+    """Walk layers from `start - 1` (the first not fused into the output) back to the first Dense."""
+    first_dense = next(i for i, (layer, *_) in enumerate(trail) if isinstance(layer, Dense))
+    for i in range(start - 1, first_dense - 1, -1):
+        layer, h_in, h_out, k = trail[i]
+        record = b.records[i]
+        if isinstance(layer, Dense):
+            delta = _dense_backward(b, layer, h_in, delta, k, i == first_dense, record)
+        elif isinstance(layer, Activation):
+            delta = _activation_backward(b, layer, h_in, h_out, delta, record)
+        else:
+            delta = _softmax_backward(b, h_in, h_out, delta, record)
+
+
+def _dense_backward(b: _Builder, layer: Dense, x: str, dz: str, k: int, first: bool, record: LayerRecord) -> str:
+    b.backward.append(LinearGrad(f"dW{k} = {x}.T @ {dz};  db{k} = sum_rows({dz})", layer.name, "backward",
+                                 f"dW{k}", f"db{k}", x, dz))
+    record.backward.append(f"dL/dW{k} = {x}.T @ {dz}")
+    record.backward.append(f"dL/db{k} = sum_rows({dz})")
+    for reg_name, strength in (("l2", b.model.l2), ("l1", b.model.l1)):
+        if strength:
+            reg = REGULARISERS[reg_name]
+            grad = calculus.regulariser_gradient(reg).xreplace({LAM: sp.Float(strength), W: symbol(f"W{k}")})
+            b.backward.append(Map(f"dW{k} += {sp.sstr(grad)}   [{reg_name} penalty]", layer.name, "backward",
+                                  f"dW{k}", symbol(f"dW{k}") + GSCALE * grad))
+            record.backward.append(f"dL/dW{k} += {sp.sstr(grad)}   ({reg_name})")
+    if first:
+        return ""
+    dx = f"d{x}"
+    b.buffer(dx, b.buffers[x].shape)
+    b.backward.append(MatMulT(f"{dx} = {dz} @ W{k}.T", layer.name, "backward", dx, dz, f"W{k}"))
+    record.backward.append(f"{dx} = {dz} @ W{k}.T")
+    return dx
+
+
+def _activation_backward(b: _Builder, layer: Activation, z: str, a: str, da: str, record: LayerRecord) -> str:
+    local = calculus.activation(layer.function)
+    if local.is_identity:
+        return da
+    dz = f"d{z}"
+    b.buffer(dz, b.buffers[z].shape)
+    fprime = local.evaluated.xreplace({X: symbol(z), A: symbol(a)})
+    expr = symbol(da) * fprime
+    product = sp.sstr(sp.Mul(symbol(da), fprime, evaluate=False))
+    b.backward.append(Map(f"{dz} = {product}   [{layer.function.name}'({z}) = "
+                          f"{sp.sstr(local.derivative.xreplace({X: symbol(z)}))}]",
+                          layer.function.name, "backward", dz, expr))
+    record.backward.append(f"{dz} = {product}")
+    return dz
+
+
+def _softmax_backward(b: _Builder, z: str, p: str, dp: str, record: LayerRecord) -> str:
+    dz, r = f"d{z}", f"dot_{dp}"
+    b.buffer(dz, b.buffers[z].shape)
+    b.buffer(r, (BATCH, 1))
+    b.backward.append(Reduce(f"{r} = rowsum({dp}*{p})", "softmax", "backward", r,
+                             symbol(dp) * symbol(p), "sum", 1))
+    b.backward.append(Map(f"{dz} = {p}*({dp} - {r})   [softmax Jacobian-vector product]", "softmax",
+                          "backward", dz, symbol(p) * (symbol(dp) - symbol(r))))
+    record.backward.append(f"{dz} = {p}*({dp} - rowsum({dp}*{p}))")
+    return dz
+
+
+def _regularisation(b: _Builder) -> sp.Expr:
+    """Penalty terms of the loss: one scalar reduction per regularised weight."""
+    total = symbol("L_data")
+    for reg_name, strength in (("l2", b.model.l2), ("l1", b.model.l1)):
+        if not strength:
+            continue
+        reg = REGULARISERS[reg_name]
+        for p in b.params:
+            if p.regularized:
+                out = f"{reg_name}_{p.buffer}"
+                b.buffer(out, (), "scalar")
+                term = reg.expr.xreplace({LAM: sp.Float(strength), W: symbol(p.buffer)})
+                b.loss_ops.append(Reduce(f"{out} = sum({sp.sstr(term)})", p.layer, "loss", out, term, "sum", None))
+                total += symbol(out)
+    b.buffer("L", (), "scalar")
+    b.loss_ops.append(Map(f"L = {sp.sstr(total)}", "loss", "loss", "L", total))
+    return total
+
+
+def _update_ops(b: _Builder, opt: Optimizer) -> tuple[list[Op], tuple[str, ...]]:
+    """The optimizer's update rule on the flat vectors, with g pre-scaled by lr when folded."""
+    names = {"p": "params", "g": "grads", "lr": "lr", "t": "step"}
+    names.update({s: f"state_{s}" for s in opt.state})
+    clash = RESERVED.intersection(opt.defaults) | set(b.buffers).intersection(opt.defaults)
+    if clash:
+        raise ModelError(f"optimizer {opt.name}: hyperparameter name(s) {', '.join(sorted(clash))} "
+                         "clash with names the compiler uses")
+    ops: list[Op] = []
+    for target, expr in opt.updates:
+        syms = {s: symbol(names.get(s.name, s.name)) for s in expr.free_symbols}
+        e = expr.xreplace(syms)
+        if opt.folds_lr:
+            e = e.xreplace({symbol("grads"): symbol("grads") / symbol("lr")})
+        out = names[target]
+        ops.append(Map(f"{target} = {sp.sstr(expr)}", opt.name, "update", out, e))
+    return ops, ("lr", "step") + tuple(opt.defaults)
+
+
+def _program(b: _Builder, output: str, loss_value: sp.Expr) -> Program:
+    model = b.model
+    size = sum(p.size for p in b.params)
+    b.buffer("params", (size,), "param")
+    b.buffer("grads", (size,), "grad")
+    encoding, metric = _task(model)
+    prog = Program(model.name, b.dtype, "X", "T", output, metric, encoding, b.buffers, tuple(b.params))
+    one = {GSCALE: sp.S.One}
+    fwd = tuple(b.forward)
+    backward_1 = tuple(_subs(op, one) for op in b.backward)
+    prog.functions["forward"] = Function("forward", fwd, doc="forward pass: writes the output buffer")
+    prog.functions["loss"] = Function("loss", fwd + tuple(b.loss_ops), returns="L",
+                                      doc="forward pass and loss (with penalties), no gradients")
+    prog.functions["loss_and_grad"] = Function(
+        "loss_and_grad", fwd + tuple(b.loss_ops) + backward_1, returns="L",
+        doc="loss and the gradient of every parameter (means over the batch)")
+    for name, opt in OPTIMIZERS.items():
+        for state in opt.state:
+            b.buffer(f"state_{state}", (size,), "state")
+        update, scalars = _update_ops(b, opt)
+        scale = {GSCALE: symbol("lr")} if opt.folds_lr else one
+        backward = tuple(_subs(op, scale) for op in b.backward)
+        fname = f"step_{name}"
+        prog.functions[fname] = Function(fname, fwd + tuple(b.loss_ops) + backward + tuple(update), scalars,
+                                         "L", doc=f"one training step with {name}: loss, gradients, update")
+        prog.optimizers[name] = OptimizerSpec(name, fname, opt.state, tuple(opt.defaults.items()))
+    prog.validate()
+    return prog
+
+
+def _subs(op: Op, mapping: dict) -> Op:
+    if isinstance(op, Map) and op.expr.has(GSCALE):
+        return Map(op.formula, op.layer, op.stage, op.out, op.expr.xreplace(mapping))
+    return op
+
+
+def _task(model: Sequential) -> tuple[str, str | None]:
+    """How targets are encoded and which metric fits, from the loss."""
+    if isinstance(model.loss, (CrossEntropy, SoftmaxCrossEntropy)):
+        return "onehot", "accuracy"
+    if isinstance(model.loss, BinaryCrossEntropy):
+        return "binary", "binary_accuracy"
+    return "real", None

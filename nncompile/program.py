@@ -1,0 +1,196 @@
+"""`nc.compile`: model → derivation → backend source → JIT module, wrapped for people.
+
+`CompiledProgram` is what users hold: `init_params`, `loss_and_grad`, `forward`, the
+generated source, and (derived lazily, so a cache hit skips SymPy) the IR graph and the
+formulas.  The trainer uses its `engine()`, never SymPy.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from . import __version__, backends, jit, runtime
+from .errors import DataError, ModelError
+from .nn import Sequential
+from .rules import RULES_VERSION
+
+DTYPES = ("float32", "float64")
+
+
+@contextmanager
+def data_errors() -> Iterator[None]:
+    """Report the runtime's data and settings errors as nncompile errors."""
+    try:
+        yield
+    except runtime.Diverged:
+        raise
+    except runtime.TrainingError as exc:
+        raise DataError(str(exc)) from None
+
+
+def compile(model: Sequential, backend: str = "numpy", dtype: str = "float64",  # noqa: A001
+            **options: object) -> "CompiledProgram":
+    """Compile `model` for `backend` ("numpy" or "cuda") in `dtype` ("float32" or "float64").
+
+    Options go to the backend (numpy: ``fold_bias=False`` turns bias folding off).
+    The generated module is cached by content hash; see `jit`.
+    """
+    if not isinstance(model, Sequential):
+        raise ModelError(f"compile() takes an nn.Sequential model, got {type(model).__name__}")
+    if dtype not in DTYPES:
+        raise ModelError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    be = backends.get(backend)
+    from .backends.templating import templates_digest
+    key = jit.key_of(__version__, str(RULES_VERSION), be.NAME, dtype, repr(sorted(options.items())),
+                     templates_digest(), model.spec())
+    derived: dict[str, object] = {}
+
+    def render() -> str:
+        from .derive import derive
+        derivation = derive(model, dtype)
+        derived["derivation"] = derivation
+        return be.render_module(derivation.program, **options)
+
+    module, path = jit.load(key, render, prefix=f"nncompile_{model.name}_{be.NAME}")
+    return CompiledProgram(model, module, path, backend, dtype, derived.get("derivation"))
+
+
+class CompiledProgram:
+    """A compiled model: parameters in layer order, gradients, forward pass, generated source."""
+
+    def __init__(self, model: Sequential, module: object, path: Path, backend: str, dtype: str,
+                 derivation: object = None) -> None:
+        self.model, self.module, self.source_path = model, module, path
+        self.backend, self.dtype = backend, dtype
+        if derivation is not None:
+            self.__dict__["derivation"] = derivation
+        self._engine: runtime.Engine | None = None
+
+    def __repr__(self) -> str:
+        return (f"<CompiledProgram {self.model.name!r} backend={self.backend} dtype={self.dtype} "
+                f"params={self.n_params}>")
+
+    # -- description ------------------------------------------------------------------
+    @property
+    def param_names(self) -> list[str]:
+        return [name for name, *_ in self.module.PARAMS]
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(shape) for name, shape, *_ in self.module.PARAMS}
+
+    @property
+    def n_params(self) -> int:
+        return int(self.module.N_PARAMS)
+
+    @property
+    def source(self) -> str:
+        """The generated module's text (without the cache's hash line)."""
+        return self.source_path.read_text(encoding="utf-8").partition("\n")[2]
+
+    @cached_property
+    def derivation(self) -> object:
+        """The derivation records and IR (computed on first use after a cache hit)."""
+        from .derive import derive
+        return derive(self.model, self.dtype)
+
+    @property
+    def graph(self) -> object:
+        """The explicit forward + backward graph: the Program IR."""
+        return self.derivation.program
+
+    def workspace_bytes(self, batch_size: int) -> int:
+        """Bytes of buffers a batch of this size needs, besides parameters and state."""
+        return int(self.module.workspace_bytes(batch_size))
+
+    # -- parameters -------------------------------------------------------------------
+    def init_params(self, seed: int = 0, scheme: str = "auto") -> dict[str, np.ndarray]:
+        """Fresh parameters: weights by `scheme` ("auto", "normal", "xavier", "he"), biases zero."""
+        with data_errors():
+            return self.unflatten(runtime.init_flat(self.module, seed, scheme))
+
+    def flatten(self, params: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The flat parameter vector for a params dict (checked against the model)."""
+        if not isinstance(params, Mapping):
+            raise DataError(f"params must be a dict of arrays, got {type(params).__name__}")
+        missing = [n for n in self.param_names if n not in params]
+        extra = [n for n in params if n not in self.param_shapes]
+        if missing or extra:
+            what = f"is missing {missing[0]!r}" if missing else f"has unknown {extra[0]!r}"
+            raise DataError(f"params {what} (expected {', '.join(self.param_names)})")
+        flat = np.empty(self.n_params, dtype=self.dtype)
+        for name, shape, offset, _ in self.module.PARAMS:
+            value = np.asarray(params[name])
+            if value.shape != tuple(shape):
+                raise DataError(f"params[{name!r}] has shape {value.shape} but the model needs {tuple(shape)}")
+            flat[offset:offset + value.size] = value.ravel()
+        return flat
+
+    def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """A params dict (copies) from a flat vector, in layer order."""
+        out = {}
+        for name, shape, offset, _ in self.module.PARAMS:
+            size = int(np.prod(shape))
+            out[name] = np.array(flat[offset:offset + size], dtype=self.dtype).reshape(shape)
+        return out
+
+    # -- evaluation -------------------------------------------------------------------
+    def engine(self, params: Mapping[str, np.ndarray] | None = None) -> runtime.Engine:
+        """A fresh engine (flat vectors + workspaces) for training; the trainer's only handle."""
+        flat = None if params is None else self.flatten(params)
+        return runtime.Engine(self.module, flat)
+
+    def prepare(self, X: object, Y: object | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Inputs and targets checked and converted (labels one-hot for cross-entropy)."""
+        with data_errors():
+            Xc = runtime.check_inputs(X, self.module.INPUT_DIM, self.dtype)
+            if Y is None:
+                return Xc, None
+            T = runtime.encode_targets(Y, self.module.TARGET_ENCODING, self.module.OUTPUT_DIM,
+                                       self.dtype, Xc.shape[0])
+        return Xc, T
+
+    def _bound(self, params: Mapping[str, np.ndarray]) -> runtime.Engine:
+        if self._engine is None:
+            self._engine = runtime.Engine(self.module, max_workspaces=4)
+        self._engine.params[...] = self.flatten(params)
+        return self._engine
+
+    def loss_and_grad(self, params: Mapping[str, np.ndarray], X: object, Y: object) -> tuple[object, dict]:
+        """Loss (mean over the batch, with penalties) and the gradient of every parameter."""
+        Xc, T = self.prepare(X, Y)
+        engine = self._bound(params)
+        with data_errors():
+            ws = engine.workspace(Xc.shape[0])
+        ws.X[...] = Xc
+        ws.T[...] = T
+        loss = ws.loss_and_grad()
+        return np.dtype(self.dtype).type(loss), self.unflatten(engine.grads)
+
+    def loss(self, params: Mapping[str, np.ndarray], X: object, Y: object) -> object:
+        """Loss only (mean over the batch, with penalties)."""
+        Xc, T = self.prepare(X, Y)
+        with data_errors():
+            loss, _ = self._bound(params).evaluate(Xc, T)
+        return np.dtype(self.dtype).type(loss)
+
+    def forward(self, params: Mapping[str, np.ndarray], X: object) -> np.ndarray:
+        """Output of the last declared layer for every row of X."""
+        Xc, _ = self.prepare(X)
+        with data_errors():
+            return self._bound(params).predict(Xc)
+
+    def predict(self, params: Mapping[str, np.ndarray], X: object) -> np.ndarray:
+        """Class labels for classifiers (argmax, or output > 0.5 for binary), else the output."""
+        out = self.forward(params, X)
+        if self.module.METRIC == "accuracy":
+            return out.argmax(axis=1)
+        if self.module.METRIC == "binary_accuracy":
+            labels = (out > 0.5).astype(np.int64)
+            return labels[:, 0] if labels.shape[1] == 1 else labels
+        return out
+

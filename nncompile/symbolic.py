@@ -1,0 +1,176 @@
+"""The SymPy vocabulary every stage shares: stable functions, and the stability rewrites.
+
+`sigmoid` and `softplus` are SymPy functions with exact derivatives, so that a textbook
+formula such as ``1/(1 + exp(-x))`` can be rewritten once into a form whose evaluation
+never overflows, and every backend prints it through its own stable implementation
+(tanh form for the logistic, ``logaddexp`` for softplus).  `stabilize` applies the
+rewrites with SymPy's own `codegen.rewriting.optimize` and reports which ones fired.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
+from sympy.codegen.rewriting import ReplaceOptim
+
+REAL = {"real": True}
+
+
+def symbol(name: str) -> sp.Symbol:
+    """The one way to make a symbol: real-valued, so |x|' = sign(x) and max/min stay real."""
+    return sp.Symbol(name, **REAL)
+
+
+class sigmoid(sp.Function):  # noqa: N801  (SymPy function classes are lower case)
+    """Logistic function σ(x) = 1/(1 + e^{-x}); σ' = σ(1 − σ)."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, arg: sp.Expr) -> sp.Expr | None:
+        if arg.is_zero:
+            return sp.Rational(1, 2)
+        if arg.could_extract_minus_sign():
+            return 1 - cls(-arg)
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        s = sigmoid(self.args[0])
+        return s * (1 - s)
+
+    def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
+        return 1 / (1 + sp.exp(-arg))
+
+    def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
+        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+
+class softplus(sp.Function):  # noqa: N801
+    """softplus(x) = log(1 + e^x), evaluated without overflow; softplus' = σ."""
+
+    nargs = 1
+
+    @classmethod
+    def eval(cls, arg: sp.Expr) -> sp.Expr | None:
+        if arg.is_zero:
+            return sp.log(2)
+        if arg.could_extract_minus_sign():
+            return cls(-arg) + arg
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sigmoid(self.args[0])
+
+    def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
+        return sp.log(1 + sp.exp(arg))
+
+    def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
+        return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real
+
+
+def _one_plus(e: sp.Expr) -> sp.Expr | None:
+    """For ``1 + u`` return u, else None."""
+    if e.is_Add and len(e.args) == 2 and sp.S.One in e.args:
+        return e.args[0] if e.args[1] == 1 else e.args[1]
+    return None
+
+
+def _is_logistic(e: sp.Expr) -> bool:
+    u = _one_plus(e.base) if e.is_Pow and e.exp == -1 else None
+    return isinstance(u, sp.exp)
+
+
+def _is_log1pexp(e: sp.Expr) -> bool:
+    return isinstance(e, sp.log) and isinstance(_one_plus(e.args[0]), sp.exp)
+
+
+def _is_log_sigmoid(e: sp.Expr) -> bool:
+    return isinstance(e, sp.log) and isinstance(e.args[0], sigmoid)
+
+
+def _is_log_one_minus_sigmoid(e: sp.Expr) -> bool:
+    u = _one_plus(e.args[0]) if isinstance(e, sp.log) else None
+    return u is not None and isinstance(-u, sigmoid)
+
+
+def _is_exp_over_one_plus_exp(e: sp.Expr) -> bool:
+    """e^u/(e^u + 1), SymPy's form of σ'(u) for softplus, NaN at u = 1000 if left alone."""
+    if not e.is_Mul:
+        return False
+    nums = [f for f in e.args if isinstance(f, sp.exp)]
+    dens = [f for f in e.args if f.is_Pow and f.exp == -1 and isinstance(_one_plus(f.base), sp.exp)]
+    return len(e.args) == 2 and len(nums) == 1 and len(dens) == 1 and _one_plus(dens[0].base) == nums[0]
+
+
+def _is_log1p(e: sp.Expr) -> bool:
+    u = _one_plus(e.args[0]) if isinstance(e, sp.log) else None
+    return u is not None and not isinstance(u, sp.exp)
+
+
+def _is_expm1(e: sp.Expr) -> bool:
+    return e.is_Add and len(e.args) == 2 and sp.S.NegativeOne in e.args and any(
+        isinstance(a, sp.exp) for a in e.args)
+
+
+#: (name shown to the user, optimisation).  Order matters: e^u/(1 + e^u) before the
+#: logistic rule would split it, logistic before log-sigmoid.
+STABILITY_REWRITES: tuple[tuple[str, ReplaceOptim], ...] = (
+    ("exp(u)/(1 + exp(u)) -> sigmoid(u)",
+     ReplaceOptim(_is_exp_over_one_plus_exp,
+                  lambda e: sigmoid(next(f for f in e.args if isinstance(f, sp.exp)).args[0]))),
+    ("1/(1 + exp(-u)) -> sigmoid(u)", ReplaceOptim(_is_logistic, lambda e: sigmoid(-_one_plus(e.base).args[0]))),
+    ("log(1 + exp(u)) -> softplus(u)", ReplaceOptim(_is_log1pexp, lambda e: softplus(_one_plus(e.args[0]).args[0]))),
+    ("log(sigmoid(u)) -> -softplus(-u)", ReplaceOptim(_is_log_sigmoid, lambda e: -softplus(-e.args[0].args[0]))),
+    ("log(1 - sigmoid(u)) -> -softplus(u)",
+     ReplaceOptim(_is_log_one_minus_sigmoid, lambda e: -softplus((-_one_plus(e.args[0])).args[0]))),
+    ("log(1 + u) -> log1p(u)", ReplaceOptim(_is_log1p, lambda e: log1p(_one_plus(e.args[0])))),
+    ("exp(u) - 1 -> expm1(u)",
+     ReplaceOptim(_is_expm1, lambda e: expm1(next(a for a in e.args if isinstance(a, sp.exp)).args[0]))),
+)
+
+
+def stabilize(expr: sp.Expr) -> tuple[sp.Expr, list[str]]:
+    """Rewrite `expr` into numerically stable form; return it with the rewrites that fired."""
+    fired: list[str] = []
+    for name, opt in STABILITY_REWRITES:
+        if any(opt.query(node) for node in sp.preorder_traversal(expr)):
+            fired.append(name)
+            expr = opt(expr)
+    return expr, fired
+
+
+#: Functions every backend can print; anything else in a user expression is refused.
+SUPPORTED_FUNCTIONS: dict[str, Callable[..., sp.Expr]] = {
+    "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "tanh": sp.tanh, "sinh": sp.sinh,
+    "cosh": sp.cosh, "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "atan": sp.atan,
+    "asinh": sp.asinh, "abs": sp.Abs, "sign": sp.sign, "max": sp.Max, "min": sp.Min,
+    "sigmoid": sigmoid, "softplus": softplus, "log1p": log1p, "expm1": expm1,
+    "heaviside": lambda u: sp.Heaviside(u, 0),
+}
+
+#: SymPy classes a backend printer must handle (what `SUPPORTED_FUNCTIONS` and
+#: differentiation can produce).
+SUPPORTED_CLASSES: tuple[type, ...] = (
+    sp.exp, sp.log, sp.tanh, sp.sinh, sp.cosh, sp.sin, sp.cos, sp.tan, sp.atan, sp.asinh,
+    sp.Abs, sp.sign, sp.Max, sp.Min, sp.Heaviside, sp.Piecewise, sigmoid, softplus, log1p, expm1,
+)
+
+
+_STRUCTURE: tuple[type, ...] = (
+    sp.Symbol, sp.Number, sp.NumberSymbol, sp.Add, sp.Mul, sp.Pow, sp.logic.boolalg.BooleanAtom,
+    sp.core.relational.Relational, sp.functions.elementary.piecewise.ExprCondPair,
+    sp.And, sp.Or, sp.Not,
+)
+
+
+def unsupported_functions(expr: sp.Expr) -> list[str]:
+    """Names of the operations in `expr` that no backend can print."""
+    return sorted({type(node).__name__ for node in sp.preorder_traversal(expr)
+                   if not isinstance(node, SUPPORTED_CLASSES + _STRUCTURE)})
