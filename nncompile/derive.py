@@ -222,7 +222,7 @@ def _softmax_output(b: _Builder, trail: list, loss: object) -> tuple[str, int]:
                           grad_raw.xreplace({calculus.Y: ps, T: ts}) * GSCALE / (N * per_element)))
     b.records.append(LayerRecord(loss.name, "output", f"L = mean({sp.sstr(loss.function.expr)})",
                                  backward=[f"{dp} = dl/dy({p}, T)/N"]))
-    return dp, len(trail) - 1
+    return dp, len(trail)  # the softmax layer itself is walked back by _backward
 
 
 def _backward(b: _Builder, trail: list, delta: str, start: int) -> None:

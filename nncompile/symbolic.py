@@ -100,13 +100,23 @@ def _is_log_one_minus_sigmoid(e: sp.Expr) -> bool:
     return u is not None and isinstance(-u, sigmoid)
 
 
-def _is_exp_over_one_plus_exp(e: sp.Expr) -> bool:
-    """e^u/(e^u + 1), SymPy's form of σ'(u) for softplus, NaN at u = 1000 if left alone."""
+def _logistic_pair(e: sp.Expr) -> tuple[sp.Expr, sp.Expr] | None:
+    """In a product holding e^u and (1 + e^u)^-1, those two factors; else None."""
     if not e.is_Mul:
-        return False
-    nums = [f for f in e.args if isinstance(f, sp.exp)]
-    dens = [f for f in e.args if f.is_Pow and f.exp == -1 and isinstance(_one_plus(f.base), sp.exp)]
-    return len(e.args) == 2 and len(nums) == 1 and len(dens) == 1 and _one_plus(dens[0].base) == nums[0]
+        return None
+    for den in e.args:
+        if den.is_Pow and den.exp == -1 and isinstance(_one_plus(den.base), sp.exp):
+            num = _one_plus(den.base)
+            if num in e.args:
+                return num, den
+    return None
+
+
+def _exp_over_one_plus_exp(e: sp.Expr) -> sp.Expr:
+    """e^u/(1 + e^u)·rest -> sigmoid(u)·rest: SymPy's form of σ(u), NaN at u = 1000 if left alone."""
+    num, den = _logistic_pair(e)
+    rest = [f for f in e.args if f is not num and f is not den]
+    return sp.Mul(sigmoid(num.args[0]), *rest)
 
 
 def _is_log1p(e: sp.Expr) -> bool:
@@ -123,8 +133,7 @@ def _is_expm1(e: sp.Expr) -> bool:
 #: logistic rule would split it, logistic before log-sigmoid.
 STABILITY_REWRITES: tuple[tuple[str, ReplaceOptim], ...] = (
     ("exp(u)/(1 + exp(u)) -> sigmoid(u)",
-     ReplaceOptim(_is_exp_over_one_plus_exp,
-                  lambda e: sigmoid(next(f for f in e.args if isinstance(f, sp.exp)).args[0]))),
+     ReplaceOptim(lambda e: _logistic_pair(e) is not None, _exp_over_one_plus_exp)),
     ("1/(1 + exp(-u)) -> sigmoid(u)", ReplaceOptim(_is_logistic, lambda e: sigmoid(-_one_plus(e.base).args[0]))),
     ("log(1 + exp(u)) -> softplus(u)", ReplaceOptim(_is_log1pexp, lambda e: softplus(_one_plus(e.args[0]).args[0]))),
     ("log(sigmoid(u)) -> -softplus(-u)", ReplaceOptim(_is_log_sigmoid, lambda e: -softplus(-e.args[0].args[0]))),

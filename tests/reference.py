@@ -1,0 +1,66 @@
+"""Hand-written NumPy references, written from the textbook formulas, independent of nncompile.
+
+Used to check the compiled forward pass, loss and gradients on the models of the contract.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+
+
+ACTIVATIONS = {
+    "tanh": (np.tanh, lambda z, a: 1 - a**2),
+    "sigmoid": (sigmoid, lambda z, a: a * (1 - a)),
+    "relu": (lambda z: np.maximum(z, 0), lambda z, a: (z > 0).astype(float)),
+    "softplus": (lambda z: np.logaddexp(0, z), lambda z, a: sigmoid(z)),
+    "identity": (lambda z: z, lambda z, a: np.ones_like(z)),
+}
+
+
+def mlp_loss_and_grad(params: dict, X: np.ndarray, T: np.ndarray, hidden: list[str], out: str,
+                      loss: str, l2: float = 0.0, l1: float = 0.0) -> tuple[float, dict, np.ndarray]:
+    """Loss, gradients and output of Dense-activation-...-Dense-out with the given loss.
+
+    `hidden` names the activation after each hidden Dense; `out` is "softmax", "sigmoid" or
+    "identity"; `loss` is "ce", "bce" or "mse" (means as in the contract).
+    """
+    n = X.shape[0]
+    acts, zs = [X], []
+    layers = len(hidden) + 1
+    for k in range(1, layers + 1):
+        z = acts[-1] @ params[f"dense{k}.W"] + params[f"dense{k}.b"]
+        zs.append(z)
+        if k < layers:
+            acts.append(ACTIVATIONS[hidden[k - 1]][0](z))
+    z = zs[-1]
+    if out == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        y = e / e.sum(axis=1, keepdims=True)
+    elif out == "sigmoid":
+        y = sigmoid(z)
+    else:
+        y = z
+    if loss == "ce":
+        value = -np.sum(T * np.log(y)) / n
+        dz = (y - T) / n
+    elif loss == "bce":
+        value = np.mean(-(T * np.log(y) + (1 - T) * np.log(1 - y)))
+        dz = (y - T) / T.size
+    else:
+        value = np.mean((y - T) ** 2)
+        dz = 2 * (y - T) / T.size
+        if out == "sigmoid":
+            dz = dz * y * (1 - y)
+    grads = {}
+    for k in range(layers, 0, -1):
+        W = params[f"dense{k}.W"]
+        grads[f"dense{k}.W"] = acts[k - 1].T @ dz + l2 * W + l1 * np.sign(W)
+        grads[f"dense{k}.b"] = dz.sum(axis=0)
+        value += l2 / 2 * np.sum(W**2) + l1 * np.sum(np.abs(W))
+        if k > 1:
+            da = dz @ W.T
+            dz = da * ACTIVATIONS[hidden[k - 2]][1](zs[k - 2], acts[k - 1])
+    return value, grads, y
