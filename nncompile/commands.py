@@ -85,11 +85,11 @@ def run(args: argparse.Namespace) -> int:
                           seed=settings["seed"], init=settings["init"], schedule=settings["schedule"],
                           val_split=args.val_split, patience=settings["patience"], callback=bar.update, **hyper)
     except nc.DivergenceError as exc:
-        bar.close()
         if args.save and exc.result is not None:
             _save(args.save, exc.result.params)
         raise
-    bar.close()
+    finally:
+        bar.close()
     summary = _summary(prog, result, train_set, test_set)
     if args.json:
         print(dump_json({"history": result.history, "summary": summary}))

@@ -101,8 +101,8 @@ def _load_csv(path: Path) -> Dataset:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path.name} cannot be read as text ({exc})") from None
     rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
-    if rows and not _numeric(rows[0]):
-        rows = rows[1:]  # a header line
+    if rows and not any(_numeric([cell]) for cell in rows[0]):
+        rows = rows[1:]  # a header line: no cell of it is a number
     if not rows:
         raise DataError(f"{path.name} has no data rows")
     width = len(rows[0])

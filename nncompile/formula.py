@@ -177,10 +177,10 @@ def _checked(expr: sp.Basic, symbols: Mapping[str, sp.Symbol], what: str) -> sp.
         raise FormulaError(f"{what}: unknown symbol(s) {', '.join(unknown)} "
                            f"(allowed: {', '.join(symbols)})")
     expr = expr.xreplace({s: symbols[n] for n, s in by_name.items()})
+    if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan, sp.I):
+        raise FormulaError(f"{what}: the formula is not finite and real ({expr})")
     bad = unsupported_functions(expr)
     if bad:
         raise FormulaError(f"{what}: function(s) {', '.join(bad)} cannot be compiled "
                            f"(known: {', '.join(sorted(SUPPORTED_FUNCTIONS))})")
-    if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan, sp.I):
-        raise FormulaError(f"{what}: the formula is not finite and real ({expr})")
     return expr

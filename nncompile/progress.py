@@ -10,10 +10,13 @@ class EpochBar:
     """Callback for `nc.train`: advances one step per epoch and shows the latest numbers."""
 
     def __init__(self, epochs: int, metric: str | None, disable: bool = False) -> None:
-        self.metric = metric
-        self.bar = tqdm(total=epochs, unit="epoch", file=sys.stderr, disable=disable, dynamic_ncols=True)
+        self.metric, self.epochs, self.disable = metric, epochs, disable
+        self.bar: tqdm | None = None  # created at the first epoch, so errors before it print alone
 
     def update(self, record: dict) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=self.epochs, unit="epoch", file=sys.stderr, disable=self.disable,
+                            dynamic_ncols=True)
         shown = {"loss": f"{record['loss']:.4f}"}
         if self.metric and self.metric in record:
             shown["acc"] = f"{100 * record[self.metric]:.1f}%"
@@ -23,4 +26,5 @@ class EpochBar:
         self.bar.update(1)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

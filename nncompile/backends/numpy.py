@@ -165,21 +165,19 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
     for name, buf in program.buffers.items():
         if buf.role in ("param", "grad", "state", "scalar"):
             continue
-        root = layout.root(name)
+        root, width = layout.root(name), buf.shape[-1]
         if root != name:
             lines.append((f"{name} = {root}", f"shares storage: {root} is dead when {name} is written"))
-            continue
-        width = buf.shape[-1]
-        if name in layout.augmented:
+        elif name in layout.augmented:
             lines += [(f"{name}_aug = np.empty((n, {width + 1}), dtype=DTYPE)", f"{name} with a ones column"),
                       (f"{name}_aug[:, {width}] = 1.0", "the column that multiplies the bias row"),
                       (f"{name} = {name}_aug[:, :{width}]", "view"),
                       (f"{name}_augT = {name}_aug.T", "transposed view, no copy")]
             per_row += width + 1
-            continue
-        lines.append((f"{name} = np.empty({_shape_n(buf.shape)}, dtype=DTYPE)", buf.role))
-        per_row, fixed = _count(buf.shape, per_row, fixed)
-        if name in transposed:
+        else:
+            lines.append((f"{name} = np.empty({_shape_n(buf.shape)}, dtype=DTYPE)", buf.role))
+            per_row, fixed = _count(buf.shape, per_row, fixed)
+        if name in transposed and name not in layout.augmented:
             lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
     for name, (shape, kind) in pool.declared.items():
         dtype = "np.bool_" if kind == "bool" else "DTYPE"

@@ -1,0 +1,100 @@
+"""The command line: each subcommand works, and mistakes end in one line and a non-zero exit."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nncompile.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    exe = shutil.which("nncompile")
+    cmd = [exe] if exe else [sys.executable, "-m", "nncompile.cli"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_run_digits_reaches_95_percent_held_out() -> None:
+    done = _cli("run", str(EXAMPLES / "digits.py"), "--data", "digits", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)["summary"]
+    assert summary["test_rows"] == 359 and summary["test_accuracy"] >= 0.95
+
+
+def test_run_saves_weights_and_prints_a_final_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", str(EXAMPLES / "xor.py"), "--data", "xor", "--quiet", "--save", str(tmp_path / "w.npz")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("final:") and "100.00%" in out
+    assert sorted(np.load(tmp_path / "w.npz").files) == ["dense1.W", "dense1.b", "dense2.W", "dense2.b"]
+
+
+@pytest.mark.parametrize("example", ["xor", "digits", "mish"])
+def test_check_passes_on_examples(example: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["check", str(EXAMPLES / f"{example}.py")]) == 0
+    assert "agree with central finite differences" in capsys.readouterr().out
+
+
+def test_derive_graph_generate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["derive", str(EXAMPLES / "digits.py")]) == 0
+    text = capsys.readouterr().out
+    assert "dL/dW2 = a1.T @ dz2" in text and "1 - a1**2" in text
+    assert main(["graph", str(EXAMPLES / "digits.py")]) == 0
+    assert "LinearGrad" in capsys.readouterr().out
+    assert main(["graph", str(EXAMPLES / "digits.py"), "--dot"]) == 0
+    assert capsys.readouterr().out.startswith('digraph "digits_mlp"')
+    assert main(["generate", str(EXAMPLES / "xor.py"), "--backend", "numpy", "-o", str(tmp_path / "x.py")]) == 0
+    assert (tmp_path / "x.py").read_text().startswith("#!/usr/bin/env python3")
+
+
+def _write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "missing.py", "--data", "xor"], "does not exist"),
+    (["run", "{nomodel}", "--data", "xor"], "does not define `model`"),
+    (["run", "{broken}", "--data", "xor"], "ZeroDivisionError"),
+    (["run", "{xor}", "--data", "mnist"], "unknown data set 'mnist'"),
+    (["run", "{xor}", "--data", "digits"], "(N, 2)"),
+    (["run", "{xor}", "--data", "{nan_csv}"], "NaN"),
+    (["run", "{xor}", "--data", "{ragged_csv}"], "row 2 has 2 columns"),
+    (["run", "{digits}", "--data", "{labels_npz}"], "label 12 is out of range"),
+    (["run", "{xor}", "--data", "xor", "--optimizer", "lbfgs"], "unknown optimizer"),
+    (["run", "{badlayer}", "--data", "xor"], "in_features"),
+])
+def test_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+    files = {
+        "xor": str(EXAMPLES / "xor.py"), "digits": str(EXAMPLES / "digits.py"),
+        "nomodel": _write(tmp_path, "nomodel.py", "x = 1\n"),
+        "broken": _write(tmp_path, "broken.py", "from nncompile import nn\nmodel = 1/0\n"),
+        "badlayer": _write(tmp_path, "bad.py", "from nncompile import nn\nmodel = nn.Sequential(nn.Dense(3), "
+                                                "nn.Dense(2, in_features=4), input_dim=2, loss=nn.MSE())\n"),
+        "nan_csv": _write(tmp_path, "nan.csv", "a,b,y\n1,2,0\nnan,1,1\n"),
+        "ragged_csv": _write(tmp_path, "ragged.csv", "1,2,0\n1,1\n"),
+        "labels_npz": str(tmp_path / "labels.npz"),
+    }
+    np.savez(files["labels_npz"], X=np.zeros((3, 64)), y=np.array([0, 12, 1]))
+    done = _cli(*[a.format(**files) for a in args], cwd=tmp_path)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nncompile: error:") and message in lines[0], lines
+
+
+def test_diverging_run_exits_1_with_advice(tmp_path: Path) -> None:
+    model = _write(tmp_path, "lin.py", "from nncompile import nn\nmodel = nn.Sequential(nn.Dense(1), input_dim=2, "
+                                       "loss=nn.MSE())\n")
+    np.savez(tmp_path / "big.npz", X=np.random.default_rng(0).normal(size=(64, 2)) * 1e3, y=np.ones(64))
+    done = _cli("run", model, "--data", str(tmp_path / "big.npz"), "--lr", "10", "--quiet")
+    assert done.returncode == 1 and "diverged" in done.stderr and "lower the learning rate" in done.stderr
+    assert "Traceback" not in done.stderr

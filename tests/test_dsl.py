@@ -1,0 +1,68 @@
+"""The DSL checks shapes, names and losses when a model is declared; formulas are never evaluated."""
+from __future__ import annotations
+
+import pytest
+import sympy as sp
+
+from nncompile import FormulaError, ModelError, nn
+from nncompile.formula import to_expr
+
+
+def test_names_and_widths() -> None:
+    model = nn.Sequential(nn.Dense(32), nn.Tanh(), nn.Dense(10, name="head"), nn.Softmax(), input_dim=64,
+                          loss=nn.CrossEntropy(), name="digits_mlp")
+    assert [layer.name for layer in model.dense_layers] == ["dense1", "head"]
+    assert model.widths == (32, 32, 10, 10) and model.output_dim == 10
+
+
+def test_width_mismatch_names_layer_and_both_sizes() -> None:
+    with pytest.raises(ModelError, match=r"dense2.*in_features=5.*receives 3"):
+        nn.Sequential(nn.Dense(3), nn.Tanh(), nn.Dense(2, in_features=5), input_dim=4, loss=nn.MSE())
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: nn.Dense(0), "positive integer"),
+    (lambda: nn.Sequential(nn.Tanh(), input_dim=2), "at least one Dense"),
+    (lambda: nn.Sequential(nn.Dense(2), "tanh", input_dim=2), "not an nncompile layer"),
+    (lambda: nn.Sequential(nn.Dense(2), input_dim=0), "input_dim"),
+    (lambda: nn.Sequential(nn.Dense(2, name="a"), nn.Dense(2, name="a"), input_dim=2), "used twice"),
+    (lambda: nn.Sequential(nn.Dense(2, name="x; import os"), input_dim=2), "not a valid name"),
+    (lambda: nn.Sequential(nn.Dense(2), input_dim=2, name="bad name"), "not a valid name"),
+    (lambda: nn.Sequential(nn.Dense(2), input_dim=2, l2=-1), "l2"),
+    (lambda: nn.Sequential(nn.Dense(2), nn.Softmax(), input_dim=2, loss=nn.SoftmaxCrossEntropy()), "logits"),
+    (lambda: nn.Sequential(nn.Dense(2), input_dim=2, loss=nn.CrossEntropy()), "Softmax"),
+    (lambda: nn.Sequential(nn.Dense(2), input_dim=2, loss=nn.BinaryCrossEntropy()), "Sigmoid"),
+    (lambda: nn.LeakyReLU(-0.5), "alpha"),
+])
+def test_bad_declarations_say_what_is_wrong(build: object, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        build()
+
+
+@pytest.mark.parametrize("text", [
+    "__import__('os').system('true')", "x.__class__", "(lambda: 1)()", "x[0]", "open('f')",
+    "x**10**10", "2**2**2**2**2**2", "exec('1')", "x if x else 1", "[x]", "{x: 1}", "y", "",
+    "x; import os", "f'{x}'", "(" * 500 + "x" + ")" * 500, "x +" * 2000,
+])
+def test_formula_strings_are_parsed_by_a_whitelist(text: str) -> None:
+    with pytest.raises(FormulaError):
+        nn.Activation(text, name="evil")
+
+
+def test_formula_spellings() -> None:
+    x = sp.Symbol("x", real=True)
+    assert to_expr("x^2 + 3×x − 1", ("x",), "f") == x**2 + 3 * x - 1
+    assert to_expr("2^3^2", ("x",), "f") == 512
+    assert to_expr(lambda x: sp.tanh(x), ("x",), "f") == sp.tanh(x)
+    assert to_expr(sp.Symbol("x") ** 2, ("x",), "f") == x**2
+
+
+def test_callables_and_expressions_are_checked() -> None:
+    with pytest.raises(FormulaError, match="unknown symbol"):
+        nn.Activation(sp.Symbol("z") ** 2)
+    with pytest.raises(FormulaError, match="cannot be compiled"):
+        nn.Activation(sp.Function("f")(sp.Symbol("x")))
+    with pytest.raises(FormulaError, match="failed"):
+        nn.Activation(lambda x: __import__("math").exp(x))
+    with pytest.raises(FormulaError, match="not finite"):
+        nn.Activation("1/(x - x)")
