@@ -44,7 +44,7 @@ OPTIMIZERS = {
 
 def workspace_bytes(n):
     """Bytes that build(n, ...) allocates besides the flat vectors."""
-    return (248 * n + 4820) * 8
+    return (238 * n + 4830) * 8
 
 
 def build(n, params, grads, state):
@@ -84,12 +84,12 @@ def build(n, params, grads, state):
     dz2 = np.empty((n, 10), dtype=DTYPE)        # value
     da1 = np.empty((n, 32), dtype=DTYPE)        # value
     dz1 = da1                                   # shares storage: da1 is dead when dz1 is written
-    s1 = np.empty((n, 10), dtype=DTYPE)         # scratch
-    s2 = np.empty((n, 1), dtype=DTYPE)          # scratch
-    s3 = np.empty((n, 1), dtype=DTYPE)          # scratch
-    s4 = np.empty((n, 32), dtype=DTYPE)         # scratch
-    s5 = np.empty((2410,), dtype=DTYPE)         # scratch
-    s6 = np.empty((2410,), dtype=DTYPE)         # scratch
+    s1 = np.empty((n, 1), dtype=DTYPE)          # scratch
+    s2 = np.empty((n, 32), dtype=DTYPE)         # scratch
+    s3 = np.empty((2410,), dtype=DTYPE)         # scratch
+    s4 = np.empty((2410,), dtype=DTYPE)         # scratch
+    ones_10x1 = np.ones((10, 1), dtype=DTYPE)   # sums are dot products with ones
+    ones_Nx1 = np.ones((n, 1), dtype=DTYPE)     # sums are dot products with ones
     c1 = 1/N
     state_m = state.get('m')
     state_v = state.get('v')
@@ -97,218 +97,218 @@ def build(n, params, grads, state):
     def forward():
         """Forward pass: writes the output buffer."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.max(z2, axis=1, keepdims=True, out=max_z2)  # max_z2 = rowmax(z2)
+        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
-        np.subtract(z2, max_z2, out=p2)         # p2 = -max_z2 + z2
-        np.exp(p2, out=p2)                      # p2 = exp(-max_z2 + z2)
+        np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
+        np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
         # forward: sum_z2 = rowsum(p2)
-        np.sum(p2, axis=1, keepdims=True, out=sum_z2)  # sum_z2 = rowsum(p2)
+        np.dot(p2, ones_10x1, sum_z2)           # sum_z2 = rowsum(p2)
         # forward: p2 = p2/sum_z2
-        np.divide(p2, sum_z2, out=p2)           # p2 = p2/sum_z2
+        np.divide(p2, sum_z2, p2)               # p2 = p2/sum_z2
 
     def loss():
         """Forward pass and loss (with penalties), no gradients."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.max(z2, axis=1, keepdims=True, out=max_z2)  # max_z2 = rowmax(z2)
+        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
-        np.subtract(z2, max_z2, out=p2)         # p2 = -max_z2 + z2
-        np.exp(p2, out=p2)                      # p2 = exp(-max_z2 + z2)
+        np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
+        np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
         # forward: sum_z2 = rowsum(p2)
-        np.sum(p2, axis=1, keepdims=True, out=sum_z2)  # sum_z2 = rowsum(p2)
+        np.dot(p2, ones_10x1, sum_z2)           # sum_z2 = rowsum(p2)
         # forward: p2 = p2/sum_z2
-        np.divide(p2, sum_z2, out=p2)           # p2 = p2/sum_z2
-        # loss: L_data = sum(T*(logsumexp(z2) - z2))/N
-        np.log(sum_z2, out=s2)                  # s2 = log(sum_z2)
-        np.add(max_z2, s2, out=s3)              # s3 = max_z2 + log(sum_z2)
-        np.subtract(s3, z2, out=s1)             # s1 = -z2 + (max_z2 + log(sum_z2))
-        L_data = c1*(np.vdot(T, s1))            # L_data = sum(T*(max_z2 - z2 + log(sum_z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p2, sum_z2, p2)               # p2 = p2/sum_z2
+        # loss: L_lse = sum of logsumexp(z2) over rows
+        np.log(sum_z2, s1)                      # s1 = log(sum_z2)
+        L_lse = np.vdot(max_z2, ones_Nx1) + np.vdot(s1, ones_Nx1)  # L_lse = sum(max_z2 + log(sum_z2))
+        # loss: L_tz = sum(T*z2)
+        L_tz = np.vdot(T, z2)                   # L_tz = sum(T*z2)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         return L
 
     def loss_and_grad():
         """Loss and the gradient of every parameter (means over the batch)."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.max(z2, axis=1, keepdims=True, out=max_z2)  # max_z2 = rowmax(z2)
+        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
-        np.subtract(z2, max_z2, out=p2)         # p2 = -max_z2 + z2
-        np.exp(p2, out=p2)                      # p2 = exp(-max_z2 + z2)
+        np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
+        np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
         # forward: sum_z2 = rowsum(p2)
-        np.sum(p2, axis=1, keepdims=True, out=sum_z2)  # sum_z2 = rowsum(p2)
+        np.dot(p2, ones_10x1, sum_z2)           # sum_z2 = rowsum(p2)
         # forward: p2 = p2/sum_z2
-        np.divide(p2, sum_z2, out=p2)           # p2 = p2/sum_z2
-        # loss: L_data = sum(T*(logsumexp(z2) - z2))/N
-        np.log(sum_z2, out=s2)                  # s2 = log(sum_z2)
-        np.add(max_z2, s2, out=s3)              # s3 = max_z2 + log(sum_z2)
-        np.subtract(s3, z2, out=s1)             # s1 = -z2 + (max_z2 + log(sum_z2))
-        L_data = c1*(np.vdot(T, s1))            # L_data = sum(T*(max_z2 - z2 + log(sum_z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p2, sum_z2, p2)               # p2 = p2/sum_z2
+        # loss: L_lse = sum of logsumexp(z2) over rows
+        np.log(sum_z2, s1)                      # s1 = log(sum_z2)
+        L_lse = np.vdot(max_z2, ones_Nx1) + np.vdot(s1, ones_Nx1)  # L_lse = sum(max_z2 + log(sum_z2))
+        # loss: L_tz = sum(T*z2)
+        L_tz = np.vdot(T, z2)                   # L_tz = sum(T*z2)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz2 = (p2 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p2, T, out=dz2)             # dz2 = -T + p2
-        np.multiply(dz2, c1, out=dz2)           # dz2 = (-T + p2)/N
+        np.subtract(p2, T, dz2)                 # dz2 = -T + p2
+        np.multiply(dz2, c1, dz2)               # dz2 = (-T + p2)/N
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s4)                   # s4 = a1**2
-        np.subtract(1.0, s4, out=s4)            # s4 = 1 - a1**2
-        np.multiply(da1, s4, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         return L
 
     def step_sgd(lr, step):
         """One training step with sgd: loss, gradients, update."""
         c2 = lr/N
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.max(z2, axis=1, keepdims=True, out=max_z2)  # max_z2 = rowmax(z2)
+        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
-        np.subtract(z2, max_z2, out=p2)         # p2 = -max_z2 + z2
-        np.exp(p2, out=p2)                      # p2 = exp(-max_z2 + z2)
+        np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
+        np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
         # forward: sum_z2 = rowsum(p2)
-        np.sum(p2, axis=1, keepdims=True, out=sum_z2)  # sum_z2 = rowsum(p2)
+        np.dot(p2, ones_10x1, sum_z2)           # sum_z2 = rowsum(p2)
         # forward: p2 = p2/sum_z2
-        np.divide(p2, sum_z2, out=p2)           # p2 = p2/sum_z2
-        # loss: L_data = sum(T*(logsumexp(z2) - z2))/N
-        np.log(sum_z2, out=s2)                  # s2 = log(sum_z2)
-        np.add(max_z2, s2, out=s3)              # s3 = max_z2 + log(sum_z2)
-        np.subtract(s3, z2, out=s1)             # s1 = -z2 + (max_z2 + log(sum_z2))
-        L_data = c1*(np.vdot(T, s1))            # L_data = sum(T*(max_z2 - z2 + log(sum_z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p2, sum_z2, p2)               # p2 = p2/sum_z2
+        # loss: L_lse = sum of logsumexp(z2) over rows
+        np.log(sum_z2, s1)                      # s1 = log(sum_z2)
+        L_lse = np.vdot(max_z2, ones_Nx1) + np.vdot(s1, ones_Nx1)  # L_lse = sum(max_z2 + log(sum_z2))
+        # loss: L_tz = sum(T*z2)
+        L_tz = np.vdot(T, z2)                   # L_tz = sum(T*z2)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz2 = (p2 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p2, T, out=dz2)             # dz2 = -T + p2
-        np.multiply(dz2, c2, out=dz2)           # dz2 = (lr/N)*(-T + p2)
+        np.subtract(p2, T, dz2)                 # dz2 = -T + p2
+        np.multiply(dz2, c2, dz2)               # dz2 = (lr/N)*(-T + p2)
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s4)                   # s4 = a1**2
-        np.subtract(1.0, s4, out=s4)            # s4 = 1 - a1**2
-        np.multiply(da1, s4, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: p = -g*lr + p
-        np.subtract(params, grads, out=params)  # params = -grads + params
+        np.subtract(params, grads, params)      # params = -grads + params
         return L
 
     def step_momentum(lr, step, momentum):
         """One training step with momentum: loss, gradients, update."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.max(z2, axis=1, keepdims=True, out=max_z2)  # max_z2 = rowmax(z2)
+        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
-        np.subtract(z2, max_z2, out=p2)         # p2 = -max_z2 + z2
-        np.exp(p2, out=p2)                      # p2 = exp(-max_z2 + z2)
+        np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
+        np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
         # forward: sum_z2 = rowsum(p2)
-        np.sum(p2, axis=1, keepdims=True, out=sum_z2)  # sum_z2 = rowsum(p2)
+        np.dot(p2, ones_10x1, sum_z2)           # sum_z2 = rowsum(p2)
         # forward: p2 = p2/sum_z2
-        np.divide(p2, sum_z2, out=p2)           # p2 = p2/sum_z2
-        # loss: L_data = sum(T*(logsumexp(z2) - z2))/N
-        np.log(sum_z2, out=s2)                  # s2 = log(sum_z2)
-        np.add(max_z2, s2, out=s3)              # s3 = max_z2 + log(sum_z2)
-        np.subtract(s3, z2, out=s1)             # s1 = -z2 + (max_z2 + log(sum_z2))
-        L_data = c1*(np.vdot(T, s1))            # L_data = sum(T*(max_z2 - z2 + log(sum_z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p2, sum_z2, p2)               # p2 = p2/sum_z2
+        # loss: L_lse = sum of logsumexp(z2) over rows
+        np.log(sum_z2, s1)                      # s1 = log(sum_z2)
+        L_lse = np.vdot(max_z2, ones_Nx1) + np.vdot(s1, ones_Nx1)  # L_lse = sum(max_z2 + log(sum_z2))
+        # loss: L_tz = sum(T*z2)
+        L_tz = np.vdot(T, z2)                   # L_tz = sum(T*z2)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz2 = (p2 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p2, T, out=dz2)             # dz2 = -T + p2
-        np.multiply(dz2, c1, out=dz2)           # dz2 = (-T + p2)/N
+        np.subtract(p2, T, dz2)                 # dz2 = -T + p2
+        np.multiply(dz2, c1, dz2)               # dz2 = (-T + p2)/N
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s4)                   # s4 = a1**2
-        np.subtract(1.0, s4, out=s4)            # s4 = 1 - a1**2
-        np.multiply(da1, s4, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: v = g + momentum*v
-        np.multiply(state_v, momentum, out=s5)  # s5 = momentum*state_v
-        np.add(grads, s5, out=state_v)          # state_v = grads + momentum*state_v
+        np.multiply(state_v, momentum, s3)      # s3 = momentum*state_v
+        np.add(grads, s3, state_v)              # state_v = grads + momentum*state_v
         # update: p = -lr*v + p
-        np.multiply(state_v, lr, out=s5)        # s5 = lr*state_v
-        np.subtract(params, s5, out=params)     # params = -lr*state_v + params
+        np.multiply(state_v, lr, s3)            # s3 = lr*state_v
+        np.subtract(params, s3, params)         # params = -lr*state_v + params
         return L
 
     def step_nesterov(lr, step, momentum):
         """One training step with nesterov: loss, gradients, update."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.max(z2, axis=1, keepdims=True, out=max_z2)  # max_z2 = rowmax(z2)
+        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
-        np.subtract(z2, max_z2, out=p2)         # p2 = -max_z2 + z2
-        np.exp(p2, out=p2)                      # p2 = exp(-max_z2 + z2)
+        np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
+        np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
         # forward: sum_z2 = rowsum(p2)
-        np.sum(p2, axis=1, keepdims=True, out=sum_z2)  # sum_z2 = rowsum(p2)
+        np.dot(p2, ones_10x1, sum_z2)           # sum_z2 = rowsum(p2)
         # forward: p2 = p2/sum_z2
-        np.divide(p2, sum_z2, out=p2)           # p2 = p2/sum_z2
-        # loss: L_data = sum(T*(logsumexp(z2) - z2))/N
-        np.log(sum_z2, out=s2)                  # s2 = log(sum_z2)
-        np.add(max_z2, s2, out=s3)              # s3 = max_z2 + log(sum_z2)
-        np.subtract(s3, z2, out=s1)             # s1 = -z2 + (max_z2 + log(sum_z2))
-        L_data = c1*(np.vdot(T, s1))            # L_data = sum(T*(max_z2 - z2 + log(sum_z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p2, sum_z2, p2)               # p2 = p2/sum_z2
+        # loss: L_lse = sum of logsumexp(z2) over rows
+        np.log(sum_z2, s1)                      # s1 = log(sum_z2)
+        L_lse = np.vdot(max_z2, ones_Nx1) + np.vdot(s1, ones_Nx1)  # L_lse = sum(max_z2 + log(sum_z2))
+        # loss: L_tz = sum(T*z2)
+        L_tz = np.vdot(T, z2)                   # L_tz = sum(T*z2)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz2 = (p2 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p2, T, out=dz2)             # dz2 = -T + p2
-        np.multiply(dz2, c1, out=dz2)           # dz2 = (-T + p2)/N
+        np.subtract(p2, T, dz2)                 # dz2 = -T + p2
+        np.multiply(dz2, c1, dz2)               # dz2 = (-T + p2)/N
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s4)                   # s4 = a1**2
-        np.subtract(1.0, s4, out=s4)            # s4 = 1 - a1**2
-        np.multiply(da1, s4, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: v = g + momentum*v
-        np.multiply(state_v, momentum, out=s5)  # s5 = momentum*state_v
-        np.add(grads, s5, out=state_v)          # state_v = grads + momentum*state_v
+        np.multiply(state_v, momentum, s3)      # s3 = momentum*state_v
+        np.add(grads, s3, state_v)              # state_v = grads + momentum*state_v
         # update: p = -lr*(g + momentum*v) + p
-        np.multiply(state_v, momentum, out=s6)  # s6 = momentum*state_v
-        np.add(grads, s6, out=s5)               # s5 = grads + momentum*state_v
-        np.multiply(s5, lr, out=s5)             # s5 = lr*(grads + momentum*state_v)
-        np.subtract(params, s5, out=params)     # params = -lr*(grads + momentum*state_v) + params
+        np.multiply(state_v, momentum, s4)      # s4 = momentum*state_v
+        np.add(grads, s4, s3)                   # s3 = grads + momentum*state_v
+        np.multiply(s3, lr, s3)                 # s3 = lr*(grads + momentum*state_v)
+        np.subtract(params, s3, params)         # params = -lr*(grads + momentum*state_v) + params
         return L
 
     def step_adam(lr, step, beta1, beta2, eps):
@@ -318,107 +318,107 @@ def build(n, params, grads, state):
         c5 = lr/(1 - beta1**step)
         c6 = 1/math.sqrt(1 - beta2**step)
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.max(z2, axis=1, keepdims=True, out=max_z2)  # max_z2 = rowmax(z2)
+        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
-        np.subtract(z2, max_z2, out=p2)         # p2 = -max_z2 + z2
-        np.exp(p2, out=p2)                      # p2 = exp(-max_z2 + z2)
+        np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
+        np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
         # forward: sum_z2 = rowsum(p2)
-        np.sum(p2, axis=1, keepdims=True, out=sum_z2)  # sum_z2 = rowsum(p2)
+        np.dot(p2, ones_10x1, sum_z2)           # sum_z2 = rowsum(p2)
         # forward: p2 = p2/sum_z2
-        np.divide(p2, sum_z2, out=p2)           # p2 = p2/sum_z2
-        # loss: L_data = sum(T*(logsumexp(z2) - z2))/N
-        np.log(sum_z2, out=s2)                  # s2 = log(sum_z2)
-        np.add(max_z2, s2, out=s3)              # s3 = max_z2 + log(sum_z2)
-        np.subtract(s3, z2, out=s1)             # s1 = -z2 + (max_z2 + log(sum_z2))
-        L_data = c1*(np.vdot(T, s1))            # L_data = sum(T*(max_z2 - z2 + log(sum_z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p2, sum_z2, p2)               # p2 = p2/sum_z2
+        # loss: L_lse = sum of logsumexp(z2) over rows
+        np.log(sum_z2, s1)                      # s1 = log(sum_z2)
+        L_lse = np.vdot(max_z2, ones_Nx1) + np.vdot(s1, ones_Nx1)  # L_lse = sum(max_z2 + log(sum_z2))
+        # loss: L_tz = sum(T*z2)
+        L_tz = np.vdot(T, z2)                   # L_tz = sum(T*z2)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz2 = (p2 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p2, T, out=dz2)             # dz2 = -T + p2
-        np.multiply(dz2, c1, out=dz2)           # dz2 = (-T + p2)/N
+        np.subtract(p2, T, dz2)                 # dz2 = -T + p2
+        np.multiply(dz2, c1, dz2)               # dz2 = (-T + p2)/N
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s4)                   # s4 = a1**2
-        np.subtract(1.0, s4, out=s4)            # s4 = 1 - a1**2
-        np.multiply(da1, s4, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: m = beta1*m + g*(1 - beta1)
-        np.multiply(state_m, beta1, out=s6)     # s6 = beta1*state_m
-        np.multiply(grads, c3, out=s5)          # s5 = grads*(1 - beta1)
-        np.add(s6, s5, out=state_m)             # state_m = beta1*state_m + grads*(1 - beta1)
+        np.multiply(state_m, beta1, s4)         # s4 = beta1*state_m
+        np.multiply(grads, c3, s3)              # s3 = grads*(1 - beta1)
+        np.add(s4, s3, state_m)                 # state_m = beta1*state_m + grads*(1 - beta1)
         # update: v = beta2*v + g**2*(1 - beta2)
-        np.multiply(state_v, beta2, out=s6)     # s6 = beta2*state_v
-        np.square(grads, out=s5)                # s5 = grads**2
-        np.multiply(s5, c4, out=s5)             # s5 = grads**2*(1 - beta2)
-        np.add(s6, s5, out=state_v)             # state_v = beta2*state_v + grads**2*(1 - beta2)
+        np.multiply(state_v, beta2, s4)         # s4 = beta2*state_v
+        np.square(grads, s3)                    # s3 = grads**2
+        np.multiply(s3, c4, s3)                 # s3 = grads**2*(1 - beta2)
+        np.add(s4, s3, state_v)                 # state_v = beta2*state_v + grads**2*(1 - beta2)
         # update: p = -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + p
-        np.multiply(state_m, c5, out=s6)        # s6 = state_m*(lr/(1 - beta1**step))
-        np.sqrt(state_v, out=s5)                # s5 = sqrt(state_v)
-        np.multiply(s5, c6, out=s5)             # s5 = sqrt(state_v)/sqrt(1 - beta2**step)
-        np.add(s5, eps, out=s5)                 # s5 = eps + sqrt(state_v)/sqrt(1 - beta2**step)
-        np.divide(s6, s5, out=s6)               # s6 = (state_m*(lr/(1 - beta1**step)))/(eps + sqrt(state_v)/sqrt(1 - beta2**step))
-        np.subtract(params, s6, out=params)     # params = -lr*state_m/((1 - beta1**step)*(eps + sqrt(state_v)/sqrt(1 - beta2**step))) + params
+        np.multiply(state_m, c5, s4)            # s4 = state_m*(lr/(1 - beta1**step))
+        np.sqrt(state_v, s3)                    # s3 = sqrt(state_v)
+        np.multiply(s3, c6, s3)                 # s3 = sqrt(state_v)/sqrt(1 - beta2**step)
+        np.add(s3, eps, s3)                     # s3 = eps + sqrt(state_v)/sqrt(1 - beta2**step)
+        np.divide(s4, s3, s4)                   # s4 = (state_m*(lr/(1 - beta1**step)))/(eps + sqrt(state_v)/sqrt(1 - beta2**step))
+        np.subtract(params, s4, params)         # params = -lr*state_m/((1 - beta1**step)*(eps + sqrt(state_v)/sqrt(1 - beta2**step))) + params
         return L
 
     def step_rmsprop(lr, step, alpha, eps):
         """One training step with rmsprop: loss, gradients, update."""
         c7 = 1 - alpha
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.max(z2, axis=1, keepdims=True, out=max_z2)  # max_z2 = rowmax(z2)
+        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
-        np.subtract(z2, max_z2, out=p2)         # p2 = -max_z2 + z2
-        np.exp(p2, out=p2)                      # p2 = exp(-max_z2 + z2)
+        np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
+        np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
         # forward: sum_z2 = rowsum(p2)
-        np.sum(p2, axis=1, keepdims=True, out=sum_z2)  # sum_z2 = rowsum(p2)
+        np.dot(p2, ones_10x1, sum_z2)           # sum_z2 = rowsum(p2)
         # forward: p2 = p2/sum_z2
-        np.divide(p2, sum_z2, out=p2)           # p2 = p2/sum_z2
-        # loss: L_data = sum(T*(logsumexp(z2) - z2))/N
-        np.log(sum_z2, out=s2)                  # s2 = log(sum_z2)
-        np.add(max_z2, s2, out=s3)              # s3 = max_z2 + log(sum_z2)
-        np.subtract(s3, z2, out=s1)             # s1 = -z2 + (max_z2 + log(sum_z2))
-        L_data = c1*(np.vdot(T, s1))            # L_data = sum(T*(max_z2 - z2 + log(sum_z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p2, sum_z2, p2)               # p2 = p2/sum_z2
+        # loss: L_lse = sum of logsumexp(z2) over rows
+        np.log(sum_z2, s1)                      # s1 = log(sum_z2)
+        L_lse = np.vdot(max_z2, ones_Nx1) + np.vdot(s1, ones_Nx1)  # L_lse = sum(max_z2 + log(sum_z2))
+        # loss: L_tz = sum(T*z2)
+        L_tz = np.vdot(T, z2)                   # L_tz = sum(T*z2)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz2 = (p2 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p2, T, out=dz2)             # dz2 = -T + p2
-        np.multiply(dz2, c1, out=dz2)           # dz2 = (-T + p2)/N
+        np.subtract(p2, T, dz2)                 # dz2 = -T + p2
+        np.multiply(dz2, c1, dz2)               # dz2 = (-T + p2)/N
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s4)                   # s4 = a1**2
-        np.subtract(1.0, s4, out=s4)            # s4 = 1 - a1**2
-        np.multiply(da1, s4, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: v = alpha*v + g**2*(1 - alpha)
-        np.multiply(state_v, alpha, out=s5)     # s5 = alpha*state_v
-        np.square(grads, out=s6)                # s6 = grads**2
-        np.multiply(s6, c7, out=s6)             # s6 = grads**2*(1 - alpha)
-        np.add(s5, s6, out=state_v)             # state_v = alpha*state_v + grads**2*(1 - alpha)
+        np.multiply(state_v, alpha, s3)         # s3 = alpha*state_v
+        np.square(grads, s4)                    # s4 = grads**2
+        np.multiply(s4, c7, s4)                 # s4 = grads**2*(1 - alpha)
+        np.add(s3, s4, state_v)                 # state_v = alpha*state_v + grads**2*(1 - alpha)
         # update: p = -g*lr/(eps + sqrt(v)) + p
-        np.multiply(grads, lr, out=s5)          # s5 = grads*lr
-        np.sqrt(state_v, out=s6)                # s6 = sqrt(state_v)
-        np.add(s6, eps, out=s6)                 # s6 = eps + sqrt(state_v)
-        np.divide(s5, s6, out=s5)               # s5 = (grads*lr)/(eps + sqrt(state_v))
-        np.subtract(params, s5, out=params)     # params = -grads*lr/(eps + sqrt(state_v)) + params
+        np.multiply(grads, lr, s3)              # s3 = grads*lr
+        np.sqrt(state_v, s4)                    # s4 = sqrt(state_v)
+        np.add(s4, eps, s4)                     # s4 = eps + sqrt(state_v)
+        np.divide(s3, s4, s3)                   # s3 = (grads*lr)/(eps + sqrt(state_v))
+        np.subtract(params, s3, params)         # params = -grads*lr/(eps + sqrt(state_v)) + params
         return L
 
     return types.SimpleNamespace(

@@ -46,7 +46,7 @@ OPTIMIZERS = {
 
 def workspace_bytes(n):
     """Bytes that build(n, ...) allocates besides the flat vectors."""
-    return (163 * n + 708) * 8
+    return (161 * n + 710) * 8
 
 
 def build(n, params, grads, state):
@@ -101,13 +101,13 @@ def build(n, params, grads, state):
     da1 = np.empty((n, 16), dtype=DTYPE)        # value
     dz1 = da1                                   # shares storage: da1 is dead when dz1 is written
     s1 = np.empty((n, 16), dtype=DTYPE)         # scratch
-    s2 = np.empty((n, 2), dtype=DTYPE)          # scratch
+    s2 = np.empty((n, 16), dtype=DTYPE)         # scratch
     s3 = np.empty((n, 1), dtype=DTYPE)          # scratch
-    s4 = np.empty((n, 1), dtype=DTYPE)          # scratch
-    s5 = np.empty((n, 16), dtype=DTYPE)         # scratch
-    s6 = np.empty((n, 16), dtype=DTYPE)         # scratch
-    s7 = np.empty((354,), dtype=DTYPE)          # scratch
-    s8 = np.empty((354,), dtype=DTYPE)          # scratch
+    s4 = np.empty((n, 16), dtype=DTYPE)         # scratch
+    s5 = np.empty((354,), dtype=DTYPE)          # scratch
+    s6 = np.empty((354,), dtype=DTYPE)          # scratch
+    ones_2x1 = np.ones((2, 1), dtype=DTYPE)     # sums are dot products with ones
+    ones_Nx1 = np.ones((n, 1), dtype=DTYPE)     # sums are dot products with ones
     c1 = 1/N
     state_m = state.get('m')
     state_v = state.get('v')
@@ -115,370 +115,470 @@ def build(n, params, grads, state):
     def forward():
         """Forward pass: writes the output buffer."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = z1*tanh(softplus(z1))
-        np.logaddexp(z1, 0.0, out=s1)           # s1 = softplus(z1)
-        np.tanh(s1, out=s1)                     # s1 = tanh(softplus(z1))
-        np.multiply(z1, s1, out=a1)             # a1 = z1*tanh(softplus(z1))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.add(s1, s2, s1)                      # s1 = softplus(z1)
+        np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
+        np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        np.tanh(s1, out=s1)                     # s1 = tanh(softplus(z2))
-        np.multiply(z2, s1, out=a2)             # a2 = z2*tanh(softplus(z2))
+        np.absolute(z2, s1)                     # s1 = Abs(z2)
+        np.negative(s1, s1)                     # s1 = -Abs(z2)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.add(s2, s1, s2)                      # s2 = softplus(z2)
+        np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
+        np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
-        np.dot(a2_aug, W3b, out=z3)             # z3 = a2 @ W3 + b3   (bias folded into the product)
+        np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.max(z3, axis=1, keepdims=True, out=max_z3)  # max_z3 = rowmax(z3)
+        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
-        np.subtract(z3, max_z3, out=p3)         # p3 = -max_z3 + z3
-        np.exp(p3, out=p3)                      # p3 = exp(-max_z3 + z3)
+        np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
+        np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
         # forward: sum_z3 = rowsum(p3)
-        np.sum(p3, axis=1, keepdims=True, out=sum_z3)  # sum_z3 = rowsum(p3)
+        np.dot(p3, ones_2x1, sum_z3)            # sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
-        np.divide(p3, sum_z3, out=p3)           # p3 = p3/sum_z3
+        np.divide(p3, sum_z3, p3)               # p3 = p3/sum_z3
 
     def loss():
         """Forward pass and loss (with penalties), no gradients."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = z1*tanh(softplus(z1))
-        np.logaddexp(z1, 0.0, out=s1)           # s1 = softplus(z1)
-        np.tanh(s1, out=s1)                     # s1 = tanh(softplus(z1))
-        np.multiply(z1, s1, out=a1)             # a1 = z1*tanh(softplus(z1))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.add(s1, s2, s1)                      # s1 = softplus(z1)
+        np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
+        np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        np.tanh(s1, out=s1)                     # s1 = tanh(softplus(z2))
-        np.multiply(z2, s1, out=a2)             # a2 = z2*tanh(softplus(z2))
+        np.absolute(z2, s1)                     # s1 = Abs(z2)
+        np.negative(s1, s1)                     # s1 = -Abs(z2)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.add(s2, s1, s2)                      # s2 = softplus(z2)
+        np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
+        np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
-        np.dot(a2_aug, W3b, out=z3)             # z3 = a2 @ W3 + b3   (bias folded into the product)
+        np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.max(z3, axis=1, keepdims=True, out=max_z3)  # max_z3 = rowmax(z3)
+        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
-        np.subtract(z3, max_z3, out=p3)         # p3 = -max_z3 + z3
-        np.exp(p3, out=p3)                      # p3 = exp(-max_z3 + z3)
+        np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
+        np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
         # forward: sum_z3 = rowsum(p3)
-        np.sum(p3, axis=1, keepdims=True, out=sum_z3)  # sum_z3 = rowsum(p3)
+        np.dot(p3, ones_2x1, sum_z3)            # sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
-        np.divide(p3, sum_z3, out=p3)           # p3 = p3/sum_z3
-        # loss: L_data = sum(T*(logsumexp(z3) - z3))/N
-        np.log(sum_z3, out=s3)                  # s3 = log(sum_z3)
-        np.add(max_z3, s3, out=s4)              # s4 = max_z3 + log(sum_z3)
-        np.subtract(s4, z3, out=s2)             # s2 = -z3 + (max_z3 + log(sum_z3))
-        L_data = c1*(np.vdot(T, s2))            # L_data = sum(T*(max_z3 - z3 + log(sum_z3))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p3, sum_z3, p3)               # p3 = p3/sum_z3
+        # loss: L_lse = sum of logsumexp(z3) over rows
+        np.log(sum_z3, s3)                      # s3 = log(sum_z3)
+        L_lse = np.vdot(max_z3, ones_Nx1) + np.vdot(s3, ones_Nx1)  # L_lse = sum(max_z3 + log(sum_z3))
+        # loss: L_tz = sum(T*z3)
+        L_tz = np.vdot(T, z3)                   # L_tz = sum(T*z3)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         return L
 
     def loss_and_grad():
         """Loss and the gradient of every parameter (means over the batch)."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = z1*tanh(softplus(z1))
-        np.logaddexp(z1, 0.0, out=s1)           # s1 = softplus(z1)
-        np.tanh(s1, out=s1)                     # s1 = tanh(softplus(z1))
-        np.multiply(z1, s1, out=a1)             # a1 = z1*tanh(softplus(z1))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.add(s1, s2, s1)                      # s1 = softplus(z1)
+        np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
+        np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        np.tanh(s1, out=s1)                     # s1 = tanh(softplus(z2))
-        np.multiply(z2, s1, out=a2)             # a2 = z2*tanh(softplus(z2))
+        np.absolute(z2, s1)                     # s1 = Abs(z2)
+        np.negative(s1, s1)                     # s1 = -Abs(z2)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.add(s2, s1, s2)                      # s2 = softplus(z2)
+        np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
+        np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
-        np.dot(a2_aug, W3b, out=z3)             # z3 = a2 @ W3 + b3   (bias folded into the product)
+        np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.max(z3, axis=1, keepdims=True, out=max_z3)  # max_z3 = rowmax(z3)
+        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
-        np.subtract(z3, max_z3, out=p3)         # p3 = -max_z3 + z3
-        np.exp(p3, out=p3)                      # p3 = exp(-max_z3 + z3)
+        np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
+        np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
         # forward: sum_z3 = rowsum(p3)
-        np.sum(p3, axis=1, keepdims=True, out=sum_z3)  # sum_z3 = rowsum(p3)
+        np.dot(p3, ones_2x1, sum_z3)            # sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
-        np.divide(p3, sum_z3, out=p3)           # p3 = p3/sum_z3
-        # loss: L_data = sum(T*(logsumexp(z3) - z3))/N
-        np.log(sum_z3, out=s3)                  # s3 = log(sum_z3)
-        np.add(max_z3, s3, out=s4)              # s4 = max_z3 + log(sum_z3)
-        np.subtract(s4, z3, out=s2)             # s2 = -z3 + (max_z3 + log(sum_z3))
-        L_data = c1*(np.vdot(T, s2))            # L_data = sum(T*(max_z3 - z3 + log(sum_z3))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p3, sum_z3, p3)               # p3 = p3/sum_z3
+        # loss: L_lse = sum of logsumexp(z3) over rows
+        np.log(sum_z3, s3)                      # s3 = log(sum_z3)
+        L_lse = np.vdot(max_z3, ones_Nx1) + np.vdot(s3, ones_Nx1)  # L_lse = sum(max_z3 + log(sum_z3))
+        # loss: L_tz = sum(T*z3)
+        L_tz = np.vdot(T, z3)                   # L_tz = sum(T*z3)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz3 = (p3 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p3, T, out=dz3)             # dz3 = -T + p3
-        np.multiply(dz3, c1, out=dz3)           # dz3 = (-T + p3)/N
+        np.subtract(p3, T, dz3)                 # dz3 = -T + p3
+        np.multiply(dz3, c1, dz3)               # dz3 = (-T + p3)/N
         # backward: dW3 = a2.T @ dz3;  db3 = sum_rows(dz3)
-        np.dot(a2_augT, dz3, out=dW3b)          # [dW3; db3] = [a2, 1].T @ dz3
+        np.dot(a2_augT, dz3, dW3b)              # [dW3; db3] = [a2, 1].T @ dz3
         # backward: da2 = dz3 @ W3.T
-        np.dot(dz3, W3T, out=da2)               # da2 = dz3 @ W3.T
+        np.dot(dz3, W3T, da2)                   # da2 = dz3 @ W3.T
         # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2)))   [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        np.multiply(z2, 0.5, out=s6)            # s6 = z2/2
-        np.tanh(s6, out=s6)                     # s6 = tanh(z2/2)
-        np.multiply(s6, 0.5, out=s6)            # s6 = tanh(z2/2)/2
-        np.add(s6, 0.5, out=s6)                 # s6 = sigmoid(z2)
-        np.multiply(z2, s6, out=s5)             # s5 = z2*sigmoid(z2)
-        np.cosh(s1, out=s6)                     # s6 = cosh(s1)
-        np.square(s6, out=s6)                   # s6 = cosh(s1)**2
-        np.divide(s5, s6, out=s5)               # s5 = (z2*sigmoid(z2))/cosh(s1)**2
-        np.tanh(s1, out=s6)                     # s6 = tanh(s1)
-        np.add(s5, s6, out=s5)                  # s5 = z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1)
-        np.multiply(da2, s5, out=dz2)           # dz2 = da2*(z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1))
+        np.absolute(z2, s2)                     # s2 = Abs(z2)
+        np.negative(s2, s2)                     # s2 = -Abs(z2)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s1)             # s1 = Max(0, z2)
+        np.add(s1, s2, s1)                      # s1 = softplus(z2)
+        np.multiply(z2, 0.5, s4)                # s4 = z2/2
+        np.tanh(s4, s4)                         # s4 = tanh(z2/2)
+        np.multiply(s4, 0.5, s4)                # s4 = tanh(z2/2)/2
+        np.add(s4, 0.5, s4)                     # s4 = sigmoid(z2)
+        np.multiply(z2, s4, s2)                 # s2 = z2*sigmoid(z2)
+        np.cosh(s1, s4)                         # s4 = cosh(s1)
+        np.square(s4, s4)                       # s4 = cosh(s1)**2
+        np.divide(s2, s4, s2)                   # s2 = (z2*sigmoid(z2))/cosh(s1)**2
+        np.tanh(s1, s4)                         # s4 = tanh(s1)
+        np.add(s2, s4, s2)                      # s2 = z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1)
+        np.multiply(da2, s2, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1))
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1)))   [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
-        np.logaddexp(z1, 0.0, out=s6)           # s6 = softplus(z1)
-        np.multiply(z1, 0.5, out=s1)            # s1 = z1/2
-        np.tanh(s1, out=s1)                     # s1 = tanh(z1/2)
-        np.multiply(s1, 0.5, out=s1)            # s1 = tanh(z1/2)/2
-        np.add(s1, 0.5, out=s1)                 # s1 = sigmoid(z1)
-        np.multiply(z1, s1, out=s5)             # s5 = z1*sigmoid(z1)
-        np.cosh(s6, out=s1)                     # s1 = cosh(s6)
-        np.square(s1, out=s1)                   # s1 = cosh(s6)**2
-        np.divide(s5, s1, out=s5)               # s5 = (z1*sigmoid(z1))/cosh(s6)**2
-        np.tanh(s6, out=s1)                     # s1 = tanh(s6)
-        np.add(s5, s1, out=s5)                  # s5 = z1*sigmoid(z1)/cosh(s6)**2 + tanh(s6)
-        np.multiply(da1, s5, out=dz1)           # dz1 = da1*(z1*sigmoid(z1)/cosh(s6)**2 + tanh(s6))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s4)             # s4 = Max(0, z1)
+        np.add(s4, s2, s4)                      # s4 = softplus(z1)
+        np.multiply(z1, 0.5, s2)                # s2 = z1/2
+        np.tanh(s2, s2)                         # s2 = tanh(z1/2)
+        np.multiply(s2, 0.5, s2)                # s2 = tanh(z1/2)/2
+        np.add(s2, 0.5, s2)                     # s2 = sigmoid(z1)
+        np.multiply(z1, s2, s1)                 # s1 = z1*sigmoid(z1)
+        np.cosh(s4, s2)                         # s2 = cosh(s4)
+        np.square(s2, s2)                       # s2 = cosh(s4)**2
+        np.divide(s1, s2, s1)                   # s1 = (z1*sigmoid(z1))/cosh(s4)**2
+        np.tanh(s4, s2)                         # s2 = tanh(s4)
+        np.add(s1, s2, s1)                      # s1 = z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4)
+        np.multiply(da1, s1, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4))
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         return L
 
     def step_sgd(lr, step):
         """One training step with sgd: loss, gradients, update."""
         c2 = lr/N
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = z1*tanh(softplus(z1))
-        np.logaddexp(z1, 0.0, out=s1)           # s1 = softplus(z1)
-        np.tanh(s1, out=s1)                     # s1 = tanh(softplus(z1))
-        np.multiply(z1, s1, out=a1)             # a1 = z1*tanh(softplus(z1))
+        np.absolute(z1, s1)                     # s1 = Abs(z1)
+        np.negative(s1, s1)                     # s1 = -Abs(z1)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s2)             # s2 = Max(0, z1)
+        np.add(s2, s1, s2)                      # s2 = softplus(z1)
+        np.tanh(s2, s2)                         # s2 = tanh(softplus(z1))
+        np.multiply(z1, s2, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
-        np.logaddexp(z2, 0.0, out=s5)           # s5 = softplus(z2)
-        np.tanh(s5, out=s5)                     # s5 = tanh(softplus(z2))
-        np.multiply(z2, s5, out=a2)             # a2 = z2*tanh(softplus(z2))
+        np.absolute(z2, s1)                     # s1 = Abs(z2)
+        np.negative(s1, s1)                     # s1 = -Abs(z2)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s4)             # s4 = Max(0, z2)
+        np.add(s4, s1, s4)                      # s4 = softplus(z2)
+        np.tanh(s4, s4)                         # s4 = tanh(softplus(z2))
+        np.multiply(z2, s4, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
-        np.dot(a2_aug, W3b, out=z3)             # z3 = a2 @ W3 + b3   (bias folded into the product)
+        np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.max(z3, axis=1, keepdims=True, out=max_z3)  # max_z3 = rowmax(z3)
+        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
-        np.subtract(z3, max_z3, out=p3)         # p3 = -max_z3 + z3
-        np.exp(p3, out=p3)                      # p3 = exp(-max_z3 + z3)
+        np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
+        np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
         # forward: sum_z3 = rowsum(p3)
-        np.sum(p3, axis=1, keepdims=True, out=sum_z3)  # sum_z3 = rowsum(p3)
+        np.dot(p3, ones_2x1, sum_z3)            # sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
-        np.divide(p3, sum_z3, out=p3)           # p3 = p3/sum_z3
-        # loss: L_data = sum(T*(logsumexp(z3) - z3))/N
-        np.log(sum_z3, out=s3)                  # s3 = log(sum_z3)
-        np.add(max_z3, s3, out=s4)              # s4 = max_z3 + log(sum_z3)
-        np.subtract(s4, z3, out=s2)             # s2 = -z3 + (max_z3 + log(sum_z3))
-        L_data = c1*(np.vdot(T, s2))            # L_data = sum(T*(max_z3 - z3 + log(sum_z3))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p3, sum_z3, p3)               # p3 = p3/sum_z3
+        # loss: L_lse = sum of logsumexp(z3) over rows
+        np.log(sum_z3, s3)                      # s3 = log(sum_z3)
+        L_lse = np.vdot(max_z3, ones_Nx1) + np.vdot(s3, ones_Nx1)  # L_lse = sum(max_z3 + log(sum_z3))
+        # loss: L_tz = sum(T*z3)
+        L_tz = np.vdot(T, z3)                   # L_tz = sum(T*z3)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz3 = (p3 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p3, T, out=dz3)             # dz3 = -T + p3
-        np.multiply(dz3, c2, out=dz3)           # dz3 = (lr/N)*(-T + p3)
+        np.subtract(p3, T, dz3)                 # dz3 = -T + p3
+        np.multiply(dz3, c2, dz3)               # dz3 = (lr/N)*(-T + p3)
         # backward: dW3 = a2.T @ dz3;  db3 = sum_rows(dz3)
-        np.dot(a2_augT, dz3, out=dW3b)          # [dW3; db3] = [a2, 1].T @ dz3
+        np.dot(a2_augT, dz3, dW3b)              # [dW3; db3] = [a2, 1].T @ dz3
         # backward: da2 = dz3 @ W3.T
-        np.dot(dz3, W3T, out=da2)               # da2 = dz3 @ W3.T
+        np.dot(dz3, W3T, da2)                   # da2 = dz3 @ W3.T
         # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2)))   [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
-        np.logaddexp(z2, 0.0, out=s6)           # s6 = softplus(z2)
-        np.multiply(z2, 0.5, out=s5)            # s5 = z2/2
-        np.tanh(s5, out=s5)                     # s5 = tanh(z2/2)
-        np.multiply(s5, 0.5, out=s5)            # s5 = tanh(z2/2)/2
-        np.add(s5, 0.5, out=s5)                 # s5 = sigmoid(z2)
-        np.multiply(z2, s5, out=s1)             # s1 = z2*sigmoid(z2)
-        np.cosh(s6, out=s5)                     # s5 = cosh(s6)
-        np.square(s5, out=s5)                   # s5 = cosh(s6)**2
-        np.divide(s1, s5, out=s1)               # s1 = (z2*sigmoid(z2))/cosh(s6)**2
-        np.tanh(s6, out=s5)                     # s5 = tanh(s6)
-        np.add(s1, s5, out=s1)                  # s1 = z2*sigmoid(z2)/cosh(s6)**2 + tanh(s6)
-        np.multiply(da2, s1, out=dz2)           # dz2 = da2*(z2*sigmoid(z2)/cosh(s6)**2 + tanh(s6))
+        np.absolute(z2, s1)                     # s1 = Abs(z2)
+        np.negative(s1, s1)                     # s1 = -Abs(z2)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.add(s2, s1, s2)                      # s2 = softplus(z2)
+        np.multiply(z2, 0.5, s1)                # s1 = z2/2
+        np.tanh(s1, s1)                         # s1 = tanh(z2/2)
+        np.multiply(s1, 0.5, s1)                # s1 = tanh(z2/2)/2
+        np.add(s1, 0.5, s1)                     # s1 = sigmoid(z2)
+        np.multiply(z2, s1, s4)                 # s4 = z2*sigmoid(z2)
+        np.cosh(s2, s1)                         # s1 = cosh(s2)
+        np.square(s1, s1)                       # s1 = cosh(s2)**2
+        np.divide(s4, s1, s4)                   # s4 = (z2*sigmoid(z2))/cosh(s2)**2
+        np.tanh(s2, s1)                         # s1 = tanh(s2)
+        np.add(s4, s1, s4)                      # s4 = z2*sigmoid(z2)/cosh(s2)**2 + tanh(s2)
+        np.multiply(da2, s4, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s2)**2 + tanh(s2))
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1)))   [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
-        np.logaddexp(z1, 0.0, out=s5)           # s5 = softplus(z1)
-        np.multiply(z1, 0.5, out=s6)            # s6 = z1/2
-        np.tanh(s6, out=s6)                     # s6 = tanh(z1/2)
-        np.multiply(s6, 0.5, out=s6)            # s6 = tanh(z1/2)/2
-        np.add(s6, 0.5, out=s6)                 # s6 = sigmoid(z1)
-        np.multiply(z1, s6, out=s1)             # s1 = z1*sigmoid(z1)
-        np.cosh(s5, out=s6)                     # s6 = cosh(s5)
-        np.square(s6, out=s6)                   # s6 = cosh(s5)**2
-        np.divide(s1, s6, out=s1)               # s1 = (z1*sigmoid(z1))/cosh(s5)**2
-        np.tanh(s5, out=s6)                     # s6 = tanh(s5)
-        np.add(s1, s6, out=s1)                  # s1 = z1*sigmoid(z1)/cosh(s5)**2 + tanh(s5)
-        np.multiply(da1, s1, out=dz1)           # dz1 = da1*(z1*sigmoid(z1)/cosh(s5)**2 + tanh(s5))
+        np.absolute(z1, s4)                     # s4 = Abs(z1)
+        np.negative(s4, s4)                     # s4 = -Abs(z1)
+        np.exp(s4, s4)                          # s4 = exp(-Abs(z1))
+        np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.add(s1, s4, s1)                      # s1 = softplus(z1)
+        np.multiply(z1, 0.5, s4)                # s4 = z1/2
+        np.tanh(s4, s4)                         # s4 = tanh(z1/2)
+        np.multiply(s4, 0.5, s4)                # s4 = tanh(z1/2)/2
+        np.add(s4, 0.5, s4)                     # s4 = sigmoid(z1)
+        np.multiply(z1, s4, s2)                 # s2 = z1*sigmoid(z1)
+        np.cosh(s1, s4)                         # s4 = cosh(s1)
+        np.square(s4, s4)                       # s4 = cosh(s1)**2
+        np.divide(s2, s4, s2)                   # s2 = (z1*sigmoid(z1))/cosh(s1)**2
+        np.tanh(s1, s4)                         # s4 = tanh(s1)
+        np.add(s2, s4, s2)                      # s2 = z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1)
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1))
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: p = -g*lr + p
-        np.subtract(params, grads, out=params)  # params = -grads + params
+        np.subtract(params, grads, params)      # params = -grads + params
         return L
 
     def step_momentum(lr, step, momentum):
         """One training step with momentum: loss, gradients, update."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = z1*tanh(softplus(z1))
-        np.logaddexp(z1, 0.0, out=s6)           # s6 = softplus(z1)
-        np.tanh(s6, out=s6)                     # s6 = tanh(softplus(z1))
-        np.multiply(z1, s6, out=a1)             # a1 = z1*tanh(softplus(z1))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s4)             # s4 = Max(0, z1)
+        np.add(s4, s2, s4)                      # s4 = softplus(z1)
+        np.tanh(s4, s4)                         # s4 = tanh(softplus(z1))
+        np.multiply(z1, s4, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        np.tanh(s1, out=s1)                     # s1 = tanh(softplus(z2))
-        np.multiply(z2, s1, out=a2)             # a2 = z2*tanh(softplus(z2))
+        np.absolute(z2, s2)                     # s2 = Abs(z2)
+        np.negative(s2, s2)                     # s2 = -Abs(z2)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s1)             # s1 = Max(0, z2)
+        np.add(s1, s2, s1)                      # s1 = softplus(z2)
+        np.tanh(s1, s1)                         # s1 = tanh(softplus(z2))
+        np.multiply(z2, s1, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
-        np.dot(a2_aug, W3b, out=z3)             # z3 = a2 @ W3 + b3   (bias folded into the product)
+        np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.max(z3, axis=1, keepdims=True, out=max_z3)  # max_z3 = rowmax(z3)
+        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
-        np.subtract(z3, max_z3, out=p3)         # p3 = -max_z3 + z3
-        np.exp(p3, out=p3)                      # p3 = exp(-max_z3 + z3)
+        np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
+        np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
         # forward: sum_z3 = rowsum(p3)
-        np.sum(p3, axis=1, keepdims=True, out=sum_z3)  # sum_z3 = rowsum(p3)
+        np.dot(p3, ones_2x1, sum_z3)            # sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
-        np.divide(p3, sum_z3, out=p3)           # p3 = p3/sum_z3
-        # loss: L_data = sum(T*(logsumexp(z3) - z3))/N
-        np.log(sum_z3, out=s3)                  # s3 = log(sum_z3)
-        np.add(max_z3, s3, out=s4)              # s4 = max_z3 + log(sum_z3)
-        np.subtract(s4, z3, out=s2)             # s2 = -z3 + (max_z3 + log(sum_z3))
-        L_data = c1*(np.vdot(T, s2))            # L_data = sum(T*(max_z3 - z3 + log(sum_z3))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p3, sum_z3, p3)               # p3 = p3/sum_z3
+        # loss: L_lse = sum of logsumexp(z3) over rows
+        np.log(sum_z3, s3)                      # s3 = log(sum_z3)
+        L_lse = np.vdot(max_z3, ones_Nx1) + np.vdot(s3, ones_Nx1)  # L_lse = sum(max_z3 + log(sum_z3))
+        # loss: L_tz = sum(T*z3)
+        L_tz = np.vdot(T, z3)                   # L_tz = sum(T*z3)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz3 = (p3 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p3, T, out=dz3)             # dz3 = -T + p3
-        np.multiply(dz3, c1, out=dz3)           # dz3 = (-T + p3)/N
+        np.subtract(p3, T, dz3)                 # dz3 = -T + p3
+        np.multiply(dz3, c1, dz3)               # dz3 = (-T + p3)/N
         # backward: dW3 = a2.T @ dz3;  db3 = sum_rows(dz3)
-        np.dot(a2_augT, dz3, out=dW3b)          # [dW3; db3] = [a2, 1].T @ dz3
+        np.dot(a2_augT, dz3, dW3b)              # [dW3; db3] = [a2, 1].T @ dz3
         # backward: da2 = dz3 @ W3.T
-        np.dot(dz3, W3T, out=da2)               # da2 = dz3 @ W3.T
+        np.dot(dz3, W3T, da2)                   # da2 = dz3 @ W3.T
         # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2)))   [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
-        np.logaddexp(z2, 0.0, out=s5)           # s5 = softplus(z2)
-        np.multiply(z2, 0.5, out=s1)            # s1 = z2/2
-        np.tanh(s1, out=s1)                     # s1 = tanh(z2/2)
-        np.multiply(s1, 0.5, out=s1)            # s1 = tanh(z2/2)/2
-        np.add(s1, 0.5, out=s1)                 # s1 = sigmoid(z2)
-        np.multiply(z2, s1, out=s6)             # s6 = z2*sigmoid(z2)
-        np.cosh(s5, out=s1)                     # s1 = cosh(s5)
-        np.square(s1, out=s1)                   # s1 = cosh(s5)**2
-        np.divide(s6, s1, out=s6)               # s6 = (z2*sigmoid(z2))/cosh(s5)**2
-        np.tanh(s5, out=s1)                     # s1 = tanh(s5)
-        np.add(s6, s1, out=s6)                  # s6 = z2*sigmoid(z2)/cosh(s5)**2 + tanh(s5)
-        np.multiply(da2, s6, out=dz2)           # dz2 = da2*(z2*sigmoid(z2)/cosh(s5)**2 + tanh(s5))
+        np.absolute(z2, s2)                     # s2 = Abs(z2)
+        np.negative(s2, s2)                     # s2 = -Abs(z2)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s4)             # s4 = Max(0, z2)
+        np.add(s4, s2, s4)                      # s4 = softplus(z2)
+        np.multiply(z2, 0.5, s2)                # s2 = z2/2
+        np.tanh(s2, s2)                         # s2 = tanh(z2/2)
+        np.multiply(s2, 0.5, s2)                # s2 = tanh(z2/2)/2
+        np.add(s2, 0.5, s2)                     # s2 = sigmoid(z2)
+        np.multiply(z2, s2, s1)                 # s1 = z2*sigmoid(z2)
+        np.cosh(s4, s2)                         # s2 = cosh(s4)
+        np.square(s2, s2)                       # s2 = cosh(s4)**2
+        np.divide(s1, s2, s1)                   # s1 = (z2*sigmoid(z2))/cosh(s4)**2
+        np.tanh(s4, s2)                         # s2 = tanh(s4)
+        np.add(s1, s2, s1)                      # s1 = z2*sigmoid(z2)/cosh(s4)**2 + tanh(s4)
+        np.multiply(da2, s1, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s4)**2 + tanh(s4))
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1)))   [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
-        np.logaddexp(z1, 0.0, out=s1)           # s1 = softplus(z1)
-        np.multiply(z1, 0.5, out=s5)            # s5 = z1/2
-        np.tanh(s5, out=s5)                     # s5 = tanh(z1/2)
-        np.multiply(s5, 0.5, out=s5)            # s5 = tanh(z1/2)/2
-        np.add(s5, 0.5, out=s5)                 # s5 = sigmoid(z1)
-        np.multiply(z1, s5, out=s6)             # s6 = z1*sigmoid(z1)
-        np.cosh(s1, out=s5)                     # s5 = cosh(s1)
-        np.square(s5, out=s5)                   # s5 = cosh(s1)**2
-        np.divide(s6, s5, out=s6)               # s6 = (z1*sigmoid(z1))/cosh(s1)**2
-        np.tanh(s1, out=s5)                     # s5 = tanh(s1)
-        np.add(s6, s5, out=s6)                  # s6 = z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1)
-        np.multiply(da1, s6, out=dz1)           # dz1 = da1*(z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1))
+        np.absolute(z1, s1)                     # s1 = Abs(z1)
+        np.negative(s1, s1)                     # s1 = -Abs(z1)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s2)             # s2 = Max(0, z1)
+        np.add(s2, s1, s2)                      # s2 = softplus(z1)
+        np.multiply(z1, 0.5, s1)                # s1 = z1/2
+        np.tanh(s1, s1)                         # s1 = tanh(z1/2)
+        np.multiply(s1, 0.5, s1)                # s1 = tanh(z1/2)/2
+        np.add(s1, 0.5, s1)                     # s1 = sigmoid(z1)
+        np.multiply(z1, s1, s4)                 # s4 = z1*sigmoid(z1)
+        np.cosh(s2, s1)                         # s1 = cosh(s2)
+        np.square(s1, s1)                       # s1 = cosh(s2)**2
+        np.divide(s4, s1, s4)                   # s4 = (z1*sigmoid(z1))/cosh(s2)**2
+        np.tanh(s2, s1)                         # s1 = tanh(s2)
+        np.add(s4, s1, s4)                      # s4 = z1*sigmoid(z1)/cosh(s2)**2 + tanh(s2)
+        np.multiply(da1, s4, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s2)**2 + tanh(s2))
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: v = g + momentum*v
-        np.multiply(state_v, momentum, out=s7)  # s7 = momentum*state_v
-        np.add(grads, s7, out=state_v)          # state_v = grads + momentum*state_v
+        np.multiply(state_v, momentum, s5)      # s5 = momentum*state_v
+        np.add(grads, s5, state_v)              # state_v = grads + momentum*state_v
         # update: p = -lr*v + p
-        np.multiply(state_v, lr, out=s7)        # s7 = lr*state_v
-        np.subtract(params, s7, out=params)     # params = -lr*state_v + params
+        np.multiply(state_v, lr, s5)            # s5 = lr*state_v
+        np.subtract(params, s5, params)         # params = -lr*state_v + params
         return L
 
     def step_nesterov(lr, step, momentum):
         """One training step with nesterov: loss, gradients, update."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = z1*tanh(softplus(z1))
-        np.logaddexp(z1, 0.0, out=s5)           # s5 = softplus(z1)
-        np.tanh(s5, out=s5)                     # s5 = tanh(softplus(z1))
-        np.multiply(z1, s5, out=a1)             # a1 = z1*tanh(softplus(z1))
+        np.absolute(z1, s4)                     # s4 = Abs(z1)
+        np.negative(s4, s4)                     # s4 = -Abs(z1)
+        np.exp(s4, s4)                          # s4 = exp(-Abs(z1))
+        np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.add(s1, s4, s1)                      # s1 = softplus(z1)
+        np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
+        np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
-        np.logaddexp(z2, 0.0, out=s6)           # s6 = softplus(z2)
-        np.tanh(s6, out=s6)                     # s6 = tanh(softplus(z2))
-        np.multiply(z2, s6, out=a2)             # a2 = z2*tanh(softplus(z2))
+        np.absolute(z2, s4)                     # s4 = Abs(z2)
+        np.negative(s4, s4)                     # s4 = -Abs(z2)
+        np.exp(s4, s4)                          # s4 = exp(-Abs(z2))
+        np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.add(s2, s4, s2)                      # s2 = softplus(z2)
+        np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
+        np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
-        np.dot(a2_aug, W3b, out=z3)             # z3 = a2 @ W3 + b3   (bias folded into the product)
+        np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.max(z3, axis=1, keepdims=True, out=max_z3)  # max_z3 = rowmax(z3)
+        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
-        np.subtract(z3, max_z3, out=p3)         # p3 = -max_z3 + z3
-        np.exp(p3, out=p3)                      # p3 = exp(-max_z3 + z3)
+        np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
+        np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
         # forward: sum_z3 = rowsum(p3)
-        np.sum(p3, axis=1, keepdims=True, out=sum_z3)  # sum_z3 = rowsum(p3)
+        np.dot(p3, ones_2x1, sum_z3)            # sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
-        np.divide(p3, sum_z3, out=p3)           # p3 = p3/sum_z3
-        # loss: L_data = sum(T*(logsumexp(z3) - z3))/N
-        np.log(sum_z3, out=s3)                  # s3 = log(sum_z3)
-        np.add(max_z3, s3, out=s4)              # s4 = max_z3 + log(sum_z3)
-        np.subtract(s4, z3, out=s2)             # s2 = -z3 + (max_z3 + log(sum_z3))
-        L_data = c1*(np.vdot(T, s2))            # L_data = sum(T*(max_z3 - z3 + log(sum_z3))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p3, sum_z3, p3)               # p3 = p3/sum_z3
+        # loss: L_lse = sum of logsumexp(z3) over rows
+        np.log(sum_z3, s3)                      # s3 = log(sum_z3)
+        L_lse = np.vdot(max_z3, ones_Nx1) + np.vdot(s3, ones_Nx1)  # L_lse = sum(max_z3 + log(sum_z3))
+        # loss: L_tz = sum(T*z3)
+        L_tz = np.vdot(T, z3)                   # L_tz = sum(T*z3)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz3 = (p3 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p3, T, out=dz3)             # dz3 = -T + p3
-        np.multiply(dz3, c1, out=dz3)           # dz3 = (-T + p3)/N
+        np.subtract(p3, T, dz3)                 # dz3 = -T + p3
+        np.multiply(dz3, c1, dz3)               # dz3 = (-T + p3)/N
         # backward: dW3 = a2.T @ dz3;  db3 = sum_rows(dz3)
-        np.dot(a2_augT, dz3, out=dW3b)          # [dW3; db3] = [a2, 1].T @ dz3
+        np.dot(a2_augT, dz3, dW3b)              # [dW3; db3] = [a2, 1].T @ dz3
         # backward: da2 = dz3 @ W3.T
-        np.dot(dz3, W3T, out=da2)               # da2 = dz3 @ W3.T
+        np.dot(dz3, W3T, da2)                   # da2 = dz3 @ W3.T
         # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2)))   [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        np.multiply(z2, 0.5, out=s6)            # s6 = z2/2
-        np.tanh(s6, out=s6)                     # s6 = tanh(z2/2)
-        np.multiply(s6, 0.5, out=s6)            # s6 = tanh(z2/2)/2
-        np.add(s6, 0.5, out=s6)                 # s6 = sigmoid(z2)
-        np.multiply(z2, s6, out=s5)             # s5 = z2*sigmoid(z2)
-        np.cosh(s1, out=s6)                     # s6 = cosh(s1)
-        np.square(s6, out=s6)                   # s6 = cosh(s1)**2
-        np.divide(s5, s6, out=s5)               # s5 = (z2*sigmoid(z2))/cosh(s1)**2
-        np.tanh(s1, out=s6)                     # s6 = tanh(s1)
-        np.add(s5, s6, out=s5)                  # s5 = z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1)
-        np.multiply(da2, s5, out=dz2)           # dz2 = da2*(z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1))
+        np.absolute(z2, s4)                     # s4 = Abs(z2)
+        np.negative(s4, s4)                     # s4 = -Abs(z2)
+        np.exp(s4, s4)                          # s4 = exp(-Abs(z2))
+        np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s1)             # s1 = Max(0, z2)
+        np.add(s1, s4, s1)                      # s1 = softplus(z2)
+        np.multiply(z2, 0.5, s4)                # s4 = z2/2
+        np.tanh(s4, s4)                         # s4 = tanh(z2/2)
+        np.multiply(s4, 0.5, s4)                # s4 = tanh(z2/2)/2
+        np.add(s4, 0.5, s4)                     # s4 = sigmoid(z2)
+        np.multiply(z2, s4, s2)                 # s2 = z2*sigmoid(z2)
+        np.cosh(s1, s4)                         # s4 = cosh(s1)
+        np.square(s4, s4)                       # s4 = cosh(s1)**2
+        np.divide(s2, s4, s2)                   # s2 = (z2*sigmoid(z2))/cosh(s1)**2
+        np.tanh(s1, s4)                         # s4 = tanh(s1)
+        np.add(s2, s4, s2)                      # s2 = z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1)
+        np.multiply(da2, s2, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1))
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1)))   [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
-        np.logaddexp(z1, 0.0, out=s6)           # s6 = softplus(z1)
-        np.multiply(z1, 0.5, out=s1)            # s1 = z1/2
-        np.tanh(s1, out=s1)                     # s1 = tanh(z1/2)
-        np.multiply(s1, 0.5, out=s1)            # s1 = tanh(z1/2)/2
-        np.add(s1, 0.5, out=s1)                 # s1 = sigmoid(z1)
-        np.multiply(z1, s1, out=s5)             # s5 = z1*sigmoid(z1)
-        np.cosh(s6, out=s1)                     # s1 = cosh(s6)
-        np.square(s1, out=s1)                   # s1 = cosh(s6)**2
-        np.divide(s5, s1, out=s5)               # s5 = (z1*sigmoid(z1))/cosh(s6)**2
-        np.tanh(s6, out=s1)                     # s1 = tanh(s6)
-        np.add(s5, s1, out=s5)                  # s5 = z1*sigmoid(z1)/cosh(s6)**2 + tanh(s6)
-        np.multiply(da1, s5, out=dz1)           # dz1 = da1*(z1*sigmoid(z1)/cosh(s6)**2 + tanh(s6))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s4)             # s4 = Max(0, z1)
+        np.add(s4, s2, s4)                      # s4 = softplus(z1)
+        np.multiply(z1, 0.5, s2)                # s2 = z1/2
+        np.tanh(s2, s2)                         # s2 = tanh(z1/2)
+        np.multiply(s2, 0.5, s2)                # s2 = tanh(z1/2)/2
+        np.add(s2, 0.5, s2)                     # s2 = sigmoid(z1)
+        np.multiply(z1, s2, s1)                 # s1 = z1*sigmoid(z1)
+        np.cosh(s4, s2)                         # s2 = cosh(s4)
+        np.square(s2, s2)                       # s2 = cosh(s4)**2
+        np.divide(s1, s2, s1)                   # s1 = (z1*sigmoid(z1))/cosh(s4)**2
+        np.tanh(s4, s2)                         # s2 = tanh(s4)
+        np.add(s1, s2, s1)                      # s1 = z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4)
+        np.multiply(da1, s1, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4))
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: v = g + momentum*v
-        np.multiply(state_v, momentum, out=s7)  # s7 = momentum*state_v
-        np.add(grads, s7, out=state_v)          # state_v = grads + momentum*state_v
+        np.multiply(state_v, momentum, s5)      # s5 = momentum*state_v
+        np.add(grads, s5, state_v)              # state_v = grads + momentum*state_v
         # update: p = -lr*(g + momentum*v) + p
-        np.multiply(state_v, momentum, out=s8)  # s8 = momentum*state_v
-        np.add(grads, s8, out=s7)               # s7 = grads + momentum*state_v
-        np.multiply(s7, lr, out=s7)             # s7 = lr*(grads + momentum*state_v)
-        np.subtract(params, s7, out=params)     # params = -lr*(grads + momentum*state_v) + params
+        np.multiply(state_v, momentum, s6)      # s6 = momentum*state_v
+        np.add(grads, s6, s5)                   # s5 = grads + momentum*state_v
+        np.multiply(s5, lr, s5)                 # s5 = lr*(grads + momentum*state_v)
+        np.subtract(params, s5, params)         # params = -lr*(grads + momentum*state_v) + params
         return L
 
     def step_adam(lr, step, beta1, beta2, eps):
@@ -488,175 +588,215 @@ def build(n, params, grads, state):
         c5 = lr/(1 - beta1**step)
         c6 = 1/math.sqrt(1 - beta2**step)
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = z1*tanh(softplus(z1))
-        np.logaddexp(z1, 0.0, out=s1)           # s1 = softplus(z1)
-        np.tanh(s1, out=s1)                     # s1 = tanh(softplus(z1))
-        np.multiply(z1, s1, out=a1)             # a1 = z1*tanh(softplus(z1))
+        np.absolute(z1, s1)                     # s1 = Abs(z1)
+        np.negative(s1, s1)                     # s1 = -Abs(z1)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s2)             # s2 = Max(0, z1)
+        np.add(s2, s1, s2)                      # s2 = softplus(z1)
+        np.tanh(s2, s2)                         # s2 = tanh(softplus(z1))
+        np.multiply(z1, s2, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
-        np.logaddexp(z2, 0.0, out=s5)           # s5 = softplus(z2)
-        np.tanh(s5, out=s5)                     # s5 = tanh(softplus(z2))
-        np.multiply(z2, s5, out=a2)             # a2 = z2*tanh(softplus(z2))
+        np.absolute(z2, s1)                     # s1 = Abs(z2)
+        np.negative(s1, s1)                     # s1 = -Abs(z2)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s4)             # s4 = Max(0, z2)
+        np.add(s4, s1, s4)                      # s4 = softplus(z2)
+        np.tanh(s4, s4)                         # s4 = tanh(softplus(z2))
+        np.multiply(z2, s4, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
-        np.dot(a2_aug, W3b, out=z3)             # z3 = a2 @ W3 + b3   (bias folded into the product)
+        np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.max(z3, axis=1, keepdims=True, out=max_z3)  # max_z3 = rowmax(z3)
+        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
-        np.subtract(z3, max_z3, out=p3)         # p3 = -max_z3 + z3
-        np.exp(p3, out=p3)                      # p3 = exp(-max_z3 + z3)
+        np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
+        np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
         # forward: sum_z3 = rowsum(p3)
-        np.sum(p3, axis=1, keepdims=True, out=sum_z3)  # sum_z3 = rowsum(p3)
+        np.dot(p3, ones_2x1, sum_z3)            # sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
-        np.divide(p3, sum_z3, out=p3)           # p3 = p3/sum_z3
-        # loss: L_data = sum(T*(logsumexp(z3) - z3))/N
-        np.log(sum_z3, out=s3)                  # s3 = log(sum_z3)
-        np.add(max_z3, s3, out=s4)              # s4 = max_z3 + log(sum_z3)
-        np.subtract(s4, z3, out=s2)             # s2 = -z3 + (max_z3 + log(sum_z3))
-        L_data = c1*(np.vdot(T, s2))            # L_data = sum(T*(max_z3 - z3 + log(sum_z3))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p3, sum_z3, p3)               # p3 = p3/sum_z3
+        # loss: L_lse = sum of logsumexp(z3) over rows
+        np.log(sum_z3, s3)                      # s3 = log(sum_z3)
+        L_lse = np.vdot(max_z3, ones_Nx1) + np.vdot(s3, ones_Nx1)  # L_lse = sum(max_z3 + log(sum_z3))
+        # loss: L_tz = sum(T*z3)
+        L_tz = np.vdot(T, z3)                   # L_tz = sum(T*z3)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz3 = (p3 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p3, T, out=dz3)             # dz3 = -T + p3
-        np.multiply(dz3, c1, out=dz3)           # dz3 = (-T + p3)/N
+        np.subtract(p3, T, dz3)                 # dz3 = -T + p3
+        np.multiply(dz3, c1, dz3)               # dz3 = (-T + p3)/N
         # backward: dW3 = a2.T @ dz3;  db3 = sum_rows(dz3)
-        np.dot(a2_augT, dz3, out=dW3b)          # [dW3; db3] = [a2, 1].T @ dz3
+        np.dot(a2_augT, dz3, dW3b)              # [dW3; db3] = [a2, 1].T @ dz3
         # backward: da2 = dz3 @ W3.T
-        np.dot(dz3, W3T, out=da2)               # da2 = dz3 @ W3.T
+        np.dot(dz3, W3T, da2)                   # da2 = dz3 @ W3.T
         # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2)))   [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
-        np.logaddexp(z2, 0.0, out=s6)           # s6 = softplus(z2)
-        np.multiply(z2, 0.5, out=s5)            # s5 = z2/2
-        np.tanh(s5, out=s5)                     # s5 = tanh(z2/2)
-        np.multiply(s5, 0.5, out=s5)            # s5 = tanh(z2/2)/2
-        np.add(s5, 0.5, out=s5)                 # s5 = sigmoid(z2)
-        np.multiply(z2, s5, out=s1)             # s1 = z2*sigmoid(z2)
-        np.cosh(s6, out=s5)                     # s5 = cosh(s6)
-        np.square(s5, out=s5)                   # s5 = cosh(s6)**2
-        np.divide(s1, s5, out=s1)               # s1 = (z2*sigmoid(z2))/cosh(s6)**2
-        np.tanh(s6, out=s5)                     # s5 = tanh(s6)
-        np.add(s1, s5, out=s1)                  # s1 = z2*sigmoid(z2)/cosh(s6)**2 + tanh(s6)
-        np.multiply(da2, s1, out=dz2)           # dz2 = da2*(z2*sigmoid(z2)/cosh(s6)**2 + tanh(s6))
+        np.absolute(z2, s1)                     # s1 = Abs(z2)
+        np.negative(s1, s1)                     # s1 = -Abs(z2)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.add(s2, s1, s2)                      # s2 = softplus(z2)
+        np.multiply(z2, 0.5, s1)                # s1 = z2/2
+        np.tanh(s1, s1)                         # s1 = tanh(z2/2)
+        np.multiply(s1, 0.5, s1)                # s1 = tanh(z2/2)/2
+        np.add(s1, 0.5, s1)                     # s1 = sigmoid(z2)
+        np.multiply(z2, s1, s4)                 # s4 = z2*sigmoid(z2)
+        np.cosh(s2, s1)                         # s1 = cosh(s2)
+        np.square(s1, s1)                       # s1 = cosh(s2)**2
+        np.divide(s4, s1, s4)                   # s4 = (z2*sigmoid(z2))/cosh(s2)**2
+        np.tanh(s2, s1)                         # s1 = tanh(s2)
+        np.add(s4, s1, s4)                      # s4 = z2*sigmoid(z2)/cosh(s2)**2 + tanh(s2)
+        np.multiply(da2, s4, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s2)**2 + tanh(s2))
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1)))   [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
-        np.logaddexp(z1, 0.0, out=s5)           # s5 = softplus(z1)
-        np.multiply(z1, 0.5, out=s6)            # s6 = z1/2
-        np.tanh(s6, out=s6)                     # s6 = tanh(z1/2)
-        np.multiply(s6, 0.5, out=s6)            # s6 = tanh(z1/2)/2
-        np.add(s6, 0.5, out=s6)                 # s6 = sigmoid(z1)
-        np.multiply(z1, s6, out=s1)             # s1 = z1*sigmoid(z1)
-        np.cosh(s5, out=s6)                     # s6 = cosh(s5)
-        np.square(s6, out=s6)                   # s6 = cosh(s5)**2
-        np.divide(s1, s6, out=s1)               # s1 = (z1*sigmoid(z1))/cosh(s5)**2
-        np.tanh(s5, out=s6)                     # s6 = tanh(s5)
-        np.add(s1, s6, out=s1)                  # s1 = z1*sigmoid(z1)/cosh(s5)**2 + tanh(s5)
-        np.multiply(da1, s1, out=dz1)           # dz1 = da1*(z1*sigmoid(z1)/cosh(s5)**2 + tanh(s5))
+        np.absolute(z1, s4)                     # s4 = Abs(z1)
+        np.negative(s4, s4)                     # s4 = -Abs(z1)
+        np.exp(s4, s4)                          # s4 = exp(-Abs(z1))
+        np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.add(s1, s4, s1)                      # s1 = softplus(z1)
+        np.multiply(z1, 0.5, s4)                # s4 = z1/2
+        np.tanh(s4, s4)                         # s4 = tanh(z1/2)
+        np.multiply(s4, 0.5, s4)                # s4 = tanh(z1/2)/2
+        np.add(s4, 0.5, s4)                     # s4 = sigmoid(z1)
+        np.multiply(z1, s4, s2)                 # s2 = z1*sigmoid(z1)
+        np.cosh(s1, s4)                         # s4 = cosh(s1)
+        np.square(s4, s4)                       # s4 = cosh(s1)**2
+        np.divide(s2, s4, s2)                   # s2 = (z1*sigmoid(z1))/cosh(s1)**2
+        np.tanh(s1, s4)                         # s4 = tanh(s1)
+        np.add(s2, s4, s2)                      # s2 = z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1)
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1))
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: m = beta1*m + g*(1 - beta1)
-        np.multiply(state_m, beta1, out=s8)     # s8 = beta1*state_m
-        np.multiply(grads, c3, out=s7)          # s7 = grads*(1 - beta1)
-        np.add(s8, s7, out=state_m)             # state_m = beta1*state_m + grads*(1 - beta1)
+        np.multiply(state_m, beta1, s6)         # s6 = beta1*state_m
+        np.multiply(grads, c3, s5)              # s5 = grads*(1 - beta1)
+        np.add(s6, s5, state_m)                 # state_m = beta1*state_m + grads*(1 - beta1)
         # update: v = beta2*v + g**2*(1 - beta2)
-        np.multiply(state_v, beta2, out=s8)     # s8 = beta2*state_v
-        np.square(grads, out=s7)                # s7 = grads**2
-        np.multiply(s7, c4, out=s7)             # s7 = grads**2*(1 - beta2)
-        np.add(s8, s7, out=state_v)             # state_v = beta2*state_v + grads**2*(1 - beta2)
+        np.multiply(state_v, beta2, s6)         # s6 = beta2*state_v
+        np.square(grads, s5)                    # s5 = grads**2
+        np.multiply(s5, c4, s5)                 # s5 = grads**2*(1 - beta2)
+        np.add(s6, s5, state_v)                 # state_v = beta2*state_v + grads**2*(1 - beta2)
         # update: p = -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + p
-        np.multiply(state_m, c5, out=s8)        # s8 = state_m*(lr/(1 - beta1**step))
-        np.sqrt(state_v, out=s7)                # s7 = sqrt(state_v)
-        np.multiply(s7, c6, out=s7)             # s7 = sqrt(state_v)/sqrt(1 - beta2**step)
-        np.add(s7, eps, out=s7)                 # s7 = eps + sqrt(state_v)/sqrt(1 - beta2**step)
-        np.divide(s8, s7, out=s8)               # s8 = (state_m*(lr/(1 - beta1**step)))/(eps + sqrt(state_v)/sqrt(1 - beta2**step))
-        np.subtract(params, s8, out=params)     # params = -lr*state_m/((1 - beta1**step)*(eps + sqrt(state_v)/sqrt(1 - beta2**step))) + params
+        np.multiply(state_m, c5, s6)            # s6 = state_m*(lr/(1 - beta1**step))
+        np.sqrt(state_v, s5)                    # s5 = sqrt(state_v)
+        np.multiply(s5, c6, s5)                 # s5 = sqrt(state_v)/sqrt(1 - beta2**step)
+        np.add(s5, eps, s5)                     # s5 = eps + sqrt(state_v)/sqrt(1 - beta2**step)
+        np.divide(s6, s5, s6)                   # s6 = (state_m*(lr/(1 - beta1**step)))/(eps + sqrt(state_v)/sqrt(1 - beta2**step))
+        np.subtract(params, s6, params)         # params = -lr*state_m/((1 - beta1**step)*(eps + sqrt(state_v)/sqrt(1 - beta2**step))) + params
         return L
 
     def step_rmsprop(lr, step, alpha, eps):
         """One training step with rmsprop: loss, gradients, update."""
         c7 = 1 - alpha
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = z1*tanh(softplus(z1))
-        np.logaddexp(z1, 0.0, out=s6)           # s6 = softplus(z1)
-        np.tanh(s6, out=s6)                     # s6 = tanh(softplus(z1))
-        np.multiply(z1, s6, out=a1)             # a1 = z1*tanh(softplus(z1))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s4)             # s4 = Max(0, z1)
+        np.add(s4, s2, s4)                      # s4 = softplus(z1)
+        np.tanh(s4, s4)                         # s4 = tanh(softplus(z1))
+        np.multiply(z1, s4, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        np.tanh(s1, out=s1)                     # s1 = tanh(softplus(z2))
-        np.multiply(z2, s1, out=a2)             # a2 = z2*tanh(softplus(z2))
+        np.absolute(z2, s2)                     # s2 = Abs(z2)
+        np.negative(s2, s2)                     # s2 = -Abs(z2)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s1)             # s1 = Max(0, z2)
+        np.add(s1, s2, s1)                      # s1 = softplus(z2)
+        np.tanh(s1, s1)                         # s1 = tanh(softplus(z2))
+        np.multiply(z2, s1, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
-        np.dot(a2_aug, W3b, out=z3)             # z3 = a2 @ W3 + b3   (bias folded into the product)
+        np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.max(z3, axis=1, keepdims=True, out=max_z3)  # max_z3 = rowmax(z3)
+        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
-        np.subtract(z3, max_z3, out=p3)         # p3 = -max_z3 + z3
-        np.exp(p3, out=p3)                      # p3 = exp(-max_z3 + z3)
+        np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
+        np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
         # forward: sum_z3 = rowsum(p3)
-        np.sum(p3, axis=1, keepdims=True, out=sum_z3)  # sum_z3 = rowsum(p3)
+        np.dot(p3, ones_2x1, sum_z3)            # sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
-        np.divide(p3, sum_z3, out=p3)           # p3 = p3/sum_z3
-        # loss: L_data = sum(T*(logsumexp(z3) - z3))/N
-        np.log(sum_z3, out=s3)                  # s3 = log(sum_z3)
-        np.add(max_z3, s3, out=s4)              # s4 = max_z3 + log(sum_z3)
-        np.subtract(s4, z3, out=s2)             # s2 = -z3 + (max_z3 + log(sum_z3))
-        L_data = c1*(np.vdot(T, s2))            # L_data = sum(T*(max_z3 - z3 + log(sum_z3))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.divide(p3, sum_z3, p3)               # p3 = p3/sum_z3
+        # loss: L_lse = sum of logsumexp(z3) over rows
+        np.log(sum_z3, s3)                      # s3 = log(sum_z3)
+        L_lse = np.vdot(max_z3, ones_Nx1) + np.vdot(s3, ones_Nx1)  # L_lse = sum(max_z3 + log(sum_z3))
+        # loss: L_tz = sum(T*z3)
+        L_tz = np.vdot(T, z3)                   # L_tz = sum(T*z3)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
         # backward: dz3 = (p3 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p3, T, out=dz3)             # dz3 = -T + p3
-        np.multiply(dz3, c1, out=dz3)           # dz3 = (-T + p3)/N
+        np.subtract(p3, T, dz3)                 # dz3 = -T + p3
+        np.multiply(dz3, c1, dz3)               # dz3 = (-T + p3)/N
         # backward: dW3 = a2.T @ dz3;  db3 = sum_rows(dz3)
-        np.dot(a2_augT, dz3, out=dW3b)          # [dW3; db3] = [a2, 1].T @ dz3
+        np.dot(a2_augT, dz3, dW3b)              # [dW3; db3] = [a2, 1].T @ dz3
         # backward: da2 = dz3 @ W3.T
-        np.dot(dz3, W3T, out=da2)               # da2 = dz3 @ W3.T
+        np.dot(dz3, W3T, da2)                   # da2 = dz3 @ W3.T
         # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2)))   [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
-        np.logaddexp(z2, 0.0, out=s5)           # s5 = softplus(z2)
-        np.multiply(z2, 0.5, out=s1)            # s1 = z2/2
-        np.tanh(s1, out=s1)                     # s1 = tanh(z2/2)
-        np.multiply(s1, 0.5, out=s1)            # s1 = tanh(z2/2)/2
-        np.add(s1, 0.5, out=s1)                 # s1 = sigmoid(z2)
-        np.multiply(z2, s1, out=s6)             # s6 = z2*sigmoid(z2)
-        np.cosh(s5, out=s1)                     # s1 = cosh(s5)
-        np.square(s1, out=s1)                   # s1 = cosh(s5)**2
-        np.divide(s6, s1, out=s6)               # s6 = (z2*sigmoid(z2))/cosh(s5)**2
-        np.tanh(s5, out=s1)                     # s1 = tanh(s5)
-        np.add(s6, s1, out=s6)                  # s6 = z2*sigmoid(z2)/cosh(s5)**2 + tanh(s5)
-        np.multiply(da2, s6, out=dz2)           # dz2 = da2*(z2*sigmoid(z2)/cosh(s5)**2 + tanh(s5))
+        np.absolute(z2, s2)                     # s2 = Abs(z2)
+        np.negative(s2, s2)                     # s2 = -Abs(z2)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, 0.0, out=s4)             # s4 = Max(0, z2)
+        np.add(s4, s2, s4)                      # s4 = softplus(z2)
+        np.multiply(z2, 0.5, s2)                # s2 = z2/2
+        np.tanh(s2, s2)                         # s2 = tanh(z2/2)
+        np.multiply(s2, 0.5, s2)                # s2 = tanh(z2/2)/2
+        np.add(s2, 0.5, s2)                     # s2 = sigmoid(z2)
+        np.multiply(z2, s2, s1)                 # s1 = z2*sigmoid(z2)
+        np.cosh(s4, s2)                         # s2 = cosh(s4)
+        np.square(s2, s2)                       # s2 = cosh(s4)**2
+        np.divide(s1, s2, s1)                   # s1 = (z2*sigmoid(z2))/cosh(s4)**2
+        np.tanh(s4, s2)                         # s2 = tanh(s4)
+        np.add(s1, s2, s1)                      # s1 = z2*sigmoid(z2)/cosh(s4)**2 + tanh(s4)
+        np.multiply(da2, s1, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s4)**2 + tanh(s4))
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1)))   [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
-        np.logaddexp(z1, 0.0, out=s1)           # s1 = softplus(z1)
-        np.multiply(z1, 0.5, out=s5)            # s5 = z1/2
-        np.tanh(s5, out=s5)                     # s5 = tanh(z1/2)
-        np.multiply(s5, 0.5, out=s5)            # s5 = tanh(z1/2)/2
-        np.add(s5, 0.5, out=s5)                 # s5 = sigmoid(z1)
-        np.multiply(z1, s5, out=s6)             # s6 = z1*sigmoid(z1)
-        np.cosh(s1, out=s5)                     # s5 = cosh(s1)
-        np.square(s5, out=s5)                   # s5 = cosh(s1)**2
-        np.divide(s6, s5, out=s6)               # s6 = (z1*sigmoid(z1))/cosh(s1)**2
-        np.tanh(s1, out=s5)                     # s5 = tanh(s1)
-        np.add(s6, s5, out=s6)                  # s6 = z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1)
-        np.multiply(da1, s6, out=dz1)           # dz1 = da1*(z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1))
+        np.absolute(z1, s1)                     # s1 = Abs(z1)
+        np.negative(s1, s1)                     # s1 = -Abs(z1)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, 0.0, out=s2)             # s2 = Max(0, z1)
+        np.add(s2, s1, s2)                      # s2 = softplus(z1)
+        np.multiply(z1, 0.5, s1)                # s1 = z1/2
+        np.tanh(s1, s1)                         # s1 = tanh(z1/2)
+        np.multiply(s1, 0.5, s1)                # s1 = tanh(z1/2)/2
+        np.add(s1, 0.5, s1)                     # s1 = sigmoid(z1)
+        np.multiply(z1, s1, s4)                 # s4 = z1*sigmoid(z1)
+        np.cosh(s2, s1)                         # s1 = cosh(s2)
+        np.square(s1, s1)                       # s1 = cosh(s2)**2
+        np.divide(s4, s1, s4)                   # s4 = (z1*sigmoid(z1))/cosh(s2)**2
+        np.tanh(s2, s1)                         # s1 = tanh(s2)
+        np.add(s4, s1, s4)                      # s4 = z1*sigmoid(z1)/cosh(s2)**2 + tanh(s2)
+        np.multiply(da1, s4, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s2)**2 + tanh(s2))
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: v = alpha*v + g**2*(1 - alpha)
-        np.multiply(state_v, alpha, out=s7)     # s7 = alpha*state_v
-        np.square(grads, out=s8)                # s8 = grads**2
-        np.multiply(s8, c7, out=s8)             # s8 = grads**2*(1 - alpha)
-        np.add(s7, s8, out=state_v)             # state_v = alpha*state_v + grads**2*(1 - alpha)
+        np.multiply(state_v, alpha, s5)         # s5 = alpha*state_v
+        np.square(grads, s6)                    # s6 = grads**2
+        np.multiply(s6, c7, s6)                 # s6 = grads**2*(1 - alpha)
+        np.add(s5, s6, state_v)                 # state_v = alpha*state_v + grads**2*(1 - alpha)
         # update: p = -g*lr/(eps + sqrt(v)) + p
-        np.multiply(grads, lr, out=s7)          # s7 = grads*lr
-        np.sqrt(state_v, out=s8)                # s8 = sqrt(state_v)
-        np.add(s8, eps, out=s8)                 # s8 = eps + sqrt(state_v)
-        np.divide(s7, s8, out=s7)               # s7 = (grads*lr)/(eps + sqrt(state_v))
-        np.subtract(params, s7, out=params)     # params = -grads*lr/(eps + sqrt(state_v)) + params
+        np.multiply(grads, lr, s5)              # s5 = grads*lr
+        np.sqrt(state_v, s6)                    # s6 = sqrt(state_v)
+        np.add(s6, eps, s6)                     # s6 = eps + sqrt(state_v)
+        np.divide(s5, s6, s5)                   # s5 = (grads*lr)/(eps + sqrt(state_v))
+        np.subtract(params, s5, params)         # params = -grads*lr/(eps + sqrt(state_v)) + params
         return L
 
     return types.SimpleNamespace(

@@ -44,7 +44,7 @@ OPTIMIZERS = {
 
 def workspace_bytes(n):
     """Bytes that build(n, ...) allocates besides the flat vectors."""
-    return (41 * n + 66) * 8
+    return (42 * n + 66) * 8
 
 
 def build(n, params, grads, state):
@@ -86,6 +86,7 @@ def build(n, params, grads, state):
     s2 = np.empty((n, 8), dtype=DTYPE)          # scratch
     s3 = np.empty((33,), dtype=DTYPE)           # scratch
     s4 = np.empty((33,), dtype=DTYPE)           # scratch
+    ones_Nx1 = np.ones((n, 1), dtype=DTYPE)     # sums are dot products with ones
     c1 = 1/N
     state_m = state.get('m')
     state_v = state.get('v')
@@ -93,184 +94,174 @@ def build(n, params, grads, state):
     def forward():
         """Forward pass: writes the output buffer."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, out=a2)            # a2 = z2/2
-        np.tanh(a2, out=a2)                     # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, out=a2)            # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, out=a2)                 # a2 = sigmoid(z2)
+        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.tanh(a2, a2)                         # a2 = tanh(z2/2)
+        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
+        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
 
     def loss():
         """Forward pass and loss (with penalties), no gradients."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, out=a2)            # a2 = z2/2
-        np.tanh(a2, out=a2)                     # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, out=a2)            # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, out=a2)                 # a2 = sigmoid(z2)
-        # loss: L_data = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        L_data = c1*(-1.0*np.vdot(T, z2) + s1.sum())  # L_data = sum((-T*z2 + softplus(z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.tanh(a2, a2)                         # a2 = tanh(z2/2)
+        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
+        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        # loss: L = mean(-T*z2 + softplus(z2))
+        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         return L
 
     def loss_and_grad():
         """Loss and the gradient of every parameter (means over the batch)."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, out=a2)            # a2 = z2/2
-        np.tanh(a2, out=a2)                     # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, out=a2)            # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, out=a2)                 # a2 = sigmoid(z2)
-        # loss: L_data = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        L_data = c1*(-1.0*np.vdot(T, z2) + s1.sum())  # L_data = sum((-T*z2 + softplus(z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.tanh(a2, a2)                         # a2 = tanh(z2/2)
+        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
+        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        # loss: L = mean(-T*z2 + softplus(z2))
+        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
-        np.subtract(a2, T, out=dz2)             # dz2 = -T + a2
-        np.multiply(dz2, c1, out=dz2)           # dz2 = (-T + a2)/N
+        np.subtract(a2, T, dz2)                 # dz2 = -T + a2
+        np.multiply(dz2, c1, dz2)               # dz2 = (-T + a2)/N
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s2)                   # s2 = a1**2
-        np.subtract(1.0, s2, out=s2)            # s2 = 1 - a1**2
-        np.multiply(da1, s2, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         return L
 
     def step_sgd(lr, step):
         """One training step with sgd: loss, gradients, update."""
         c2 = lr/N
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, out=a2)            # a2 = z2/2
-        np.tanh(a2, out=a2)                     # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, out=a2)            # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, out=a2)                 # a2 = sigmoid(z2)
-        # loss: L_data = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        L_data = c1*(-1.0*np.vdot(T, z2) + s1.sum())  # L_data = sum((-T*z2 + softplus(z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.tanh(a2, a2)                         # a2 = tanh(z2/2)
+        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
+        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        # loss: L = mean(-T*z2 + softplus(z2))
+        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
-        np.subtract(a2, T, out=dz2)             # dz2 = -T + a2
-        np.multiply(dz2, c2, out=dz2)           # dz2 = (lr/N)*(-T + a2)
+        np.subtract(a2, T, dz2)                 # dz2 = -T + a2
+        np.multiply(dz2, c2, dz2)               # dz2 = (lr/N)*(-T + a2)
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s2)                   # s2 = a1**2
-        np.subtract(1.0, s2, out=s2)            # s2 = 1 - a1**2
-        np.multiply(da1, s2, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: p = -g*lr + p
-        np.subtract(params, grads, out=params)  # params = -grads + params
+        np.subtract(params, grads, params)      # params = -grads + params
         return L
 
     def step_momentum(lr, step, momentum):
         """One training step with momentum: loss, gradients, update."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, out=a2)            # a2 = z2/2
-        np.tanh(a2, out=a2)                     # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, out=a2)            # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, out=a2)                 # a2 = sigmoid(z2)
-        # loss: L_data = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        L_data = c1*(-1.0*np.vdot(T, z2) + s1.sum())  # L_data = sum((-T*z2 + softplus(z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.tanh(a2, a2)                         # a2 = tanh(z2/2)
+        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
+        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        # loss: L = mean(-T*z2 + softplus(z2))
+        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
-        np.subtract(a2, T, out=dz2)             # dz2 = -T + a2
-        np.multiply(dz2, c1, out=dz2)           # dz2 = (-T + a2)/N
+        np.subtract(a2, T, dz2)                 # dz2 = -T + a2
+        np.multiply(dz2, c1, dz2)               # dz2 = (-T + a2)/N
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s2)                   # s2 = a1**2
-        np.subtract(1.0, s2, out=s2)            # s2 = 1 - a1**2
-        np.multiply(da1, s2, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: v = g + momentum*v
-        np.multiply(state_v, momentum, out=s3)  # s3 = momentum*state_v
-        np.add(grads, s3, out=state_v)          # state_v = grads + momentum*state_v
+        np.multiply(state_v, momentum, s3)      # s3 = momentum*state_v
+        np.add(grads, s3, state_v)              # state_v = grads + momentum*state_v
         # update: p = -lr*v + p
-        np.multiply(state_v, lr, out=s3)        # s3 = lr*state_v
-        np.subtract(params, s3, out=params)     # params = -lr*state_v + params
+        np.multiply(state_v, lr, s3)            # s3 = lr*state_v
+        np.subtract(params, s3, params)         # params = -lr*state_v + params
         return L
 
     def step_nesterov(lr, step, momentum):
         """One training step with nesterov: loss, gradients, update."""
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, out=a2)            # a2 = z2/2
-        np.tanh(a2, out=a2)                     # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, out=a2)            # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, out=a2)                 # a2 = sigmoid(z2)
-        # loss: L_data = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        L_data = c1*(-1.0*np.vdot(T, z2) + s1.sum())  # L_data = sum((-T*z2 + softplus(z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.tanh(a2, a2)                         # a2 = tanh(z2/2)
+        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
+        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        # loss: L = mean(-T*z2 + softplus(z2))
+        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
-        np.subtract(a2, T, out=dz2)             # dz2 = -T + a2
-        np.multiply(dz2, c1, out=dz2)           # dz2 = (-T + a2)/N
+        np.subtract(a2, T, dz2)                 # dz2 = -T + a2
+        np.multiply(dz2, c1, dz2)               # dz2 = (-T + a2)/N
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s2)                   # s2 = a1**2
-        np.subtract(1.0, s2, out=s2)            # s2 = 1 - a1**2
-        np.multiply(da1, s2, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: v = g + momentum*v
-        np.multiply(state_v, momentum, out=s3)  # s3 = momentum*state_v
-        np.add(grads, s3, out=state_v)          # state_v = grads + momentum*state_v
+        np.multiply(state_v, momentum, s3)      # s3 = momentum*state_v
+        np.add(grads, s3, state_v)              # state_v = grads + momentum*state_v
         # update: p = -lr*(g + momentum*v) + p
-        np.multiply(state_v, momentum, out=s4)  # s4 = momentum*state_v
-        np.add(grads, s4, out=s3)               # s3 = grads + momentum*state_v
-        np.multiply(s3, lr, out=s3)             # s3 = lr*(grads + momentum*state_v)
-        np.subtract(params, s3, out=params)     # params = -lr*(grads + momentum*state_v) + params
+        np.multiply(state_v, momentum, s4)      # s4 = momentum*state_v
+        np.add(grads, s4, s3)                   # s3 = grads + momentum*state_v
+        np.multiply(s3, lr, s3)                 # s3 = lr*(grads + momentum*state_v)
+        np.subtract(params, s3, params)         # params = -lr*(grads + momentum*state_v) + params
         return L
 
     def step_adam(lr, step, beta1, beta2, eps):
@@ -280,95 +271,91 @@ def build(n, params, grads, state):
         c5 = lr/(1 - beta1**step)
         c6 = 1/math.sqrt(1 - beta2**step)
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, out=a2)            # a2 = z2/2
-        np.tanh(a2, out=a2)                     # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, out=a2)            # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, out=a2)                 # a2 = sigmoid(z2)
-        # loss: L_data = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        L_data = c1*(-1.0*np.vdot(T, z2) + s1.sum())  # L_data = sum((-T*z2 + softplus(z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.tanh(a2, a2)                         # a2 = tanh(z2/2)
+        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
+        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        # loss: L = mean(-T*z2 + softplus(z2))
+        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
-        np.subtract(a2, T, out=dz2)             # dz2 = -T + a2
-        np.multiply(dz2, c1, out=dz2)           # dz2 = (-T + a2)/N
+        np.subtract(a2, T, dz2)                 # dz2 = -T + a2
+        np.multiply(dz2, c1, dz2)               # dz2 = (-T + a2)/N
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s2)                   # s2 = a1**2
-        np.subtract(1.0, s2, out=s2)            # s2 = 1 - a1**2
-        np.multiply(da1, s2, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: m = beta1*m + g*(1 - beta1)
-        np.multiply(state_m, beta1, out=s4)     # s4 = beta1*state_m
-        np.multiply(grads, c3, out=s3)          # s3 = grads*(1 - beta1)
-        np.add(s4, s3, out=state_m)             # state_m = beta1*state_m + grads*(1 - beta1)
+        np.multiply(state_m, beta1, s4)         # s4 = beta1*state_m
+        np.multiply(grads, c3, s3)              # s3 = grads*(1 - beta1)
+        np.add(s4, s3, state_m)                 # state_m = beta1*state_m + grads*(1 - beta1)
         # update: v = beta2*v + g**2*(1 - beta2)
-        np.multiply(state_v, beta2, out=s4)     # s4 = beta2*state_v
-        np.square(grads, out=s3)                # s3 = grads**2
-        np.multiply(s3, c4, out=s3)             # s3 = grads**2*(1 - beta2)
-        np.add(s4, s3, out=state_v)             # state_v = beta2*state_v + grads**2*(1 - beta2)
+        np.multiply(state_v, beta2, s4)         # s4 = beta2*state_v
+        np.square(grads, s3)                    # s3 = grads**2
+        np.multiply(s3, c4, s3)                 # s3 = grads**2*(1 - beta2)
+        np.add(s4, s3, state_v)                 # state_v = beta2*state_v + grads**2*(1 - beta2)
         # update: p = -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + p
-        np.multiply(state_m, c5, out=s4)        # s4 = state_m*(lr/(1 - beta1**step))
-        np.sqrt(state_v, out=s3)                # s3 = sqrt(state_v)
-        np.multiply(s3, c6, out=s3)             # s3 = sqrt(state_v)/sqrt(1 - beta2**step)
-        np.add(s3, eps, out=s3)                 # s3 = eps + sqrt(state_v)/sqrt(1 - beta2**step)
-        np.divide(s4, s3, out=s4)               # s4 = (state_m*(lr/(1 - beta1**step)))/(eps + sqrt(state_v)/sqrt(1 - beta2**step))
-        np.subtract(params, s4, out=params)     # params = -lr*state_m/((1 - beta1**step)*(eps + sqrt(state_v)/sqrt(1 - beta2**step))) + params
+        np.multiply(state_m, c5, s4)            # s4 = state_m*(lr/(1 - beta1**step))
+        np.sqrt(state_v, s3)                    # s3 = sqrt(state_v)
+        np.multiply(s3, c6, s3)                 # s3 = sqrt(state_v)/sqrt(1 - beta2**step)
+        np.add(s3, eps, s3)                     # s3 = eps + sqrt(state_v)/sqrt(1 - beta2**step)
+        np.divide(s4, s3, s4)                   # s4 = (state_m*(lr/(1 - beta1**step)))/(eps + sqrt(state_v)/sqrt(1 - beta2**step))
+        np.subtract(params, s4, params)         # params = -lr*state_m/((1 - beta1**step)*(eps + sqrt(state_v)/sqrt(1 - beta2**step))) + params
         return L
 
     def step_rmsprop(lr, step, alpha, eps):
         """One training step with rmsprop: loss, gradients, update."""
         c7 = 1 - alpha
         # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, out=z1)              # z1 = X @ W1 + b1   (bias folded into the product)
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = tanh(z1)
-        np.tanh(z1, out=a1)                     # a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
         # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, out=z2)             # z2 = a1 @ W2 + b2   (bias folded into the product)
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, out=a2)            # a2 = z2/2
-        np.tanh(a2, out=a2)                     # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, out=a2)            # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, out=a2)                 # a2 = sigmoid(z2)
-        # loss: L_data = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, out=s1)           # s1 = softplus(z2)
-        L_data = c1*(-1.0*np.vdot(T, z2) + s1.sum())  # L_data = sum((-T*z2 + softplus(z2))/N)
-        # loss: L = L_data
-        L = L_data                              # L = L_data
+        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.tanh(a2, a2)                         # a2 = tanh(z2/2)
+        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
+        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        # loss: L = mean(-T*z2 + softplus(z2))
+        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
-        np.subtract(a2, T, out=dz2)             # dz2 = -T + a2
-        np.multiply(dz2, c1, out=dz2)           # dz2 = (-T + a2)/N
+        np.subtract(a2, T, dz2)                 # dz2 = -T + a2
+        np.multiply(dz2, c1, dz2)               # dz2 = (-T + a2)/N
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, out=dW2b)          # [dW2; db2] = [a1, 1].T @ dz2
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, out=da1)               # da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
-        np.square(a1, out=s2)                   # s2 = a1**2
-        np.subtract(1.0, s2, out=s2)            # s2 = 1 - a1**2
-        np.multiply(da1, s2, out=dz1)           # dz1 = da1*(1 - a1**2)
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, out=dW1b)           # [dW1; db1] = [X, 1].T @ dz1
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: v = alpha*v + g**2*(1 - alpha)
-        np.multiply(state_v, alpha, out=s3)     # s3 = alpha*state_v
-        np.square(grads, out=s4)                # s4 = grads**2
-        np.multiply(s4, c7, out=s4)             # s4 = grads**2*(1 - alpha)
-        np.add(s3, s4, out=state_v)             # state_v = alpha*state_v + grads**2*(1 - alpha)
+        np.multiply(state_v, alpha, s3)         # s3 = alpha*state_v
+        np.square(grads, s4)                    # s4 = grads**2
+        np.multiply(s4, c7, s4)                 # s4 = grads**2*(1 - alpha)
+        np.add(s3, s4, state_v)                 # state_v = alpha*state_v + grads**2*(1 - alpha)
         # update: p = -g*lr/(eps + sqrt(v)) + p
-        np.multiply(grads, lr, out=s3)          # s3 = grads*lr
-        np.sqrt(state_v, out=s4)                # s4 = sqrt(state_v)
-        np.add(s4, eps, out=s4)                 # s4 = eps + sqrt(state_v)
-        np.divide(s3, s4, out=s3)               # s3 = (grads*lr)/(eps + sqrt(state_v))
-        np.subtract(params, s3, out=params)     # params = -grads*lr/(eps + sqrt(state_v)) + params
+        np.multiply(grads, lr, s3)              # s3 = grads*lr
+        np.sqrt(state_v, s4)                    # s4 = sqrt(state_v)
+        np.add(s4, eps, s4)                     # s4 = eps + sqrt(state_v)
+        np.divide(s3, s4, s3)                   # s3 = (grads*lr)/(eps + sqrt(state_v))
+        np.subtract(params, s3, params)         # params = -grads*lr/(eps + sqrt(state_v)) + params
         return L
 
     return types.SimpleNamespace(

@@ -163,16 +163,22 @@ def _output(b: _Builder, trail: list) -> tuple[str, int]:
     loss, last = b.model.loss, len(trail) - 1
     layer, h_in, h_out, k = trail[last]
     scale = GSCALE / N
-    b.buffer("L_data", (), "scalar")
+    data_loss = "L_data" if b.model.l1 or b.model.l2 else "L"  # L itself when there is no penalty
+    b.buffer(data_loss, (), "scalar")
     if isinstance(loss, SoftmaxCrossEntropy) or (isinstance(loss, CrossEntropy) and isinstance(layer, Softmax)):
         logits, p = (h_in, h_out) if isinstance(layer, Softmax) else (h_out, _next_name(b, f"p{k}"))
         if not isinstance(layer, Softmax):
             _softmax(b, logits, p, b.model.output_dim, b.loss_ops, "loss")
         zs, ts = symbol(logits), symbol("T")
         lse = symbol(f"max_{logits}") + sp.log(symbol(f"sum_{logits}"))
-        value = ts * (lse - zs) / N
-        b.loss_ops.append(Reduce(f"L_data = sum(T*(logsumexp({logits}) - {logits}))/N", "loss", "loss", "L_data",
-                                 value, "sum", None))
+        b.buffer("L_lse", (), "scalar")
+        b.buffer("L_tz", (), "scalar")
+        b.loss_ops += [
+            Reduce(f"L_lse = sum of logsumexp({logits}) over rows", "loss", "loss", "L_lse", lse, "sum", None),
+            Reduce(f"L_tz = sum(T*{logits})", "loss", "loss", "L_tz", ts * zs, "sum", None),
+            Map(f"{data_loss} = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]", "loss",
+                "loss", data_loss, (symbol("L_lse") - symbol("L_tz")) / N),
+        ]
         dz = f"d{logits}"
         b.buffer(dz, (BATCH, b.model.output_dim))
         b.backward.append(Map(f"{dz} = ({p} - T)/N   [softmax + cross-entropy: dL/dz = p - t]",
@@ -185,13 +191,13 @@ def _output(b: _Builder, trail: list) -> tuple[str, int]:
     fn = layer.function if isinstance(layer, Activation) else ACTIVATIONS["identity"]
     pre = h_in if isinstance(layer, Activation) else h_out
     if isinstance(layer, Softmax):
-        return _softmax_output(b, trail, loss)
+        return _softmax_output(b, trail, loss, data_loss)
     composite = calculus.output_delta(fn, loss.function)
     subs = {X: symbol(pre), A: symbol(h_out), T: symbol("T")}
     per_element = 1 if loss.function.per_row_sum else b.model.output_dim
     value = composite.value.xreplace(subs) / (N * per_element)
-    b.loss_ops.append(Reduce(f"L_data = mean({sp.sstr(composite.value.xreplace(subs))})", "loss", "loss",
-                             "L_data", value, "sum", None))
+    b.loss_ops.append(Reduce(f"{data_loss} = mean({sp.sstr(composite.value.xreplace(subs))})", "loss", "loss",
+                             data_loss, value, "sum", None))
     dz = f"d{pre}"
     b.buffer(dz, (BATCH, b.model.output_dim))
     delta = composite.delta.xreplace(subs)
@@ -207,15 +213,15 @@ def _n_text(per_element: int) -> str:
     return "N" if per_element == 1 else f"(N*{per_element})"
 
 
-def _softmax_output(b: _Builder, trail: list, loss: object) -> tuple[str, int]:
+def _softmax_output(b: _Builder, trail: list, loss: object, data_loss: str) -> tuple[str, int]:
     """A non-cross-entropy loss after Softmax: dL/dp, then back through softmax."""
     layer, z, p, k = trail[-1]
     grad_raw, _ = calculus.loss_gradient(loss.function)
     per_element = 1 if loss.function.per_row_sum else b.model.output_dim
     ps, ts = symbol(p), symbol("T")
     value = loss.function.expr.xreplace({calculus.Y: ps, T: ts}) / (N * per_element)
-    b.loss_ops.append(Reduce(f"L_data = mean({sp.sstr(loss.function.expr)})", "loss", "loss",
-                             "L_data", value, "sum", None))
+    b.loss_ops.append(Reduce(f"{data_loss} = mean({sp.sstr(loss.function.expr)})", "loss", "loss",
+                             data_loss, value, "sum", None))
     dp = f"d{p}"
     b.buffer(dp, (BATCH, b.model.output_dim))
     b.backward.append(Map(f"{dp} = dl/dy({p}, T)/N", "loss", "backward", dp,
@@ -302,8 +308,9 @@ def _regularisation(b: _Builder) -> sp.Expr:
                 term = reg.expr.xreplace({LAM: sp.Float(strength), W: symbol(p.buffer)})
                 b.loss_ops.append(Reduce(f"{out} = sum({sp.sstr(term)})", p.layer, "loss", out, term, "sum", None))
                 total += symbol(out)
-    b.buffer("L", (), "scalar")
-    b.loss_ops.append(Map(f"L = {sp.sstr(total)}", "loss", "loss", "L", total))
+    if total != symbol("L_data"):
+        b.buffer("L", (), "scalar")
+        b.loss_ops.append(Map(f"L = {sp.sstr(total)}", "loss", "loss", "L", total))
     return total
 
 

@@ -44,9 +44,9 @@ def compile(model: Sequential, backend: str = "numpy", dtype: str = "float64",  
     if dtype not in DTYPES:
         raise ModelError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     be = backends.get(backend)
-    from .backends.templating import templates_digest
+    from .backends.templating import generator_digest
     key = jit.key_of(__version__, str(RULES_VERSION), be.NAME, dtype, repr(sorted(options.items())),
-                     templates_digest(), model.spec())
+                     generator_digest(), model.spec())
     derived: dict[str, object] = {}
 
     def render() -> str:

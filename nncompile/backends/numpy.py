@@ -107,7 +107,7 @@ class _Lowering:
         elif isinstance(op, LinearGrad):
             lines = self._linear_grad(op)
         elif isinstance(op, MatMulT):
-            lines = [(f"np.dot({op.a}, {op.b}T, out={op.out})", f"{op.out} = {op.a} @ {op.b}.T")]
+            lines = [(f"np.dot({op.a}, {op.b}T, {op.out})", f"{op.out} = {op.a} @ {op.b}.T")]
         elif isinstance(op, Map) and not self._shape(op.out):
             lines = self.printer.scalar(op.out, op.expr)
         elif isinstance(op, Map):
@@ -121,17 +121,18 @@ class _Lowering:
     def _linear(self, op: Linear) -> list[tuple[str, str]]:
         math = f"{op.out} = {op.x} @ {op.w} + {op.b}"
         if op.w in self.layout.blocks:
-            return [(f"np.dot({op.x}_aug, {self.layout.blocks[op.w]}, out={op.out})",
+            return [(f"np.dot({op.x}_aug, {self.layout.blocks[op.w]}, {op.out})",
                      f"{math}   (bias folded into the product)")]
-        return [(f"np.dot({op.x}, {op.w}, out={op.out})", f"{op.out} = {op.x} @ {op.w}"),
-                (f"np.add({op.out}, {op.b}, out={op.out})", math)]
+        return [(f"np.dot({op.x}, {op.w}, {op.out})", f"{op.out} = {op.x} @ {op.w}"),
+                (f"np.add({op.out}, {op.b}, {op.out})", math)]
 
     def _linear_grad(self, op: LinearGrad) -> list[tuple[str, str]]:
         if op.dw in self.layout.blocks:
-            return [(f"np.dot({op.x}_augT, {op.dz}, out={self.layout.blocks[op.dw]})",
+            return [(f"np.dot({op.x}_augT, {op.dz}, {self.layout.blocks[op.dw]})",
                      f"[{op.dw}; {op.db}] = [{op.x}, 1].T @ {op.dz}")]
-        return [(f"np.dot({op.x}T, {op.dz}, out={op.dw})", f"{op.dw} = {op.x}.T @ {op.dz}"),
-                (f"np.sum({op.dz}, axis=0, out={op.db})", f"{op.db} = colsum({op.dz})")]
+        ones = self.pool.ones_of((BATCH,))
+        return [(f"np.dot({op.x}T, {op.dz}, {op.dw})", f"{op.dw} = {op.x}.T @ {op.dz}"),
+                (f"np.dot({ones}, {op.dz}, {op.db})", f"{op.db} = colsum({op.dz})")]
 
 
 def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
@@ -182,6 +183,9 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
     for name, (shape, kind) in pool.declared.items():
         dtype = "np.bool_" if kind == "bool" else "DTYPE"
         lines.append((f"{name} = np.empty({_shape_n(shape)}, dtype={dtype})", "scratch"))
+        per_row, fixed = _count(shape, per_row, fixed)
+    for name, shape in sorted(pool.ones.items()):
+        lines.append((f"{name} = np.ones({_shape_n(shape)}, dtype=DTYPE)", "sums are dot products with ones"))
         per_row, fixed = _count(shape, per_row, fixed)
     return lines, per_row, fixed
 

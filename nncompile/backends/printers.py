@@ -30,6 +30,8 @@ _COMBINE = {
     "multiply": lambda a, b: sp.Mul(a, b, evaluate=False), "divide": lambda a, b: sp.Mul(a, 1 / b, evaluate=False),
     "maximum": sp.Max, "minimum": sp.Min,
 }
+KEYWORD_OUT = {"maximum", "minimum"}  # NumPy 2 deprecates their positional out
+SMALL_SOFTPLUS = 4  # rows this narrow use one np.logaddexp call (per-call overhead dominates)
 COMPARISONS = {"<": "less", "<=": "less_equal", ">": "greater", ">=": "greater_equal",
                "==": "equal", "!=": "not_equal"}
 
@@ -80,6 +82,13 @@ class ScratchPool:
 
     declared: dict[str, tuple[Shape, str]] = field(default_factory=dict)
     free: list[str] = field(default_factory=list)
+    ones: dict[str, Shape] = field(default_factory=dict)
+
+    def ones_of(self, shape: Shape) -> str:
+        """A read-only buffer of ones (sums become BLAS dot products with it)."""
+        name = "ones_" + "x".join(str(d) for d in shape)
+        self.ones[name] = shape
+        return name
 
     def take(self, shape: Shape, kind: str = "float") -> str:
         for name in self.free:
@@ -165,11 +174,19 @@ class UfuncPrinter(Printer):
         if axis is None:
             self.lines.append((f"{out} = {self._total(expr)}", comment))
             self._release(*sorted(self._owned))  # scratch read by that line is free only now
+            return self.lines
+        src = self._materialize(expr)
+        shape = self.shape_of(src)
+        if op == "sum" and self.contiguous(src):
+            # a sum along an axis is a GEMV with a ones vector: one BLAS call, low overhead
+            ones = self.pool.ones_of((shape[1], 1) if axis == 1 else (shape[0],))
+            args = f"{src}, {ones}" if axis == 1 else f"{ones}, {src}"
+            self.lines.append((f"np.dot({args}, {out})", comment))
         else:
-            src = self._materialize(expr)
-            keep = ", keepdims=True" if axis == 1 else ""
-            self.lines.append((f"np.{op}({src}, axis={axis}{keep}, out={out})", comment))
-            self._release(src)
+            ufunc = "add" if op == "sum" else "maximum"
+            keep = ", True" if axis == 1 else ""
+            self.lines.append((f"np.{ufunc}.reduce({src}, {axis}, None, {out}{keep})", comment))
+        self._release(src)
         return self.lines
 
     def scalar(self, out: str, expr: sp.Expr) -> list[tuple[str, str]]:
@@ -233,7 +250,10 @@ class UfuncPrinter(Printer):
         if len(arrays) == 2 and self.shape(arrays[0]) == self.shape(arrays[1]) == self.shape(term):
             left, right = (self._materialize(a) if not self._plain(a) else a.name for a in arrays)
             return f"{prefix}np.vdot({left}, {right})"
-        return f"{prefix}{self._materialize(sp.Mul(*arrays))}.sum()"
+        src = self._materialize(sp.Mul(*arrays))
+        if self.contiguous(src):
+            return f"{prefix}np.vdot({src}, {self.pool.ones_of(self.shape_of(src))})"
+        return f"{prefix}np.add.reduce({src}, None)"
 
     def _plain(self, expr: sp.Expr) -> bool:
         """A buffer that np.vdot can read without copying."""
@@ -303,8 +323,13 @@ class UfuncPrinter(Printer):
         return self._emit(expr)
 
     def _call(self, ufunc: str, args: Sequence[str], dest: str, expr: sp.Expr, code: str = "") -> None:
-        """One line: ``np.ufunc(args, out=dest)``, commented with the math `dest` now holds."""
-        code = code or f"np.{ufunc}({', '.join(args)}, out={dest})"
+        """One line: ``np.ufunc(*args, dest)``, commented with the math `dest` now holds.
+
+        The output goes positionally: NumPy parses ``out=`` as a keyword about 0.3 us slower
+        per call, which is most of the cost of a call on small arrays.
+        """
+        out = f"out={dest}" if ufunc in KEYWORD_OUT else dest
+        code = code or f"np.{ufunc}({', '.join([*args, out])})"
         self.lines.append((code, f"{dest} = {math_text(expr)}"))
 
     def _fold(self, first: sp.Expr, steps: list[tuple[str, sp.Expr]], dest: str, free: bool,
@@ -408,19 +433,47 @@ class UfuncPrinter(Printer):
             self._release(work)
 
     def _print_softplus(self, expr: softplus, dest: str, free: bool) -> None:
-        """softplus(u) = logaddexp(u, 0): NumPy's stable log(e^u + e^0)."""
-        self._unary("logaddexp", expr.args[0], dest, free, expr, extra=["0.0"])
+        """softplus(u) = max(u, 0) + log1p(exp(-|u|)): never overflows.
+
+        Six SIMD ufunc calls measure ~10x faster than np.logaddexp(u, 0) on a 128x256 array;
+        for rows of at most SMALL_SOFTPLUS values the single np.logaddexp call is cheaper.
+        """
+        u = expr.args[0]
+        static = 1
+        for d in self.shape(expr):
+            static *= 1 if d == BATCH else int(d)
+        if static <= SMALL_SOFTPLUS:
+            self._unary("logaddexp", u, dest, free, expr, extra=["0.0"])
+            return
+        value = self._emit(u)
+        work = self._scratch("", self.shape(expr))
+        self._call("absolute", [value], work, sp.Abs(u))
+        self._call("negative", [work], work, -sp.Abs(u))
+        self._call("exp", [work], work, sp.exp(-sp.Abs(u)))
+        self._call("log1p", [work], work, log1p(sp.exp(-sp.Abs(u))))
+        target = dest if free and value != dest else self._scratch("", self.shape(expr))
+        self._call("maximum", [value, "0.0"], target, sp.Max(u, 0))
+        self._call("add", [target, work], dest, expr)
+        self._release(work, value, target if target != dest else "")
 
     def _print_Heaviside(self, expr: sp.Heaviside, dest: str, free: bool) -> None:
-        self._unary("heaviside", expr.args[0], dest, free, expr, extra=[self.scalars.text(expr.args[1])])
+        """H(u) with H(0) = 0 is the comparison u > 0 written as 0.0/1.0 (np.heaviside is ~20x slower)."""
+        if expr.args[1] != 0:
+            self._unary("heaviside", expr.args[0], dest, free, expr, extra=[self.scalars.text(expr.args[1])])
+            return
+        self._unary("greater", expr.args[0], dest, free, expr, extra=["0.0"])
 
     def _print_Max(self, expr: sp.Max, dest: str, free: bool) -> None:
-        first, *rest = self._order(list(expr.args)[::-1])
+        first, *rest = self._arrays_first(expr.args)
         self._fold(first, [("maximum", a) for a in rest], dest, free)
 
     def _print_Min(self, expr: sp.Min, dest: str, free: bool) -> None:
-        first, *rest = self._order(list(expr.args)[::-1])
+        first, *rest = self._arrays_first(expr.args)
         self._fold(first, [("minimum", a) for a in rest], dest, free)
+
+    def _arrays_first(self, args: tuple) -> list[sp.Expr]:
+        """Array operands before scalars: np.maximum(z, 0.0) runs ~1.7x faster than (0.0, z)."""
+        return sorted(args, key=lambda a: not self._arrays(a))
 
     def _print_Piecewise(self, expr: sp.Piecewise, dest: str, free: bool) -> None:
         """Last branch first, then earlier branches copied over where their condition holds.
@@ -429,6 +482,17 @@ class UfuncPrinter(Printer):
         inf in a branch not taken cannot turn into NaN.
         """
         *branches, (otherwise, _) = expr.args
+        first = expr.args[0].expr
+        ratios = [sp.cancel(value / first) for value, _ in expr.args] if first != 0 else []
+        if ratios and self._arrays(first) and not any(self._arrays(r) for r in ratios):
+            # Piecewise((x, c), (alpha*x, True)) = x * Piecewise((1, c), (alpha, True)): cheap mask arithmetic
+            factored = sp.Piecewise(*[(r, c) for r, (_, c) in zip(ratios, expr.args)])
+            self._print(sp.Mul(first, factored, evaluate=False), dest=dest, free=free)
+            return
+        if len(branches) == 1 and isinstance(branches[0][1], sp.core.relational.Relational) \
+                and not self._arrays(branches[0][0]) and not self._arrays(otherwise):
+            self._mask_blend(branches[0][1], branches[0][0], otherwise, expr, dest, free)
+            return
         work = dest if free else self._scratch("", self.shape(expr))
         self._emit_into(otherwise, work, free=True)
         for value, cond in reversed(branches):
@@ -440,6 +504,25 @@ class UfuncPrinter(Printer):
             self.pool.give(mask)
         if work != dest:
             self._call("copyto", [], dest, expr, f"np.copyto({dest}, {work})")
+            self._release(work)
+
+    def _mask_blend(self, cond: sp.Basic, then: sp.Expr, otherwise: sp.Expr, expr: sp.Expr, dest: str,
+                    free: bool) -> None:
+        """Constant branches: m = (cond as 0.0/1.0), value = otherwise + (then - otherwise)*m."""
+        lhs, rhs = self._emit(cond.lhs), self._emit(cond.rhs)
+        work = dest if free else self._scratch("", self.shape(expr))
+        self._call(COMPARISONS[cond.rel_op], [lhs, rhs], work, sp.Piecewise((1, cond), (0, True)))
+        self._release(lhs, rhs)
+        steps = []
+        if then - otherwise != 1:
+            steps.append(("multiply", then - otherwise, sp.Piecewise((then - otherwise, cond), (0, True))))
+        if otherwise != 0:
+            steps.append(("add", otherwise, expr))
+        for i, (ufunc, operand, math) in enumerate(steps):
+            self._call(ufunc, [work, self.scalars.text(operand)], dest if i == len(steps) - 1 else work, math)
+        if not steps and work != dest:
+            self._call("copyto", [], dest, expr, f"np.copyto({dest}, {work})")
+        if work != dest:
             self._release(work)
 
     def _condition(self, cond: sp.Basic) -> str:

@@ -54,11 +54,15 @@ def render(name: str, **context: object) -> str:
 
 
 @lru_cache(maxsize=1)
-def templates_digest() -> str:
-    """Hash of every template's text: part of the JIT cache key, so edits invalidate it."""
+def generator_digest() -> str:
+    """Hash of every template and every module of the package: part of the JIT cache key.
+
+    Any change to a rule, the derivation, a printer or a template changes the key, so a
+    cached module can never be stale (a version number alone would rely on discipline).
+    """
     digest = hashlib.sha256()
-    root = template_dir()
-    for path in sorted(root.rglob("*.j2")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
+    for root, pattern in ((template_dir(), "*.j2"), (PACKAGE, "*.py")):
+        for path in sorted(root.rglob(pattern)):
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()
