@@ -186,7 +186,7 @@ def run(cfg: Config, dtype: str, budget: float, with_torch: bool) -> dict:
         times["torch"] = median_time(tstep, budget)
     if len(cfg.sizes) > 3:
         times["gemm"] = median_time(gemm_floor(cfg, dtype, X), budget)
-    rows = max(cfg.batch * 40, 256) if cfg.batch < 64 else cfg.batch * 12
+    rows = cfg.batch * (2000 if cfg.batch < 64 else 40 if cfg.sizes[1] < 1000 else 8)
     times["trainer_ratio"] = trainer_overhead(cfg, dtype, prog, params, times["generated"], rows)
     times["first_loss_agree"] = max(abs(v - first["generated"]) / max(abs(first["generated"]), 1e-12)
                                     for v in first.values())

@@ -90,7 +90,8 @@ def build(n, params, grads, state):
     s4 = np.empty((2410,), dtype=DTYPE)         # scratch
     ones_10x1 = np.ones((10, 1), dtype=DTYPE)   # sums are dot products with ones
     ones_Nx1 = np.ones((n, 1), dtype=DTYPE)     # sums are dot products with ones
-    c1 = 1/N
+    c1 = np.array(1/N, dtype=DTYPE)
+    k_1_0 = np.array(1.0, dtype=DTYPE)
     state_m = state.get('m')
     state_v = state.get('v')
 
@@ -103,7 +104,7 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
+        np.fmax.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
         np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
         np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
@@ -121,7 +122,7 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
+        np.fmax.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
         np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
         np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
@@ -147,7 +148,7 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
+        np.fmax.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
         np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
         np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
@@ -171,7 +172,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -187,7 +188,7 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
+        np.fmax.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
         np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
         np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
@@ -211,7 +212,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -228,7 +229,7 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
+        np.fmax.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
         np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
         np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
@@ -252,7 +253,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -273,7 +274,7 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
+        np.fmax.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
         np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
         np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
@@ -297,7 +298,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -324,7 +325,7 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
+        np.fmax.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
         np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
         np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
@@ -348,7 +349,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -380,7 +381,7 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: max_z2 = rowmax(z2)
-        np.maximum.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
+        np.fmax.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
         # forward: p2 = exp(z2 - max_z2)
         np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
         np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
@@ -404,7 +405,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -637,20 +638,29 @@ def batch_size_for(mode, batch_size, rows):
 
 
 def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper):
-    """One pass over the data in `order`; returns (mean loss over updates, updates, next step)."""
+    """One pass over the data in `order`; returns (mean loss over updates, updates, next step).
+
+    Each batch is gathered straight into the step's own input buffers (ndarray.take with
+    out; mode "clip" skips the bounds-check copy, the indices being a permutation).
+    """
     rows = X.shape[0]
     total, updates = 0.0, 0
-    for start in range(0, rows, batch):
-        idx = order[start:start + batch]
-        ws = engine.workspace(idx.shape[0])
-        np.take(X, idx, axis=0, out=ws.X)
-        np.take(T, idx, axis=0, out=ws.T)
-        loss = getattr(ws, step_name)(lr, step, *hyper)
-        if not math.isfinite(loss):
-            raise Diverged(f"the loss became {loss} at update {step}: lower the learning rate (now {lr:g})")
-        total += loss
-        updates += 1
-        step += 1
+    for first, stop in ((0, rows - rows % batch), (rows - rows % batch, rows)):
+        if stop == first:
+            continue
+        size = min(batch, stop - first)
+        ws = engine.workspace(size)
+        run, xb, tb, take_x, take_t = getattr(ws, step_name), ws.X, ws.T, X.take, T.take
+        for start in range(first, stop, size):
+            idx = order[start:start + size]
+            take_x(idx, 0, xb, "clip")
+            take_t(idx, 0, tb, "clip")
+            loss = run(lr, step, *hyper)
+            if not math.isfinite(loss):
+                raise Diverged(f"the loss became {loss} at update {step}: lower the learning rate (now {lr:g})")
+            total += loss
+            updates += 1
+            step += 1
     return total / updates, updates, step
 
 

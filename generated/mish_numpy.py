@@ -108,7 +108,9 @@ def build(n, params, grads, state):
     s6 = np.empty((354,), dtype=DTYPE)          # scratch
     ones_2x1 = np.ones((2, 1), dtype=DTYPE)     # sums are dot products with ones
     ones_Nx1 = np.ones((n, 1), dtype=DTYPE)     # sums are dot products with ones
-    c1 = 1/N
+    k_0_0 = np.array(0.0, dtype=DTYPE)
+    c1 = np.array(1/N, dtype=DTYPE)
+    k_0_5 = np.array(0.5, dtype=DTYPE)
     state_m = state.get('m')
     state_v = state.get('v')
 
@@ -121,7 +123,7 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z1)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
         np.add(s1, s2, s1)                      # s1 = softplus(z1)
         np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
         np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
@@ -132,14 +134,14 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z2)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
         np.add(s2, s1, s2)                      # s2 = softplus(z2)
         np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
         np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
         np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
+        np.fmax.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
         np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
         np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
@@ -157,7 +159,7 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z1)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
         np.add(s1, s2, s1)                      # s1 = softplus(z1)
         np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
         np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
@@ -168,14 +170,14 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z2)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
         np.add(s2, s1, s2)                      # s2 = softplus(z2)
         np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
         np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
         np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
+        np.fmax.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
         np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
         np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
@@ -201,7 +203,7 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z1)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
         np.add(s1, s2, s1)                      # s1 = softplus(z1)
         np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
         np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
@@ -212,14 +214,14 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z2)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
         np.add(s2, s1, s2)                      # s2 = softplus(z2)
         np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
         np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
         np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
+        np.fmax.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
         np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
         np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
@@ -246,12 +248,12 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z2)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s1)             # s1 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s1)           # s1 = Max(0, z2)
         np.add(s1, s2, s1)                      # s1 = softplus(z2)
-        np.multiply(z2, 0.5, s4)                # s4 = z2/2
+        np.multiply(z2, k_0_5, s4)              # s4 = z2/2
         np.tanh(s4, s4)                         # s4 = tanh(z2/2)
-        np.multiply(s4, 0.5, s4)                # s4 = tanh(z2/2)/2
-        np.add(s4, 0.5, s4)                     # s4 = sigmoid(z2)
+        np.multiply(s4, k_0_5, s4)              # s4 = tanh(z2/2)/2
+        np.add(s4, k_0_5, s4)                   # s4 = sigmoid(z2)
         np.multiply(z2, s4, s2)                 # s2 = z2*sigmoid(z2)
         np.cosh(s1, s4)                         # s4 = cosh(s1)
         np.square(s4, s4)                       # s4 = cosh(s1)**2
@@ -268,12 +270,12 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z1)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s4)             # s4 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s4)           # s4 = Max(0, z1)
         np.add(s4, s2, s4)                      # s4 = softplus(z1)
-        np.multiply(z1, 0.5, s2)                # s2 = z1/2
+        np.multiply(z1, k_0_5, s2)              # s2 = z1/2
         np.tanh(s2, s2)                         # s2 = tanh(z1/2)
-        np.multiply(s2, 0.5, s2)                # s2 = tanh(z1/2)/2
-        np.add(s2, 0.5, s2)                     # s2 = sigmoid(z1)
+        np.multiply(s2, k_0_5, s2)              # s2 = tanh(z1/2)/2
+        np.add(s2, k_0_5, s2)                   # s2 = sigmoid(z1)
         np.multiply(z1, s2, s1)                 # s1 = z1*sigmoid(z1)
         np.cosh(s4, s2)                         # s2 = cosh(s4)
         np.square(s2, s2)                       # s2 = cosh(s4)**2
@@ -295,7 +297,7 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z1)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s2)             # s2 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s2)           # s2 = Max(0, z1)
         np.add(s2, s1, s2)                      # s2 = softplus(z1)
         np.tanh(s2, s2)                         # s2 = tanh(softplus(z1))
         np.multiply(z1, s2, a1)                 # a1 = z1*tanh(softplus(z1))
@@ -306,14 +308,14 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z2)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s4)             # s4 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s4)           # s4 = Max(0, z2)
         np.add(s4, s1, s4)                      # s4 = softplus(z2)
         np.tanh(s4, s4)                         # s4 = tanh(softplus(z2))
         np.multiply(z2, s4, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
         np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
+        np.fmax.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
         np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
         np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
@@ -340,12 +342,12 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z2)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
         np.add(s2, s1, s2)                      # s2 = softplus(z2)
-        np.multiply(z2, 0.5, s1)                # s1 = z2/2
+        np.multiply(z2, k_0_5, s1)              # s1 = z2/2
         np.tanh(s1, s1)                         # s1 = tanh(z2/2)
-        np.multiply(s1, 0.5, s1)                # s1 = tanh(z2/2)/2
-        np.add(s1, 0.5, s1)                     # s1 = sigmoid(z2)
+        np.multiply(s1, k_0_5, s1)              # s1 = tanh(z2/2)/2
+        np.add(s1, k_0_5, s1)                   # s1 = sigmoid(z2)
         np.multiply(z2, s1, s4)                 # s4 = z2*sigmoid(z2)
         np.cosh(s2, s1)                         # s1 = cosh(s2)
         np.square(s1, s1)                       # s1 = cosh(s2)**2
@@ -362,12 +364,12 @@ def build(n, params, grads, state):
         np.negative(s4, s4)                     # s4 = -Abs(z1)
         np.exp(s4, s4)                          # s4 = exp(-Abs(z1))
         np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
         np.add(s1, s4, s1)                      # s1 = softplus(z1)
-        np.multiply(z1, 0.5, s4)                # s4 = z1/2
+        np.multiply(z1, k_0_5, s4)              # s4 = z1/2
         np.tanh(s4, s4)                         # s4 = tanh(z1/2)
-        np.multiply(s4, 0.5, s4)                # s4 = tanh(z1/2)/2
-        np.add(s4, 0.5, s4)                     # s4 = sigmoid(z1)
+        np.multiply(s4, k_0_5, s4)              # s4 = tanh(z1/2)/2
+        np.add(s4, k_0_5, s4)                   # s4 = sigmoid(z1)
         np.multiply(z1, s4, s2)                 # s2 = z1*sigmoid(z1)
         np.cosh(s1, s4)                         # s4 = cosh(s1)
         np.square(s4, s4)                       # s4 = cosh(s1)**2
@@ -390,7 +392,7 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z1)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s4)             # s4 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s4)           # s4 = Max(0, z1)
         np.add(s4, s2, s4)                      # s4 = softplus(z1)
         np.tanh(s4, s4)                         # s4 = tanh(softplus(z1))
         np.multiply(z1, s4, a1)                 # a1 = z1*tanh(softplus(z1))
@@ -401,14 +403,14 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z2)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s1)             # s1 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s1)           # s1 = Max(0, z2)
         np.add(s1, s2, s1)                      # s1 = softplus(z2)
         np.tanh(s1, s1)                         # s1 = tanh(softplus(z2))
         np.multiply(z2, s1, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
         np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
+        np.fmax.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
         np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
         np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
@@ -435,12 +437,12 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z2)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s4)             # s4 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s4)           # s4 = Max(0, z2)
         np.add(s4, s2, s4)                      # s4 = softplus(z2)
-        np.multiply(z2, 0.5, s2)                # s2 = z2/2
+        np.multiply(z2, k_0_5, s2)              # s2 = z2/2
         np.tanh(s2, s2)                         # s2 = tanh(z2/2)
-        np.multiply(s2, 0.5, s2)                # s2 = tanh(z2/2)/2
-        np.add(s2, 0.5, s2)                     # s2 = sigmoid(z2)
+        np.multiply(s2, k_0_5, s2)              # s2 = tanh(z2/2)/2
+        np.add(s2, k_0_5, s2)                   # s2 = sigmoid(z2)
         np.multiply(z2, s2, s1)                 # s1 = z2*sigmoid(z2)
         np.cosh(s4, s2)                         # s2 = cosh(s4)
         np.square(s2, s2)                       # s2 = cosh(s4)**2
@@ -457,12 +459,12 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z1)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s2)             # s2 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s2)           # s2 = Max(0, z1)
         np.add(s2, s1, s2)                      # s2 = softplus(z1)
-        np.multiply(z1, 0.5, s1)                # s1 = z1/2
+        np.multiply(z1, k_0_5, s1)              # s1 = z1/2
         np.tanh(s1, s1)                         # s1 = tanh(z1/2)
-        np.multiply(s1, 0.5, s1)                # s1 = tanh(z1/2)/2
-        np.add(s1, 0.5, s1)                     # s1 = sigmoid(z1)
+        np.multiply(s1, k_0_5, s1)              # s1 = tanh(z1/2)/2
+        np.add(s1, k_0_5, s1)                   # s1 = sigmoid(z1)
         np.multiply(z1, s1, s4)                 # s4 = z1*sigmoid(z1)
         np.cosh(s2, s1)                         # s1 = cosh(s2)
         np.square(s1, s1)                       # s1 = cosh(s2)**2
@@ -489,7 +491,7 @@ def build(n, params, grads, state):
         np.negative(s4, s4)                     # s4 = -Abs(z1)
         np.exp(s4, s4)                          # s4 = exp(-Abs(z1))
         np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
         np.add(s1, s4, s1)                      # s1 = softplus(z1)
         np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
         np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
@@ -500,14 +502,14 @@ def build(n, params, grads, state):
         np.negative(s4, s4)                     # s4 = -Abs(z2)
         np.exp(s4, s4)                          # s4 = exp(-Abs(z2))
         np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
         np.add(s2, s4, s2)                      # s2 = softplus(z2)
         np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
         np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
         np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
+        np.fmax.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
         np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
         np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
@@ -534,12 +536,12 @@ def build(n, params, grads, state):
         np.negative(s4, s4)                     # s4 = -Abs(z2)
         np.exp(s4, s4)                          # s4 = exp(-Abs(z2))
         np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s1)             # s1 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s1)           # s1 = Max(0, z2)
         np.add(s1, s4, s1)                      # s1 = softplus(z2)
-        np.multiply(z2, 0.5, s4)                # s4 = z2/2
+        np.multiply(z2, k_0_5, s4)              # s4 = z2/2
         np.tanh(s4, s4)                         # s4 = tanh(z2/2)
-        np.multiply(s4, 0.5, s4)                # s4 = tanh(z2/2)/2
-        np.add(s4, 0.5, s4)                     # s4 = sigmoid(z2)
+        np.multiply(s4, k_0_5, s4)              # s4 = tanh(z2/2)/2
+        np.add(s4, k_0_5, s4)                   # s4 = sigmoid(z2)
         np.multiply(z2, s4, s2)                 # s2 = z2*sigmoid(z2)
         np.cosh(s1, s4)                         # s4 = cosh(s1)
         np.square(s4, s4)                       # s4 = cosh(s1)**2
@@ -556,12 +558,12 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z1)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s4)             # s4 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s4)           # s4 = Max(0, z1)
         np.add(s4, s2, s4)                      # s4 = softplus(z1)
-        np.multiply(z1, 0.5, s2)                # s2 = z1/2
+        np.multiply(z1, k_0_5, s2)              # s2 = z1/2
         np.tanh(s2, s2)                         # s2 = tanh(z1/2)
-        np.multiply(s2, 0.5, s2)                # s2 = tanh(z1/2)/2
-        np.add(s2, 0.5, s2)                     # s2 = sigmoid(z1)
+        np.multiply(s2, k_0_5, s2)              # s2 = tanh(z1/2)/2
+        np.add(s2, k_0_5, s2)                   # s2 = sigmoid(z1)
         np.multiply(z1, s2, s1)                 # s1 = z1*sigmoid(z1)
         np.cosh(s4, s2)                         # s2 = cosh(s4)
         np.square(s2, s2)                       # s2 = cosh(s4)**2
@@ -594,7 +596,7 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z1)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s2)             # s2 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s2)           # s2 = Max(0, z1)
         np.add(s2, s1, s2)                      # s2 = softplus(z1)
         np.tanh(s2, s2)                         # s2 = tanh(softplus(z1))
         np.multiply(z1, s2, a1)                 # a1 = z1*tanh(softplus(z1))
@@ -605,14 +607,14 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z2)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s4)             # s4 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s4)           # s4 = Max(0, z2)
         np.add(s4, s1, s4)                      # s4 = softplus(z2)
         np.tanh(s4, s4)                         # s4 = tanh(softplus(z2))
         np.multiply(z2, s4, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
         np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
+        np.fmax.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
         np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
         np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
@@ -639,12 +641,12 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z2)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s2)             # s2 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
         np.add(s2, s1, s2)                      # s2 = softplus(z2)
-        np.multiply(z2, 0.5, s1)                # s1 = z2/2
+        np.multiply(z2, k_0_5, s1)              # s1 = z2/2
         np.tanh(s1, s1)                         # s1 = tanh(z2/2)
-        np.multiply(s1, 0.5, s1)                # s1 = tanh(z2/2)/2
-        np.add(s1, 0.5, s1)                     # s1 = sigmoid(z2)
+        np.multiply(s1, k_0_5, s1)              # s1 = tanh(z2/2)/2
+        np.add(s1, k_0_5, s1)                   # s1 = sigmoid(z2)
         np.multiply(z2, s1, s4)                 # s4 = z2*sigmoid(z2)
         np.cosh(s2, s1)                         # s1 = cosh(s2)
         np.square(s1, s1)                       # s1 = cosh(s2)**2
@@ -661,12 +663,12 @@ def build(n, params, grads, state):
         np.negative(s4, s4)                     # s4 = -Abs(z1)
         np.exp(s4, s4)                          # s4 = exp(-Abs(z1))
         np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s1)             # s1 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
         np.add(s1, s4, s1)                      # s1 = softplus(z1)
-        np.multiply(z1, 0.5, s4)                # s4 = z1/2
+        np.multiply(z1, k_0_5, s4)              # s4 = z1/2
         np.tanh(s4, s4)                         # s4 = tanh(z1/2)
-        np.multiply(s4, 0.5, s4)                # s4 = tanh(z1/2)/2
-        np.add(s4, 0.5, s4)                     # s4 = sigmoid(z1)
+        np.multiply(s4, k_0_5, s4)              # s4 = tanh(z1/2)/2
+        np.add(s4, k_0_5, s4)                   # s4 = sigmoid(z1)
         np.multiply(z1, s4, s2)                 # s2 = z1*sigmoid(z1)
         np.cosh(s1, s4)                         # s4 = cosh(s1)
         np.square(s4, s4)                       # s4 = cosh(s1)**2
@@ -704,7 +706,7 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z1)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s4)             # s4 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s4)           # s4 = Max(0, z1)
         np.add(s4, s2, s4)                      # s4 = softplus(z1)
         np.tanh(s4, s4)                         # s4 = tanh(softplus(z1))
         np.multiply(z1, s4, a1)                 # a1 = z1*tanh(softplus(z1))
@@ -715,14 +717,14 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z2)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s1)             # s1 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s1)           # s1 = Max(0, z2)
         np.add(s1, s2, s1)                      # s1 = softplus(z2)
         np.tanh(s1, s1)                         # s1 = tanh(softplus(z2))
         np.multiply(z2, s1, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
         np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
-        np.maximum.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
+        np.fmax.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
         # forward: p3 = exp(z3 - max_z3)
         np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
         np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
@@ -749,12 +751,12 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z2)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, 0.0, out=s4)             # s4 = Max(0, z2)
+        np.maximum(z2, k_0_0, out=s4)           # s4 = Max(0, z2)
         np.add(s4, s2, s4)                      # s4 = softplus(z2)
-        np.multiply(z2, 0.5, s2)                # s2 = z2/2
+        np.multiply(z2, k_0_5, s2)              # s2 = z2/2
         np.tanh(s2, s2)                         # s2 = tanh(z2/2)
-        np.multiply(s2, 0.5, s2)                # s2 = tanh(z2/2)/2
-        np.add(s2, 0.5, s2)                     # s2 = sigmoid(z2)
+        np.multiply(s2, k_0_5, s2)              # s2 = tanh(z2/2)/2
+        np.add(s2, k_0_5, s2)                   # s2 = sigmoid(z2)
         np.multiply(z2, s2, s1)                 # s1 = z2*sigmoid(z2)
         np.cosh(s4, s2)                         # s2 = cosh(s4)
         np.square(s2, s2)                       # s2 = cosh(s4)**2
@@ -771,12 +773,12 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z1)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, 0.0, out=s2)             # s2 = Max(0, z1)
+        np.maximum(z1, k_0_0, out=s2)           # s2 = Max(0, z1)
         np.add(s2, s1, s2)                      # s2 = softplus(z1)
-        np.multiply(z1, 0.5, s1)                # s1 = z1/2
+        np.multiply(z1, k_0_5, s1)              # s1 = z1/2
         np.tanh(s1, s1)                         # s1 = tanh(z1/2)
-        np.multiply(s1, 0.5, s1)                # s1 = tanh(z1/2)/2
-        np.add(s1, 0.5, s1)                     # s1 = sigmoid(z1)
+        np.multiply(s1, k_0_5, s1)              # s1 = tanh(z1/2)/2
+        np.add(s1, k_0_5, s1)                   # s1 = sigmoid(z1)
         np.multiply(z1, s1, s4)                 # s4 = z1*sigmoid(z1)
         np.cosh(s2, s1)                         # s1 = cosh(s2)
         np.square(s1, s1)                       # s1 = cosh(s2)**2
@@ -1015,20 +1017,29 @@ def batch_size_for(mode, batch_size, rows):
 
 
 def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper):
-    """One pass over the data in `order`; returns (mean loss over updates, updates, next step)."""
+    """One pass over the data in `order`; returns (mean loss over updates, updates, next step).
+
+    Each batch is gathered straight into the step's own input buffers (ndarray.take with
+    out; mode "clip" skips the bounds-check copy, the indices being a permutation).
+    """
     rows = X.shape[0]
     total, updates = 0.0, 0
-    for start in range(0, rows, batch):
-        idx = order[start:start + batch]
-        ws = engine.workspace(idx.shape[0])
-        np.take(X, idx, axis=0, out=ws.X)
-        np.take(T, idx, axis=0, out=ws.T)
-        loss = getattr(ws, step_name)(lr, step, *hyper)
-        if not math.isfinite(loss):
-            raise Diverged(f"the loss became {loss} at update {step}: lower the learning rate (now {lr:g})")
-        total += loss
-        updates += 1
-        step += 1
+    for first, stop in ((0, rows - rows % batch), (rows - rows % batch, rows)):
+        if stop == first:
+            continue
+        size = min(batch, stop - first)
+        ws = engine.workspace(size)
+        run, xb, tb, take_x, take_t = getattr(ws, step_name), ws.X, ws.T, X.take, T.take
+        for start in range(first, stop, size):
+            idx = order[start:start + size]
+            take_x(idx, 0, xb, "clip")
+            take_t(idx, 0, tb, "clip")
+            loss = run(lr, step, *hyper)
+            if not math.isfinite(loss):
+                raise Diverged(f"the loss became {loss} at update {step}: lower the learning rate (now {lr:g})")
+            total += loss
+            updates += 1
+            step += 1
     return total / updates, updates, step
 
 

@@ -87,7 +87,10 @@ def build(n, params, grads, state):
     s3 = np.empty((33,), dtype=DTYPE)           # scratch
     s4 = np.empty((33,), dtype=DTYPE)           # scratch
     ones_Nx1 = np.ones((n, 1), dtype=DTYPE)     # sums are dot products with ones
-    c1 = 1/N
+    k_0_5 = np.array(0.5, dtype=DTYPE)
+    k_0_0 = np.array(0.0, dtype=DTYPE)
+    c1 = np.array(1/N, dtype=DTYPE)
+    k_1_0 = np.array(1.0, dtype=DTYPE)
     state_m = state.get('m')
     state_v = state.get('v')
 
@@ -100,10 +103,10 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.multiply(z2, k_0_5, a2)              # a2 = z2/2
         np.tanh(a2, a2)                         # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        np.multiply(a2, k_0_5, a2)              # a2 = tanh(z2/2)/2
+        np.add(a2, k_0_5, a2)                   # a2 = sigmoid(z2)
 
     def loss():
         """Forward pass and loss (with penalties), no gradients."""
@@ -114,12 +117,12 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.multiply(z2, k_0_5, a2)              # a2 = z2/2
         np.tanh(a2, a2)                         # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        np.multiply(a2, k_0_5, a2)              # a2 = tanh(z2/2)/2
+        np.add(a2, k_0_5, a2)                   # a2 = sigmoid(z2)
         # loss: L = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        np.logaddexp(z2, k_0_0, s1)             # s1 = softplus(z2)
         L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         return L
 
@@ -132,12 +135,12 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.multiply(z2, k_0_5, a2)              # a2 = z2/2
         np.tanh(a2, a2)                         # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        np.multiply(a2, k_0_5, a2)              # a2 = tanh(z2/2)/2
+        np.add(a2, k_0_5, a2)                   # a2 = sigmoid(z2)
         # loss: L = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        np.logaddexp(z2, k_0_0, s1)             # s1 = softplus(z2)
         L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
         np.subtract(a2, T, dz2)                 # dz2 = -T + a2
@@ -148,7 +151,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -164,12 +167,12 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.multiply(z2, k_0_5, a2)              # a2 = z2/2
         np.tanh(a2, a2)                         # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        np.multiply(a2, k_0_5, a2)              # a2 = tanh(z2/2)/2
+        np.add(a2, k_0_5, a2)                   # a2 = sigmoid(z2)
         # loss: L = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        np.logaddexp(z2, k_0_0, s1)             # s1 = softplus(z2)
         L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
         np.subtract(a2, T, dz2)                 # dz2 = -T + a2
@@ -180,7 +183,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -197,12 +200,12 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.multiply(z2, k_0_5, a2)              # a2 = z2/2
         np.tanh(a2, a2)                         # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        np.multiply(a2, k_0_5, a2)              # a2 = tanh(z2/2)/2
+        np.add(a2, k_0_5, a2)                   # a2 = sigmoid(z2)
         # loss: L = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        np.logaddexp(z2, k_0_0, s1)             # s1 = softplus(z2)
         L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
         np.subtract(a2, T, dz2)                 # dz2 = -T + a2
@@ -213,7 +216,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -234,12 +237,12 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.multiply(z2, k_0_5, a2)              # a2 = z2/2
         np.tanh(a2, a2)                         # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        np.multiply(a2, k_0_5, a2)              # a2 = tanh(z2/2)/2
+        np.add(a2, k_0_5, a2)                   # a2 = sigmoid(z2)
         # loss: L = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        np.logaddexp(z2, k_0_0, s1)             # s1 = softplus(z2)
         L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
         np.subtract(a2, T, dz2)                 # dz2 = -T + a2
@@ -250,7 +253,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -277,12 +280,12 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.multiply(z2, k_0_5, a2)              # a2 = z2/2
         np.tanh(a2, a2)                         # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        np.multiply(a2, k_0_5, a2)              # a2 = tanh(z2/2)/2
+        np.add(a2, k_0_5, a2)                   # a2 = sigmoid(z2)
         # loss: L = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        np.logaddexp(z2, k_0_0, s1)             # s1 = softplus(z2)
         L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
         np.subtract(a2, T, dz2)                 # dz2 = -T + a2
@@ -293,7 +296,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -325,12 +328,12 @@ def build(n, params, grads, state):
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = sigmoid(z2)
-        np.multiply(z2, 0.5, a2)                # a2 = z2/2
+        np.multiply(z2, k_0_5, a2)              # a2 = z2/2
         np.tanh(a2, a2)                         # a2 = tanh(z2/2)
-        np.multiply(a2, 0.5, a2)                # a2 = tanh(z2/2)/2
-        np.add(a2, 0.5, a2)                     # a2 = sigmoid(z2)
+        np.multiply(a2, k_0_5, a2)              # a2 = tanh(z2/2)/2
+        np.add(a2, k_0_5, a2)                   # a2 = sigmoid(z2)
         # loss: L = mean(-T*z2 + softplus(z2))
-        np.logaddexp(z2, 0.0, s1)               # s1 = softplus(z2)
+        np.logaddexp(z2, k_0_0, s1)             # s1 = softplus(z2)
         L = c1*(-1.0*np.vdot(T, z2) + np.vdot(s1, ones_Nx1))  # L = sum((-T*z2 + softplus(z2))/N)
         # backward: dz2 = (-T + a2)/N   [d binary_cross_entropy(a2, T)/dz2]
         np.subtract(a2, T, dz2)                 # dz2 = -T + a2
@@ -341,7 +344,7 @@ def build(n, params, grads, state):
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
         np.square(a1, s2)                       # s2 = a1**2
-        np.subtract(1.0, s2, s2)                # s2 = 1 - a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
         np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
@@ -574,20 +577,29 @@ def batch_size_for(mode, batch_size, rows):
 
 
 def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper):
-    """One pass over the data in `order`; returns (mean loss over updates, updates, next step)."""
+    """One pass over the data in `order`; returns (mean loss over updates, updates, next step).
+
+    Each batch is gathered straight into the step's own input buffers (ndarray.take with
+    out; mode "clip" skips the bounds-check copy, the indices being a permutation).
+    """
     rows = X.shape[0]
     total, updates = 0.0, 0
-    for start in range(0, rows, batch):
-        idx = order[start:start + batch]
-        ws = engine.workspace(idx.shape[0])
-        np.take(X, idx, axis=0, out=ws.X)
-        np.take(T, idx, axis=0, out=ws.T)
-        loss = getattr(ws, step_name)(lr, step, *hyper)
-        if not math.isfinite(loss):
-            raise Diverged(f"the loss became {loss} at update {step}: lower the learning rate (now {lr:g})")
-        total += loss
-        updates += 1
-        step += 1
+    for first, stop in ((0, rows - rows % batch), (rows - rows % batch, rows)):
+        if stop == first:
+            continue
+        size = min(batch, stop - first)
+        ws = engine.workspace(size)
+        run, xb, tb, take_x, take_t = getattr(ws, step_name), ws.X, ws.T, X.take, T.take
+        for start in range(first, stop, size):
+            idx = order[start:start + size]
+            take_x(idx, 0, xb, "clip")
+            take_t(idx, 0, tb, "clip")
+            loss = run(lr, step, *hyper)
+            if not math.isfinite(loss):
+                raise Diverged(f"the loss became {loss} at update {step}: lower the learning rate (now {lr:g})")
+            total += loss
+            updates += 1
+            step += 1
     return total / updates, updates, step
 
 

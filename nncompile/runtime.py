@@ -198,20 +198,29 @@ def batch_size_for(mode, batch_size, rows):
 
 
 def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper):
-    """One pass over the data in `order`; returns (mean loss over updates, updates, next step)."""
+    """One pass over the data in `order`; returns (mean loss over updates, updates, next step).
+
+    Each batch is gathered straight into the step's own input buffers (ndarray.take with
+    out; mode "clip" skips the bounds-check copy, the indices being a permutation).
+    """
     rows = X.shape[0]
     total, updates = 0.0, 0
-    for start in range(0, rows, batch):
-        idx = order[start:start + batch]
-        ws = engine.workspace(idx.shape[0])
-        np.take(X, idx, axis=0, out=ws.X)
-        np.take(T, idx, axis=0, out=ws.T)
-        loss = getattr(ws, step_name)(lr, step, *hyper)
-        if not math.isfinite(loss):
-            raise Diverged(f"the loss became {loss} at update {step}: lower the learning rate (now {lr:g})")
-        total += loss
-        updates += 1
-        step += 1
+    for first, stop in ((0, rows - rows % batch), (rows - rows % batch, rows)):
+        if stop == first:
+            continue
+        size = min(batch, stop - first)
+        ws = engine.workspace(size)
+        run, xb, tb, take_x, take_t = getattr(ws, step_name), ws.X, ws.T, X.take, T.take
+        for start in range(first, stop, size):
+            idx = order[start:start + size]
+            take_x(idx, 0, xb, "clip")
+            take_t(idx, 0, tb, "clip")
+            loss = run(lr, step, *hyper)
+            if not math.isfinite(loss):
+                raise Diverged(f"the loss became {loss} at update {step}: lower the learning rate (now {lr:g})")
+            total += loss
+            updates += 1
+            step += 1
     return total / updates, updates, step
 
 

@@ -119,7 +119,7 @@ class Scalars:
     used: set[str] = field(default_factory=set)
 
     def text(self, expr: sp.Expr) -> str:
-        """A literal or the name of a hoisted scalar holding `expr`."""
+        """`expr` in Python: a literal, or the name of a hoisted scalar holding it."""
         expr = sp.sympify(expr)
         if expr.is_Number:
             return repr(float(expr))
@@ -128,11 +128,26 @@ class Scalars:
         if expr not in self.names:
             name = f"c{len(self.names) + 1}"
             self.names[expr] = name
-            line = (name, self.printer.doprint(expr))
-            only_n = {s.name for s in expr.free_symbols} <= {BATCH}
-            (self.workspace if only_n else self.per_call).append(line)
+            if {s.name for s in expr.free_symbols} <= {BATCH}:
+                self.workspace.append((name, f"np.array({self.printer.doprint(expr)}, dtype=DTYPE)"))
+            else:
+                self.per_call.append((name, self.printer.doprint(expr)))
         self.used.add(self.names[expr])
         return self.names[expr]
+
+    def operand(self, expr: sp.Expr) -> str:
+        """`expr` as a ufunc operand: numbers become 0-d arrays of the program's dtype.
+
+        NumPy takes a 0-d array operand in ~0.24 us but converts a Python float in ~0.5 us.
+        """
+        expr = sp.sympify(expr)
+        if not expr.is_Number:
+            return self.text(expr)
+        value = float(expr)
+        name = "k_" + repr(value).replace("-", "m").replace(".", "_").replace("+", "")
+        if (name, f"np.array({value!r}, dtype=DTYPE)") not in self.workspace:
+            self.workspace.append((name, f"np.array({value!r}, dtype=DTYPE)"))
+        return name
 
     def needed(self) -> list[tuple[str, str]]:
         """Per-call assignments used since the last call, in creation order; resets the record."""
@@ -183,7 +198,7 @@ class UfuncPrinter(Printer):
             args = f"{src}, {ones}" if axis == 1 else f"{ones}, {src}"
             self.lines.append((f"np.dot({args}, {out})", comment))
         else:
-            ufunc = "add" if op == "sum" else "maximum"
+            ufunc = "add" if op == "sum" else "fmax"  # fmax.reduce: ~1.4x faster than maximum.reduce
             keep = ", True" if axis == 1 else ""
             self.lines.append((f"np.{ufunc}.reduce({src}, {axis}, None, {out}{keep})", comment))
         self._release(src)
@@ -283,7 +298,7 @@ class UfuncPrinter(Printer):
     def _emit(self, expr: sp.Expr) -> str:
         """Value of `expr`: a scalar literal or name, an array name, or a scratch filled here."""
         if not self._arrays(expr):
-            return self.scalars.text(expr)
+            return self.scalars.operand(expr)
         if expr.is_Symbol:
             return expr.name
         return self._fill_scratch(expr)
@@ -369,7 +384,7 @@ class UfuncPrinter(Printer):
                 steps.append(("add", scalar))
             self._fold(positive[0], steps, dest, free)
         elif scalar != 0:
-            self._fold(scalar, steps, dest, free, start=self.scalars.text(scalar))
+            self._fold(scalar, steps, dest, free, start=self.scalars.operand(scalar))
         else:
             self._unary("negative", sp.Add(*negative), dest, free, expr)
 
@@ -387,7 +402,7 @@ class UfuncPrinter(Printer):
                 steps.insert(0, ("multiply", coeff))
             self._fold(num[0], steps, dest, free)
         else:
-            self._fold(coeff, steps, dest, free, start=self.scalars.text(coeff))
+            self._fold(coeff, steps, dest, free, start=self.scalars.operand(coeff))
 
     def _print_Pow(self, expr: sp.Pow, dest: str, free: bool) -> None:
         base, e = expr.base, expr.exp
@@ -397,7 +412,7 @@ class UfuncPrinter(Printer):
             self._unary("sqrt", base, dest, free, expr)
         elif e == -1:
             value = self._child(base, dest, free)
-            self._call("divide", ["1.0", value], dest, expr)
+            self._call("divide", [self.scalars.operand(1), value], dest, expr)
             self._release(value)
         elif e.is_negative:
             self._print(1 / sp.Pow(base, -e, evaluate=False), dest=dest, free=free)
@@ -424,11 +439,12 @@ class UfuncPrinter(Printer):
         work = dest if free else self._scratch("", self.shape(expr))
         u = expr.args[0]
         value = self._child(u, work, True)
-        self._call("multiply", [value, "0.5"], work, u / 2)
+        half = self.scalars.operand(sp.Rational(1, 2))
+        self._call("multiply", [value, half], work, u / 2)
         self._release(value)
         self._call("tanh", [work], work, sp.tanh(u / 2))
-        self._call("multiply", [work, "0.5"], work, sp.tanh(u / 2) / 2)
-        self._call("add", [work, "0.5"], dest, expr)
+        self._call("multiply", [work, half], work, sp.tanh(u / 2) / 2)
+        self._call("add", [work, half], dest, expr)
         if work != dest:
             self._release(work)
 
@@ -443,7 +459,7 @@ class UfuncPrinter(Printer):
         for d in self.shape(expr):
             static *= 1 if d == BATCH else int(d)
         if static <= SMALL_SOFTPLUS:
-            self._unary("logaddexp", u, dest, free, expr, extra=["0.0"])
+            self._unary("logaddexp", u, dest, free, expr, extra=[self.scalars.operand(0)])
             return
         value = self._emit(u)
         work = self._scratch("", self.shape(expr))
@@ -452,16 +468,16 @@ class UfuncPrinter(Printer):
         self._call("exp", [work], work, sp.exp(-sp.Abs(u)))
         self._call("log1p", [work], work, log1p(sp.exp(-sp.Abs(u))))
         target = dest if free and value != dest else self._scratch("", self.shape(expr))
-        self._call("maximum", [value, "0.0"], target, sp.Max(u, 0))
+        self._call("maximum", [value, self.scalars.operand(0)], target, sp.Max(u, 0))
         self._call("add", [target, work], dest, expr)
         self._release(work, value, target if target != dest else "")
 
     def _print_Heaviside(self, expr: sp.Heaviside, dest: str, free: bool) -> None:
         """H(u) with H(0) = 0 is the comparison u > 0 written as 0.0/1.0 (np.heaviside is ~20x slower)."""
         if expr.args[1] != 0:
-            self._unary("heaviside", expr.args[0], dest, free, expr, extra=[self.scalars.text(expr.args[1])])
+            self._unary("heaviside", expr.args[0], dest, free, expr, extra=[self.scalars.operand(expr.args[1])])
             return
-        self._unary("greater", expr.args[0], dest, free, expr, extra=["0.0"])
+        self._unary("greater", expr.args[0], dest, free, expr, extra=[self.scalars.operand(0)])
 
     def _print_Max(self, expr: sp.Max, dest: str, free: bool) -> None:
         first, *rest = self._arrays_first(expr.args)
@@ -519,7 +535,7 @@ class UfuncPrinter(Printer):
         if otherwise != 0:
             steps.append(("add", otherwise, expr))
         for i, (ufunc, operand, math) in enumerate(steps):
-            self._call(ufunc, [work, self.scalars.text(operand)], dest if i == len(steps) - 1 else work, math)
+            self._call(ufunc, [work, self.scalars.operand(operand)], dest if i == len(steps) - 1 else work, math)
         if not steps and work != dest:
             self._call("copyto", [], dest, expr, f"np.copyto({dest}, {work})")
         if work != dest:
