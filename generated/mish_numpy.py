@@ -293,14 +293,14 @@ def build(n, params, grads, state):
         # forward: z1 = X @ W1 + b1
         np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = z1*tanh(softplus(z1))
-        np.absolute(z1, s1)                     # s1 = Abs(z1)
-        np.negative(s1, s1)                     # s1 = -Abs(z1)
-        np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
-        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, k_0_0, out=s2)           # s2 = Max(0, z1)
-        np.add(s2, s1, s2)                      # s2 = softplus(z1)
-        np.tanh(s2, s2)                         # s2 = tanh(softplus(z1))
-        np.multiply(z1, s2, a1)                 # a1 = z1*tanh(softplus(z1))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
+        np.add(s1, s2, s1)                      # s1 = softplus(z1)
+        np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
+        np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
@@ -308,10 +308,10 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z2)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, k_0_0, out=s4)           # s4 = Max(0, z2)
-        np.add(s4, s1, s4)                      # s4 = softplus(z2)
-        np.tanh(s4, s4)                         # s4 = tanh(softplus(z2))
-        np.multiply(z2, s4, a2)                 # a2 = z2*tanh(softplus(z2))
+        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
+        np.add(s2, s1, s2)                      # s2 = softplus(z2)
+        np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
+        np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
         np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
@@ -338,45 +338,45 @@ def build(n, params, grads, state):
         # backward: da2 = dz3 @ W3.T
         np.dot(dz3, W3T, da2)                   # da2 = dz3 @ W3.T
         # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2)))   [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
-        np.absolute(z2, s1)                     # s1 = Abs(z2)
-        np.negative(s1, s1)                     # s1 = -Abs(z2)
-        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
-        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
-        np.add(s2, s1, s2)                      # s2 = softplus(z2)
-        np.multiply(z2, k_0_5, s1)              # s1 = z2/2
-        np.tanh(s1, s1)                         # s1 = tanh(z2/2)
-        np.multiply(s1, k_0_5, s1)              # s1 = tanh(z2/2)/2
-        np.add(s1, k_0_5, s1)                   # s1 = sigmoid(z2)
-        np.multiply(z2, s1, s4)                 # s4 = z2*sigmoid(z2)
-        np.cosh(s2, s1)                         # s1 = cosh(s2)
-        np.square(s1, s1)                       # s1 = cosh(s2)**2
-        np.divide(s4, s1, s4)                   # s4 = (z2*sigmoid(z2))/cosh(s2)**2
-        np.tanh(s2, s1)                         # s1 = tanh(s2)
-        np.add(s4, s1, s4)                      # s4 = z2*sigmoid(z2)/cosh(s2)**2 + tanh(s2)
-        np.multiply(da2, s4, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s2)**2 + tanh(s2))
+        np.absolute(z2, s2)                     # s2 = Abs(z2)
+        np.negative(s2, s2)                     # s2 = -Abs(z2)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, k_0_0, out=s1)           # s1 = Max(0, z2)
+        np.add(s1, s2, s1)                      # s1 = softplus(z2)
+        np.multiply(z2, k_0_5, s4)              # s4 = z2/2
+        np.tanh(s4, s4)                         # s4 = tanh(z2/2)
+        np.multiply(s4, k_0_5, s4)              # s4 = tanh(z2/2)/2
+        np.add(s4, k_0_5, s4)                   # s4 = sigmoid(z2)
+        np.multiply(z2, s4, s2)                 # s2 = z2*sigmoid(z2)
+        np.cosh(s1, s4)                         # s4 = cosh(s1)
+        np.square(s4, s4)                       # s4 = cosh(s1)**2
+        np.divide(s2, s4, s2)                   # s2 = (z2*sigmoid(z2))/cosh(s1)**2
+        np.tanh(s1, s4)                         # s4 = tanh(s1)
+        np.add(s2, s4, s2)                      # s2 = z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1)
+        np.multiply(da2, s2, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1))
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
         np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1)))   [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
-        np.absolute(z1, s4)                     # s4 = Abs(z1)
-        np.negative(s4, s4)                     # s4 = -Abs(z1)
-        np.exp(s4, s4)                          # s4 = exp(-Abs(z1))
-        np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
-        np.add(s1, s4, s1)                      # s1 = softplus(z1)
-        np.multiply(z1, k_0_5, s4)              # s4 = z1/2
-        np.tanh(s4, s4)                         # s4 = tanh(z1/2)
-        np.multiply(s4, k_0_5, s4)              # s4 = tanh(z1/2)/2
-        np.add(s4, k_0_5, s4)                   # s4 = sigmoid(z1)
-        np.multiply(z1, s4, s2)                 # s2 = z1*sigmoid(z1)
-        np.cosh(s1, s4)                         # s4 = cosh(s1)
-        np.square(s4, s4)                       # s4 = cosh(s1)**2
-        np.divide(s2, s4, s2)                   # s2 = (z1*sigmoid(z1))/cosh(s1)**2
-        np.tanh(s1, s4)                         # s4 = tanh(s1)
-        np.add(s2, s4, s2)                      # s2 = z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1)
-        np.multiply(da1, s2, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, k_0_0, out=s4)           # s4 = Max(0, z1)
+        np.add(s4, s2, s4)                      # s4 = softplus(z1)
+        np.multiply(z1, k_0_5, s2)              # s2 = z1/2
+        np.tanh(s2, s2)                         # s2 = tanh(z1/2)
+        np.multiply(s2, k_0_5, s2)              # s2 = tanh(z1/2)/2
+        np.add(s2, k_0_5, s2)                   # s2 = sigmoid(z1)
+        np.multiply(z1, s2, s1)                 # s1 = z1*sigmoid(z1)
+        np.cosh(s4, s2)                         # s2 = cosh(s4)
+        np.square(s2, s2)                       # s2 = cosh(s4)**2
+        np.divide(s1, s2, s1)                   # s1 = (z1*sigmoid(z1))/cosh(s4)**2
+        np.tanh(s4, s2)                         # s2 = tanh(s4)
+        np.add(s1, s2, s1)                      # s1 = z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4)
+        np.multiply(da1, s1, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4))
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: p = -g*lr + p
@@ -392,118 +392,19 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z1)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, k_0_0, out=s4)           # s4 = Max(0, z1)
-        np.add(s4, s2, s4)                      # s4 = softplus(z1)
-        np.tanh(s4, s4)                         # s4 = tanh(softplus(z1))
-        np.multiply(z1, s4, a1)                 # a1 = z1*tanh(softplus(z1))
-        # forward: z2 = a1 @ W2 + b2
-        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
-        # forward: a2 = z2*tanh(softplus(z2))
-        np.absolute(z2, s2)                     # s2 = Abs(z2)
-        np.negative(s2, s2)                     # s2 = -Abs(z2)
-        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
-        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, k_0_0, out=s1)           # s1 = Max(0, z2)
-        np.add(s1, s2, s1)                      # s1 = softplus(z2)
-        np.tanh(s1, s1)                         # s1 = tanh(softplus(z2))
-        np.multiply(z2, s1, a2)                 # a2 = z2*tanh(softplus(z2))
-        # forward: z3 = a2 @ W3 + b3
-        np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
-        # forward: max_z3 = rowmax(z3)
-        np.fmax.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
-        # forward: p3 = exp(z3 - max_z3)
-        np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
-        np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
-        # forward: sum_z3 = rowsum(p3)
-        np.dot(p3, ones_2x1, sum_z3)            # sum_z3 = rowsum(p3)
-        # forward: p3 = p3/sum_z3
-        np.divide(p3, sum_z3, p3)               # p3 = p3/sum_z3
-        # loss: L_lse = sum of logsumexp(z3) over rows
-        np.log(sum_z3, s3)                      # s3 = log(sum_z3)
-        L_lse = np.vdot(max_z3, ones_Nx1) + np.vdot(s3, ones_Nx1)  # L_lse = sum(max_z3 + log(sum_z3))
-        # loss: L_tz = sum(T*z3)
-        L_tz = np.vdot(T, z3)                   # L_tz = sum(T*z3)
-        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
-        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
-        # backward: dz3 = (p3 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
-        np.subtract(p3, T, dz3)                 # dz3 = -T + p3
-        np.multiply(dz3, c1, dz3)               # dz3 = (-T + p3)/N
-        # backward: dW3 = a2.T @ dz3;  db3 = sum_rows(dz3)
-        np.dot(a2_augT, dz3, dW3b)              # [dW3; db3] = [a2, 1].T @ dz3
-        # backward: da2 = dz3 @ W3.T
-        np.dot(dz3, W3T, da2)                   # da2 = dz3 @ W3.T
-        # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2)))   [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
-        np.absolute(z2, s2)                     # s2 = Abs(z2)
-        np.negative(s2, s2)                     # s2 = -Abs(z2)
-        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
-        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, k_0_0, out=s4)           # s4 = Max(0, z2)
-        np.add(s4, s2, s4)                      # s4 = softplus(z2)
-        np.multiply(z2, k_0_5, s2)              # s2 = z2/2
-        np.tanh(s2, s2)                         # s2 = tanh(z2/2)
-        np.multiply(s2, k_0_5, s2)              # s2 = tanh(z2/2)/2
-        np.add(s2, k_0_5, s2)                   # s2 = sigmoid(z2)
-        np.multiply(z2, s2, s1)                 # s1 = z2*sigmoid(z2)
-        np.cosh(s4, s2)                         # s2 = cosh(s4)
-        np.square(s2, s2)                       # s2 = cosh(s4)**2
-        np.divide(s1, s2, s1)                   # s1 = (z2*sigmoid(z2))/cosh(s4)**2
-        np.tanh(s4, s2)                         # s2 = tanh(s4)
-        np.add(s1, s2, s1)                      # s1 = z2*sigmoid(z2)/cosh(s4)**2 + tanh(s4)
-        np.multiply(da2, s1, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s4)**2 + tanh(s4))
-        # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
-        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
-        # backward: da1 = dz2 @ W2.T
-        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
-        # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1)))   [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
-        np.absolute(z1, s1)                     # s1 = Abs(z1)
-        np.negative(s1, s1)                     # s1 = -Abs(z1)
-        np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
-        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, k_0_0, out=s2)           # s2 = Max(0, z1)
-        np.add(s2, s1, s2)                      # s2 = softplus(z1)
-        np.multiply(z1, k_0_5, s1)              # s1 = z1/2
-        np.tanh(s1, s1)                         # s1 = tanh(z1/2)
-        np.multiply(s1, k_0_5, s1)              # s1 = tanh(z1/2)/2
-        np.add(s1, k_0_5, s1)                   # s1 = sigmoid(z1)
-        np.multiply(z1, s1, s4)                 # s4 = z1*sigmoid(z1)
-        np.cosh(s2, s1)                         # s1 = cosh(s2)
-        np.square(s1, s1)                       # s1 = cosh(s2)**2
-        np.divide(s4, s1, s4)                   # s4 = (z1*sigmoid(z1))/cosh(s2)**2
-        np.tanh(s2, s1)                         # s1 = tanh(s2)
-        np.add(s4, s1, s4)                      # s4 = z1*sigmoid(z1)/cosh(s2)**2 + tanh(s2)
-        np.multiply(da1, s4, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s2)**2 + tanh(s2))
-        # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
-        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
-        # update: v = g + momentum*v
-        np.multiply(state_v, momentum, s5)      # s5 = momentum*state_v
-        np.add(grads, s5, state_v)              # state_v = grads + momentum*state_v
-        # update: p = -lr*v + p
-        np.multiply(state_v, lr, s5)            # s5 = lr*state_v
-        np.subtract(params, s5, params)         # params = -lr*state_v + params
-        return L
-
-    def step_nesterov(lr, step, momentum):
-        """One training step with nesterov: loss, gradients, update."""
-        # forward: z1 = X @ W1 + b1
-        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
-        # forward: a1 = z1*tanh(softplus(z1))
-        np.absolute(z1, s4)                     # s4 = Abs(z1)
-        np.negative(s4, s4)                     # s4 = -Abs(z1)
-        np.exp(s4, s4)                          # s4 = exp(-Abs(z1))
-        np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z1)))
         np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
-        np.add(s1, s4, s1)                      # s1 = softplus(z1)
+        np.add(s1, s2, s1)                      # s1 = softplus(z1)
         np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
         np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
-        np.absolute(z2, s4)                     # s4 = Abs(z2)
-        np.negative(s4, s4)                     # s4 = -Abs(z2)
-        np.exp(s4, s4)                          # s4 = exp(-Abs(z2))
-        np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z2)))
+        np.absolute(z2, s1)                     # s1 = Abs(z2)
+        np.negative(s1, s1)                     # s1 = -Abs(z2)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
         np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
-        np.add(s2, s4, s2)                      # s2 = softplus(z2)
+        np.add(s2, s1, s2)                      # s2 = softplus(z2)
         np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
         np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
@@ -532,12 +433,111 @@ def build(n, params, grads, state):
         # backward: da2 = dz3 @ W3.T
         np.dot(dz3, W3T, da2)                   # da2 = dz3 @ W3.T
         # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2)))   [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
-        np.absolute(z2, s4)                     # s4 = Abs(z2)
-        np.negative(s4, s4)                     # s4 = -Abs(z2)
-        np.exp(s4, s4)                          # s4 = exp(-Abs(z2))
-        np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z2)))
+        np.absolute(z2, s2)                     # s2 = Abs(z2)
+        np.negative(s2, s2)                     # s2 = -Abs(z2)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
         np.maximum(z2, k_0_0, out=s1)           # s1 = Max(0, z2)
-        np.add(s1, s4, s1)                      # s1 = softplus(z2)
+        np.add(s1, s2, s1)                      # s1 = softplus(z2)
+        np.multiply(z2, k_0_5, s4)              # s4 = z2/2
+        np.tanh(s4, s4)                         # s4 = tanh(z2/2)
+        np.multiply(s4, k_0_5, s4)              # s4 = tanh(z2/2)/2
+        np.add(s4, k_0_5, s4)                   # s4 = sigmoid(z2)
+        np.multiply(z2, s4, s2)                 # s2 = z2*sigmoid(z2)
+        np.cosh(s1, s4)                         # s4 = cosh(s1)
+        np.square(s4, s4)                       # s4 = cosh(s1)**2
+        np.divide(s2, s4, s2)                   # s2 = (z2*sigmoid(z2))/cosh(s1)**2
+        np.tanh(s1, s4)                         # s4 = tanh(s1)
+        np.add(s2, s4, s2)                      # s2 = z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1)
+        np.multiply(da2, s2, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1))
+        # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
+        # backward: da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
+        # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1)))   [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, k_0_0, out=s4)           # s4 = Max(0, z1)
+        np.add(s4, s2, s4)                      # s4 = softplus(z1)
+        np.multiply(z1, k_0_5, s2)              # s2 = z1/2
+        np.tanh(s2, s2)                         # s2 = tanh(z1/2)
+        np.multiply(s2, k_0_5, s2)              # s2 = tanh(z1/2)/2
+        np.add(s2, k_0_5, s2)                   # s2 = sigmoid(z1)
+        np.multiply(z1, s2, s1)                 # s1 = z1*sigmoid(z1)
+        np.cosh(s4, s2)                         # s2 = cosh(s4)
+        np.square(s2, s2)                       # s2 = cosh(s4)**2
+        np.divide(s1, s2, s1)                   # s1 = (z1*sigmoid(z1))/cosh(s4)**2
+        np.tanh(s4, s2)                         # s2 = tanh(s4)
+        np.add(s1, s2, s1)                      # s1 = z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4)
+        np.multiply(da1, s1, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4))
+        # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
+        # update: v = g + momentum*v
+        np.multiply(state_v, momentum, s5)      # s5 = momentum*state_v
+        np.add(grads, s5, state_v)              # state_v = grads + momentum*state_v
+        # update: p = -lr*v + p
+        np.multiply(state_v, lr, s5)            # s5 = lr*state_v
+        np.subtract(params, s5, params)         # params = -lr*state_v + params
+        return L
+
+    def step_nesterov(lr, step, momentum):
+        """One training step with nesterov: loss, gradients, update."""
+        # forward: z1 = X @ W1 + b1
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
+        # forward: a1 = z1*tanh(softplus(z1))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
+        np.add(s1, s2, s1)                      # s1 = softplus(z1)
+        np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
+        np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
+        # forward: z2 = a1 @ W2 + b2
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
+        # forward: a2 = z2*tanh(softplus(z2))
+        np.absolute(z2, s1)                     # s1 = Abs(z2)
+        np.negative(s1, s1)                     # s1 = -Abs(z2)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
+        np.add(s2, s1, s2)                      # s2 = softplus(z2)
+        np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
+        np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
+        # forward: z3 = a2 @ W3 + b3
+        np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
+        # forward: max_z3 = rowmax(z3)
+        np.fmax.reduce(z3, 1, None, max_z3, True)  # max_z3 = rowmax(z3)
+        # forward: p3 = exp(z3 - max_z3)
+        np.subtract(z3, max_z3, p3)             # p3 = -max_z3 + z3
+        np.exp(p3, p3)                          # p3 = exp(-max_z3 + z3)
+        # forward: sum_z3 = rowsum(p3)
+        np.dot(p3, ones_2x1, sum_z3)            # sum_z3 = rowsum(p3)
+        # forward: p3 = p3/sum_z3
+        np.divide(p3, sum_z3, p3)               # p3 = p3/sum_z3
+        # loss: L_lse = sum of logsumexp(z3) over rows
+        np.log(sum_z3, s3)                      # s3 = log(sum_z3)
+        L_lse = np.vdot(max_z3, ones_Nx1) + np.vdot(s3, ones_Nx1)  # L_lse = sum(max_z3 + log(sum_z3))
+        # loss: L_tz = sum(T*z3)
+        L_tz = np.vdot(T, z3)                   # L_tz = sum(T*z3)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
+        # backward: dz3 = (p3 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
+        np.subtract(p3, T, dz3)                 # dz3 = -T + p3
+        np.multiply(dz3, c1, dz3)               # dz3 = (-T + p3)/N
+        # backward: dW3 = a2.T @ dz3;  db3 = sum_rows(dz3)
+        np.dot(a2_augT, dz3, dW3b)              # [dW3; db3] = [a2, 1].T @ dz3
+        # backward: da2 = dz3 @ W3.T
+        np.dot(dz3, W3T, da2)                   # da2 = dz3 @ W3.T
+        # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2)))   [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
+        np.absolute(z2, s2)                     # s2 = Abs(z2)
+        np.negative(s2, s2)                     # s2 = -Abs(z2)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, k_0_0, out=s1)           # s1 = Max(0, z2)
+        np.add(s1, s2, s1)                      # s1 = softplus(z2)
         np.multiply(z2, k_0_5, s4)              # s4 = z2/2
         np.tanh(s4, s4)                         # s4 = tanh(z2/2)
         np.multiply(s4, k_0_5, s4)              # s4 = tanh(z2/2)/2
@@ -592,14 +592,14 @@ def build(n, params, grads, state):
         # forward: z1 = X @ W1 + b1
         np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
         # forward: a1 = z1*tanh(softplus(z1))
-        np.absolute(z1, s1)                     # s1 = Abs(z1)
-        np.negative(s1, s1)                     # s1 = -Abs(z1)
-        np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
-        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, k_0_0, out=s2)           # s2 = Max(0, z1)
-        np.add(s2, s1, s2)                      # s2 = softplus(z1)
-        np.tanh(s2, s2)                         # s2 = tanh(softplus(z1))
-        np.multiply(z1, s2, a1)                 # a1 = z1*tanh(softplus(z1))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
+        np.add(s1, s2, s1)                      # s1 = softplus(z1)
+        np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
+        np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
@@ -607,10 +607,10 @@ def build(n, params, grads, state):
         np.negative(s1, s1)                     # s1 = -Abs(z2)
         np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
         np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, k_0_0, out=s4)           # s4 = Max(0, z2)
-        np.add(s4, s1, s4)                      # s4 = softplus(z2)
-        np.tanh(s4, s4)                         # s4 = tanh(softplus(z2))
-        np.multiply(z2, s4, a2)                 # a2 = z2*tanh(softplus(z2))
+        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
+        np.add(s2, s1, s2)                      # s2 = softplus(z2)
+        np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
+        np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
         np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
@@ -637,45 +637,45 @@ def build(n, params, grads, state):
         # backward: da2 = dz3 @ W3.T
         np.dot(dz3, W3T, da2)                   # da2 = dz3 @ W3.T
         # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2)))   [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
-        np.absolute(z2, s1)                     # s1 = Abs(z2)
-        np.negative(s1, s1)                     # s1 = -Abs(z2)
-        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
-        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
-        np.add(s2, s1, s2)                      # s2 = softplus(z2)
-        np.multiply(z2, k_0_5, s1)              # s1 = z2/2
-        np.tanh(s1, s1)                         # s1 = tanh(z2/2)
-        np.multiply(s1, k_0_5, s1)              # s1 = tanh(z2/2)/2
-        np.add(s1, k_0_5, s1)                   # s1 = sigmoid(z2)
-        np.multiply(z2, s1, s4)                 # s4 = z2*sigmoid(z2)
-        np.cosh(s2, s1)                         # s1 = cosh(s2)
-        np.square(s1, s1)                       # s1 = cosh(s2)**2
-        np.divide(s4, s1, s4)                   # s4 = (z2*sigmoid(z2))/cosh(s2)**2
-        np.tanh(s2, s1)                         # s1 = tanh(s2)
-        np.add(s4, s1, s4)                      # s4 = z2*sigmoid(z2)/cosh(s2)**2 + tanh(s2)
-        np.multiply(da2, s4, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s2)**2 + tanh(s2))
+        np.absolute(z2, s2)                     # s2 = Abs(z2)
+        np.negative(s2, s2)                     # s2 = -Abs(z2)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, k_0_0, out=s1)           # s1 = Max(0, z2)
+        np.add(s1, s2, s1)                      # s1 = softplus(z2)
+        np.multiply(z2, k_0_5, s4)              # s4 = z2/2
+        np.tanh(s4, s4)                         # s4 = tanh(z2/2)
+        np.multiply(s4, k_0_5, s4)              # s4 = tanh(z2/2)/2
+        np.add(s4, k_0_5, s4)                   # s4 = sigmoid(z2)
+        np.multiply(z2, s4, s2)                 # s2 = z2*sigmoid(z2)
+        np.cosh(s1, s4)                         # s4 = cosh(s1)
+        np.square(s4, s4)                       # s4 = cosh(s1)**2
+        np.divide(s2, s4, s2)                   # s2 = (z2*sigmoid(z2))/cosh(s1)**2
+        np.tanh(s1, s4)                         # s4 = tanh(s1)
+        np.add(s2, s4, s2)                      # s2 = z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1)
+        np.multiply(da2, s2, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1))
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
         np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1)))   [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
-        np.absolute(z1, s4)                     # s4 = Abs(z1)
-        np.negative(s4, s4)                     # s4 = -Abs(z1)
-        np.exp(s4, s4)                          # s4 = exp(-Abs(z1))
-        np.log1p(s4, s4)                        # s4 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
-        np.add(s1, s4, s1)                      # s1 = softplus(z1)
-        np.multiply(z1, k_0_5, s4)              # s4 = z1/2
-        np.tanh(s4, s4)                         # s4 = tanh(z1/2)
-        np.multiply(s4, k_0_5, s4)              # s4 = tanh(z1/2)/2
-        np.add(s4, k_0_5, s4)                   # s4 = sigmoid(z1)
-        np.multiply(z1, s4, s2)                 # s2 = z1*sigmoid(z1)
-        np.cosh(s1, s4)                         # s4 = cosh(s1)
-        np.square(s4, s4)                       # s4 = cosh(s1)**2
-        np.divide(s2, s4, s2)                   # s2 = (z1*sigmoid(z1))/cosh(s1)**2
-        np.tanh(s1, s4)                         # s4 = tanh(s1)
-        np.add(s2, s4, s2)                      # s2 = z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1)
-        np.multiply(da1, s2, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s1)**2 + tanh(s1))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, k_0_0, out=s4)           # s4 = Max(0, z1)
+        np.add(s4, s2, s4)                      # s4 = softplus(z1)
+        np.multiply(z1, k_0_5, s2)              # s2 = z1/2
+        np.tanh(s2, s2)                         # s2 = tanh(z1/2)
+        np.multiply(s2, k_0_5, s2)              # s2 = tanh(z1/2)/2
+        np.add(s2, k_0_5, s2)                   # s2 = sigmoid(z1)
+        np.multiply(z1, s2, s1)                 # s1 = z1*sigmoid(z1)
+        np.cosh(s4, s2)                         # s2 = cosh(s4)
+        np.square(s2, s2)                       # s2 = cosh(s4)**2
+        np.divide(s1, s2, s1)                   # s1 = (z1*sigmoid(z1))/cosh(s4)**2
+        np.tanh(s4, s2)                         # s2 = tanh(s4)
+        np.add(s1, s2, s1)                      # s1 = z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4)
+        np.multiply(da1, s1, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4))
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: m = beta1*m + g*(1 - beta1)
@@ -706,21 +706,21 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z1)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, k_0_0, out=s4)           # s4 = Max(0, z1)
-        np.add(s4, s2, s4)                      # s4 = softplus(z1)
-        np.tanh(s4, s4)                         # s4 = tanh(softplus(z1))
-        np.multiply(z1, s4, a1)                 # a1 = z1*tanh(softplus(z1))
+        np.maximum(z1, k_0_0, out=s1)           # s1 = Max(0, z1)
+        np.add(s1, s2, s1)                      # s1 = softplus(z1)
+        np.tanh(s1, s1)                         # s1 = tanh(softplus(z1))
+        np.multiply(z1, s1, a1)                 # a1 = z1*tanh(softplus(z1))
         # forward: z2 = a1 @ W2 + b2
         np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
         # forward: a2 = z2*tanh(softplus(z2))
-        np.absolute(z2, s2)                     # s2 = Abs(z2)
-        np.negative(s2, s2)                     # s2 = -Abs(z2)
-        np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
-        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, k_0_0, out=s1)           # s1 = Max(0, z2)
-        np.add(s1, s2, s1)                      # s1 = softplus(z2)
-        np.tanh(s1, s1)                         # s1 = tanh(softplus(z2))
-        np.multiply(z2, s1, a2)                 # a2 = z2*tanh(softplus(z2))
+        np.absolute(z2, s1)                     # s1 = Abs(z2)
+        np.negative(s1, s1)                     # s1 = -Abs(z2)
+        np.exp(s1, s1)                          # s1 = exp(-Abs(z2))
+        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z2)))
+        np.maximum(z2, k_0_0, out=s2)           # s2 = Max(0, z2)
+        np.add(s2, s1, s2)                      # s2 = softplus(z2)
+        np.tanh(s2, s2)                         # s2 = tanh(softplus(z2))
+        np.multiply(z2, s2, a2)                 # a2 = z2*tanh(softplus(z2))
         # forward: z3 = a2 @ W3 + b3
         np.dot(a2_aug, W3b, z3)                 # z3 = a2 @ W3 + b3   (bias folded into the product)
         # forward: max_z3 = rowmax(z3)
@@ -751,41 +751,41 @@ def build(n, params, grads, state):
         np.negative(s2, s2)                     # s2 = -Abs(z2)
         np.exp(s2, s2)                          # s2 = exp(-Abs(z2))
         np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z2)))
-        np.maximum(z2, k_0_0, out=s4)           # s4 = Max(0, z2)
-        np.add(s4, s2, s4)                      # s4 = softplus(z2)
-        np.multiply(z2, k_0_5, s2)              # s2 = z2/2
-        np.tanh(s2, s2)                         # s2 = tanh(z2/2)
-        np.multiply(s2, k_0_5, s2)              # s2 = tanh(z2/2)/2
-        np.add(s2, k_0_5, s2)                   # s2 = sigmoid(z2)
-        np.multiply(z2, s2, s1)                 # s1 = z2*sigmoid(z2)
-        np.cosh(s4, s2)                         # s2 = cosh(s4)
-        np.square(s2, s2)                       # s2 = cosh(s4)**2
-        np.divide(s1, s2, s1)                   # s1 = (z2*sigmoid(z2))/cosh(s4)**2
-        np.tanh(s4, s2)                         # s2 = tanh(s4)
-        np.add(s1, s2, s1)                      # s1 = z2*sigmoid(z2)/cosh(s4)**2 + tanh(s4)
-        np.multiply(da2, s1, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s4)**2 + tanh(s4))
+        np.maximum(z2, k_0_0, out=s1)           # s1 = Max(0, z2)
+        np.add(s1, s2, s1)                      # s1 = softplus(z2)
+        np.multiply(z2, k_0_5, s4)              # s4 = z2/2
+        np.tanh(s4, s4)                         # s4 = tanh(z2/2)
+        np.multiply(s4, k_0_5, s4)              # s4 = tanh(z2/2)/2
+        np.add(s4, k_0_5, s4)                   # s4 = sigmoid(z2)
+        np.multiply(z2, s4, s2)                 # s2 = z2*sigmoid(z2)
+        np.cosh(s1, s4)                         # s4 = cosh(s1)
+        np.square(s4, s4)                       # s4 = cosh(s1)**2
+        np.divide(s2, s4, s2)                   # s2 = (z2*sigmoid(z2))/cosh(s1)**2
+        np.tanh(s1, s4)                         # s4 = tanh(s1)
+        np.add(s2, s4, s2)                      # s2 = z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1)
+        np.multiply(da2, s2, dz2)               # dz2 = da2*(z2*sigmoid(z2)/cosh(s1)**2 + tanh(s1))
         # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
         np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
         # backward: da1 = dz2 @ W2.T
         np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
         # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1)))   [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
-        np.absolute(z1, s1)                     # s1 = Abs(z1)
-        np.negative(s1, s1)                     # s1 = -Abs(z1)
-        np.exp(s1, s1)                          # s1 = exp(-Abs(z1))
-        np.log1p(s1, s1)                        # s1 = log1p(exp(-Abs(z1)))
-        np.maximum(z1, k_0_0, out=s2)           # s2 = Max(0, z1)
-        np.add(s2, s1, s2)                      # s2 = softplus(z1)
-        np.multiply(z1, k_0_5, s1)              # s1 = z1/2
-        np.tanh(s1, s1)                         # s1 = tanh(z1/2)
-        np.multiply(s1, k_0_5, s1)              # s1 = tanh(z1/2)/2
-        np.add(s1, k_0_5, s1)                   # s1 = sigmoid(z1)
-        np.multiply(z1, s1, s4)                 # s4 = z1*sigmoid(z1)
-        np.cosh(s2, s1)                         # s1 = cosh(s2)
-        np.square(s1, s1)                       # s1 = cosh(s2)**2
-        np.divide(s4, s1, s4)                   # s4 = (z1*sigmoid(z1))/cosh(s2)**2
-        np.tanh(s2, s1)                         # s1 = tanh(s2)
-        np.add(s4, s1, s4)                      # s4 = z1*sigmoid(z1)/cosh(s2)**2 + tanh(s2)
-        np.multiply(da1, s4, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s2)**2 + tanh(s2))
+        np.absolute(z1, s2)                     # s2 = Abs(z1)
+        np.negative(s2, s2)                     # s2 = -Abs(z1)
+        np.exp(s2, s2)                          # s2 = exp(-Abs(z1))
+        np.log1p(s2, s2)                        # s2 = log1p(exp(-Abs(z1)))
+        np.maximum(z1, k_0_0, out=s4)           # s4 = Max(0, z1)
+        np.add(s4, s2, s4)                      # s4 = softplus(z1)
+        np.multiply(z1, k_0_5, s2)              # s2 = z1/2
+        np.tanh(s2, s2)                         # s2 = tanh(z1/2)
+        np.multiply(s2, k_0_5, s2)              # s2 = tanh(z1/2)/2
+        np.add(s2, k_0_5, s2)                   # s2 = sigmoid(z1)
+        np.multiply(z1, s2, s1)                 # s1 = z1*sigmoid(z1)
+        np.cosh(s4, s2)                         # s2 = cosh(s4)
+        np.square(s2, s2)                       # s2 = cosh(s4)**2
+        np.divide(s1, s2, s1)                   # s1 = (z1*sigmoid(z1))/cosh(s4)**2
+        np.tanh(s4, s2)                         # s2 = tanh(s4)
+        np.add(s1, s2, s1)                      # s1 = z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4)
+        np.multiply(da1, s1, dz1)               # dz1 = da1*(z1*sigmoid(z1)/cosh(s4)**2 + tanh(s4))
         # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
         np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
         # update: v = alpha*v + g**2*(1 - alpha)

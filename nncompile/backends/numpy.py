@@ -88,6 +88,7 @@ class _Lowering:
         self.program, self.layout = program, layout
         self.pool, self.scalars = ScratchPool(), Scalars()
         self.printer = UfuncPrinter(self._shape, layout.root, self._contiguous, self.pool, self.scalars)
+        self._done: dict[int, tuple[dict, set[str]]] = {}  # op id -> (block, scalars it uses)
 
     def _shape(self, name: str) -> tuple:
         return self.program.buffers[name].shape
@@ -102,6 +103,23 @@ class _Lowering:
                 "blocks": blocks, "returns": fn.returns}
 
     def op(self, op: Op) -> dict:
+        """The commented lines of one op; an op shared by several functions is lowered once.
+
+        Reuse is safe because an op's scratch buffers are live only within the op.
+        """
+        if id(op) in self._done:
+            block, used = self._done[id(op)]
+            self.scalars.used |= used
+            return block
+        before = set(self.scalars.used)
+        self.scalars.used = set()
+        block = self._lower(op)
+        used = self.scalars.used
+        self.scalars.used = before | used
+        self._done[id(op)] = (block, used)
+        return block
+
+    def _lower(self, op: Op) -> dict:
         if isinstance(op, Linear):
             lines = self._linear(op)
         elif isinstance(op, LinearGrad):
