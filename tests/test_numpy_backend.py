@@ -43,9 +43,15 @@ def test_step_allocates_nothing_after_warm_up(optimizer: str) -> None:
     _digits(),
     nn.Sequential(nn.Dense(8), nn.ReLU(), nn.Dense(8), nn.Dense(3), input_dim=5, loss=nn.MSE(), l1=0.01),
     nn.Sequential(nn.Dense(8), nn.Sigmoid(), nn.Dense(1), nn.Sigmoid(), input_dim=2, loss=nn.BinaryCrossEntropy()),
+    nn.Sequential(nn.Dense(9), nn.LeakyReLU(0.2), nn.Dense(7), nn.Softplus(), nn.Dense(6), nn.Sigmoid(), input_dim=3,
+                  loss=nn.BinaryCrossEntropy(), l2=0.1),
+    nn.Sequential(nn.Dense(5), nn.Activation("x*tanh(log(1 + exp(x)))", name="mish"), nn.Dense(4), input_dim=3,
+                  loss=nn.SoftmaxCrossEntropy()),
 ])
-def test_bias_folding_and_lr_folding_keep_the_numbers(model: nn.Sequential) -> None:
-    folded, plain = nc.compile(model), nc.compile(model, fold_bias=False)
+def test_every_optimisation_keeps_the_numbers(model: nn.Sequential) -> None:
+    """Bias folding, aliasing, BLAS sums, fast softplus/Heaviside/Piecewise forms and lr folding
+    against the plain lowering (fold_bias=False, optimize=False): equal to float64 round-off."""
+    folded, plain = nc.compile(model), nc.compile(model, fold_bias=False, optimize=False)
     assert "_aug" in folded.source and "_aug" not in plain.source
     X, Y = random_batch(folded, 16, 4)
     params = folded.init_params(4)

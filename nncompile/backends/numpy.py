@@ -37,7 +37,7 @@ class Layout:
         return name
 
 
-def plan_layout(program: Program, fold_bias: bool = True) -> Layout:
+def plan_layout(program: Program, fold_bias: bool = True, alias: bool = True) -> Layout:
     """Decide bias folding, augmented inputs and aliasing for `program`."""
     layout = Layout()
     linear_ops = [op for op in program.iter_ops() if isinstance(op, Linear)]
@@ -51,7 +51,8 @@ def plan_layout(program: Program, fold_bias: bool = True) -> Layout:
             block = f"{op.w}b"
             layout.blocks.update({w.buffer: block, b.buffer: block, w.grad: f"d{block}", b.grad: f"d{block}"})
             layout.augmented.add(op.x)
-    _plan_aliases(program, layout)
+    if alias:
+        _plan_aliases(program, layout)
     return layout
 
 
@@ -84,10 +85,10 @@ def _dies_at(fn: Function, last: dict[str, int], op: Op, cand: str) -> bool:
 class _Lowering:
     """Turns each IR function into commented lines of NumPy calls."""
 
-    def __init__(self, program: Program, layout: Layout) -> None:
+    def __init__(self, program: Program, layout: Layout, fast: bool = True) -> None:
         self.program, self.layout = program, layout
         self.pool, self.scalars = ScratchPool(), Scalars()
-        self.printer = UfuncPrinter(self._shape, layout.root, self._contiguous, self.pool, self.scalars)
+        self.printer = UfuncPrinter(self._shape, layout.root, self._contiguous, self.pool, self.scalars, fast)
         self._done: dict[int, tuple[dict, set[str]]] = {}  # op id -> (block, scalars it uses)
 
     def _shape(self, name: str) -> tuple:
@@ -148,9 +149,10 @@ class _Lowering:
         if op.dw in self.layout.blocks:
             return [(f"np.dot({op.x}_augT, {op.dz}, {self.layout.blocks[op.dw]})",
                      f"[{op.dw}; {op.db}] = [{op.x}, 1].T @ {op.dz}")]
-        ones = self.pool.ones_of((BATCH,))
+        colsum = (f"np.dot({self.pool.ones_of((BATCH,))}, {op.dz}, {op.db})" if self.printer.fast
+                  else f"np.add.reduce({op.dz}, 0, None, {op.db})")
         return [(f"np.dot({op.x}T, {op.dz}, {op.dw})", f"{op.dw} = {op.x}.T @ {op.dz}"),
-                (f"np.dot({ones}, {op.dz}, {op.db})", f"{op.db} = colsum({op.dz})")]
+                (colsum, f"{op.db} = colsum({op.dz})")]
 
 
 def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
@@ -217,10 +219,14 @@ def _count(shape: tuple, per_row: int, fixed: int) -> tuple[int, int]:
     return (per_row + size, fixed) if BATCH in shape else (per_row, fixed + size)
 
 
-def context(program: Program, fold_bias: bool = True) -> dict:
-    """Everything the templates need, computed here so the templates stay free of logic."""
-    layout = plan_layout(program, fold_bias)
-    lowering = _Lowering(program, layout)
+def context(program: Program, fold_bias: bool = True, optimize: bool = True) -> dict:
+    """Everything the templates need, computed here so the templates stay free of logic.
+
+    `fold_bias=False` keeps separate bias adds and column sums; `optimize=False` also turns
+    off aliasing and the printer's fast forms, giving the plain lowering tests compare against.
+    """
+    layout = plan_layout(program, fold_bias, alias=optimize)
+    lowering = _Lowering(program, layout, fast=optimize)
     functions = [lowering.function(fn) for fn in program.functions.values()]
     allocations, per_row, fixed = _allocations(program, layout, lowering.pool)
     return {
@@ -239,9 +245,9 @@ def context(program: Program, fold_bias: bool = True) -> dict:
     }
 
 
-def render_module(program: Program, fold_bias: bool = True) -> str:
+def render_module(program: Program, fold_bias: bool = True, optimize: bool = True) -> str:
     """Python source of the compiled program, imported by the JIT."""
-    return render("numpy/program.py.j2", **context(program, fold_bias))
+    return render("numpy/program.py.j2", **context(program, fold_bias, optimize))
 
 
 def render_script(program: Program, runtime_source: str, filename: str, fold_bias: bool = True) -> str:

@@ -167,10 +167,13 @@ class UfuncPrinter(Printer):
     printmethod = "_ufunc"
 
     def __init__(self, shape_of: Callable[[str], Shape], storage_of: Callable[[str], str],
-                 contiguous: Callable[[str], bool], pool: ScratchPool, scalars: Scalars) -> None:
+                 contiguous: Callable[[str], bool], pool: ScratchPool, scalars: Scalars,
+                 fast: bool = True) -> None:
+        """`fast=False` gives the plain reference lowering (NumPy's own reductions, logaddexp,
+        heaviside, copyto for every Piecewise): the tests check the fast one against it."""
         super().__init__()
         self._buffer_shape, self.storage_of, self.contiguous = shape_of, storage_of, contiguous
-        self.pool, self.scalars = pool, scalars
+        self.pool, self.scalars, self.fast = pool, scalars, fast
         self.lines: list[tuple[str, str]] = []  # (code, comment: the math the line computes)
         self._owned: set[str] = set()
 
@@ -192,13 +195,14 @@ class UfuncPrinter(Printer):
             return self.lines
         src = self._materialize(expr)
         shape = self.shape_of(src)
-        if op == "sum" and self.contiguous(src):
+        if op == "sum" and self.fast and self.contiguous(src):
             # a sum along an axis is a GEMV with a ones vector: one BLAS call, low overhead
             ones = self.pool.ones_of((shape[1], 1) if axis == 1 else (shape[0],))
             args = f"{src}, {ones}" if axis == 1 else f"{ones}, {src}"
             self.lines.append((f"np.dot({args}, {out})", comment))
         else:
-            ufunc = "add" if op == "sum" else "fmax"  # fmax.reduce: ~1.4x faster than maximum.reduce
+            # fmax.reduce: ~1.4x faster than maximum.reduce (NaN would poison the softmax anyway)
+            ufunc = "add" if op == "sum" else "fmax" if self.fast else "maximum"
             keep = ", True" if axis == 1 else ""
             self.lines.append((f"np.{ufunc}.reduce({src}, {axis}, None, {out}{keep})", comment))
         self._release(src)
@@ -266,7 +270,7 @@ class UfuncPrinter(Printer):
             left, right = (self._materialize(a) if not self._plain(a) else a.name for a in arrays)
             return f"{prefix}np.vdot({left}, {right})"
         src = self._materialize(sp.Mul(*arrays))
-        if self.contiguous(src):
+        if self.fast and self.contiguous(src):
             return f"{prefix}np.vdot({src}, {self.pool.ones_of(self.shape_of(src))})"
         return f"{prefix}np.add.reduce({src}, None)"
 
@@ -458,7 +462,7 @@ class UfuncPrinter(Printer):
         static = 1
         for d in self.shape(expr):
             static *= 1 if d == BATCH else int(d)
-        if static <= SMALL_SOFTPLUS:
+        if static <= SMALL_SOFTPLUS or not self.fast:
             self._unary("logaddexp", u, dest, free, expr, extra=[self.scalars.operand(0)])
             return
         value = self._emit(u)
@@ -474,7 +478,7 @@ class UfuncPrinter(Printer):
 
     def _print_Heaviside(self, expr: sp.Heaviside, dest: str, free: bool) -> None:
         """H(u) with H(0) = 0 is the comparison u > 0 written as 0.0/1.0 (np.heaviside is ~20x slower)."""
-        if expr.args[1] != 0:
+        if expr.args[1] != 0 or not self.fast:
             self._unary("heaviside", expr.args[0], dest, free, expr, extra=[self.scalars.operand(expr.args[1])])
             return
         self._unary("greater", expr.args[0], dest, free, expr, extra=[self.scalars.operand(0)])
@@ -500,12 +504,12 @@ class UfuncPrinter(Printer):
         *branches, (otherwise, _) = expr.args
         first = expr.args[0].expr
         ratios = [sp.cancel(value / first) for value, _ in expr.args] if first != 0 else []
-        if ratios and self._arrays(first) and not any(self._arrays(r) for r in ratios):
+        if self.fast and ratios and self._arrays(first) and not any(self._arrays(r) for r in ratios):
             # Piecewise((x, c), (alpha*x, True)) = x * Piecewise((1, c), (alpha, True)): cheap mask arithmetic
             factored = sp.Piecewise(*[(r, c) for r, (_, c) in zip(ratios, expr.args)])
             self._print(sp.Mul(first, factored, evaluate=False), dest=dest, free=free)
             return
-        if len(branches) == 1 and isinstance(branches[0][1], sp.core.relational.Relational) \
+        if self.fast and len(branches) == 1 and isinstance(branches[0][1], sp.core.relational.Relational) \
                 and not self._arrays(branches[0][0]) and not self._arrays(otherwise):
             self._mask_blend(branches[0][1], branches[0][0], otherwise, expr, dest, free)
             return
