@@ -489,7 +489,7 @@ def build(n, params, grads, state):
 # ----------------------------------------------------------------------------------
 # nncompile/runtime.py, embedded verbatim.
 # ----------------------------------------------------------------------------------
-"""NumPy-only training runtime: initialisation, targets, batching, the epoch loop, checkpoints.
+"""NumPy-only training runtime: initialisation, targets, batching, the epoch loop and its state.
 
 `nncompile generate` embeds this file verbatim in standalone scripts, so it imports
 nothing but the standard library and NumPy, and it talks to a compiled program only
@@ -497,8 +497,8 @@ through the generated module's interface: MODEL, DTYPE, PARAMS, N_PARAMS, OPTIMI
 METRIC, TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state).
 
 Everything an epoch changes lives in the engine's flat vectors and in a `Loop`, and a
-checkpoint saves both, so an interrupted run resumed from its checkpoint ends with the
-same bits as one never interrupted.
+checkpoint (written by `checkpoint.Checkpoint`) saves both, so an interrupted run resumed
+from its checkpoint ends with the same bits as one never interrupted.
 """
 import hashlib
 import math
@@ -834,7 +834,7 @@ def _check_resumable(path, saved, settings):
 
 def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimizer="sgd", hyper=(),
         seed=0, schedule="constant", validation=None, patience=None, min_delta=0.0, evaluate=True,
-        callback=None, step_size=10, gamma=None, monitor=None, checkpoint=None, checkpoint_every=1,
+        callback=None, step_size=10, gamma=None, monitor=None, checkpoint=None, checkpoint_every=None,
         resume=None, on_batch=None):
     """The epoch loop shared by nncompile.train and standalone scripts.
 
@@ -843,8 +843,9 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
     `patience`, stops after `patience` epochs without a `min_delta` improvement of the
     validation loss and restores the best parameters.  `monitor` (diagnostics.Monitor)
     adds diagnostics to epoch records.  With `checkpoint` (a checkpoint.Checkpoint) the
-    state is saved every `checkpoint_every` epochs, at the end, and on KeyboardInterrupt
-    (rolled back to the last finished epoch first); `resume` (one too) continues such a run.
+    state is saved every `checkpoint_every` epochs (default: every epoch, or every
+    epochs/100 in longer runs), at the end, and on KeyboardInterrupt (rolled back to the
+    last finished epoch first); `resume` (one too) continues such a run.
     `callback(record)` runs after each epoch; returning False stops training.
     """
     run = _Run(engine, X, T, validation, monitor, on_batch)
@@ -854,8 +855,12 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
                 "schedule": [schedule, step_size, gamma], "seed": seed, "patience": patience,
                 "min_delta": min_delta}
     loop = run.loop = Loop(seed)
+    every = checkpoint_every or max(1, epochs // 100)
     if resume is not None:
         run.resume(resume)
+        if loop.epoch > epochs:
+            raise TrainingError(f"checkpoint {resume.path} already holds {loop.epoch} epochs, more than "
+                                f"epochs={epochs}: ask for at least as many")
     snap = loop.snapshot(engine)
     try:
         while loop.epoch < epochs and not loop.stopped:
@@ -871,7 +876,7 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             loop.epoch += 1
             loop.stopped = patience is not None and validation is not None and loop.waited >= patience
             halt = callback is not None and callback(record) is False
-            if checkpoint is not None and (loop.epoch % checkpoint_every == 0 or loop.epoch == epochs
+            if checkpoint is not None and (loop.epoch % every == 0 or loop.epoch == epochs
                                            or loop.stopped or halt):
                 run.save(checkpoint)
             if halt:
@@ -1052,15 +1057,16 @@ EXPLODING_GROWTH = 100.0    # ... this many times its value at the previous chec
 class Monitor:
     """Runs `diagnose()` at chosen epochs and adds "diagnostics" and "warnings" to the record.
 
-    `rows` examples (the first ones, so no random numbers are drawn) form the sample.
+    `rows` evenly spaced examples (no random numbers drawn, every part of data sorted by
+    class represented) form the sample.
     Checks run at the first and last epoch and every `every` epochs (default: about 50
     checks per run at most).  Each warning is a dict with "layer", "problem" and "message";
     problems are "saturated", "dead", "linear", "linear_model", "vanishing", "exploding".
     """
 
     def __init__(self, module, X, T, rows=256, every=None):
-        n = min(rows, X.shape[0])
-        self.module, self.X, self.T, self.every = module, X[:n], T[:n], every
+        step = max(1, X.shape[0] // rows)
+        self.module, self.X, self.T, self.every = module, X[::step][:rows], T[::step][:rows], every
         self.layers = _dense_layers(module.PARAMS)
         self.previous = None  # gradient norms at the previous check
 
@@ -1273,7 +1279,7 @@ if __package__ == "nncompile":  # in a generated script these are defined above,
 #: Training settings when neither a flag nor the model file's `training` dict gives one.
 DEFAULTS = {"mode": "minibatch", "batch_size": 32, "epochs": 30, "lr": 0.1, "optimizer": "sgd",
             "schedule": "constant", "step_size": 10, "gamma": None, "seed": 0, "init": "auto",
-            "val_split": 0.0, "patience": None, "min_delta": 0.0, "checkpoint_every": 1}
+            "val_split": 0.0, "patience": None, "min_delta": 0.0, "checkpoint_every": None}
 #: Optimizer hyperparameters a model file's `training` dict may set (PyTorch's names).
 HYPER_KEYS = ("momentum", "betas", "eps", "alpha", "hyper")
 
@@ -1306,7 +1312,8 @@ def add_training_flags(parser, optimizers=None):
     g.add_argument("--save", metavar="FILE.npz", help="write the trained weights to this file")
     g.add_argument("--checkpoint", metavar="FILE", help="save the full training state here (atomically) "
                    "every --checkpoint-every epochs and on Ctrl-C")
-    g.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 1)")
+    g.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 1, "
+                   "or epochs/100 in longer runs)")
     g.add_argument("--resume", metavar="FILE", help="continue the run saved in this checkpoint")
     g.add_argument("--plot", metavar="FILE.png", help="plot loss and metric per epoch (needs matplotlib)")
     g.add_argument("--json", action="store_true", help="print the history and summary as JSON")

@@ -27,15 +27,16 @@ EXPLODING_GROWTH = 100.0    # ... this many times its value at the previous chec
 class Monitor:
     """Runs `diagnose()` at chosen epochs and adds "diagnostics" and "warnings" to the record.
 
-    `rows` examples (the first ones, so no random numbers are drawn) form the sample.
+    `rows` evenly spaced examples (no random numbers drawn, every part of data sorted by
+    class represented) form the sample.
     Checks run at the first and last epoch and every `every` epochs (default: about 50
     checks per run at most).  Each warning is a dict with "layer", "problem" and "message";
     problems are "saturated", "dead", "linear", "linear_model", "vanishing", "exploding".
     """
 
     def __init__(self, module, X, T, rows=256, every=None):
-        n = min(rows, X.shape[0])
-        self.module, self.X, self.T, self.every = module, X[:n], T[:n], every
+        step = max(1, X.shape[0] // rows)
+        self.module, self.X, self.T, self.every = module, X[::step][:rows], T[::step][:rows], every
         self.layers = _dense_layers(module.PARAMS)
         self.previous = None  # gradient norms at the previous check
 

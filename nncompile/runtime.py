@@ -1,4 +1,4 @@
-"""NumPy-only training runtime: initialisation, targets, batching, the epoch loop, checkpoints.
+"""NumPy-only training runtime: initialisation, targets, batching, the epoch loop and its state.
 
 `nncompile generate` embeds this file verbatim in standalone scripts, so it imports
 nothing but the standard library and NumPy, and it talks to a compiled program only
@@ -6,8 +6,8 @@ through the generated module's interface: MODEL, DTYPE, PARAMS, N_PARAMS, OPTIMI
 METRIC, TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state).
 
 Everything an epoch changes lives in the engine's flat vectors and in a `Loop`, and a
-checkpoint saves both, so an interrupted run resumed from its checkpoint ends with the
-same bits as one never interrupted.
+checkpoint (written by `checkpoint.Checkpoint`) saves both, so an interrupted run resumed
+from its checkpoint ends with the same bits as one never interrupted.
 """
 import hashlib
 import math
@@ -343,7 +343,7 @@ def _check_resumable(path, saved, settings):
 
 def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimizer="sgd", hyper=(),
         seed=0, schedule="constant", validation=None, patience=None, min_delta=0.0, evaluate=True,
-        callback=None, step_size=10, gamma=None, monitor=None, checkpoint=None, checkpoint_every=1,
+        callback=None, step_size=10, gamma=None, monitor=None, checkpoint=None, checkpoint_every=None,
         resume=None, on_batch=None):
     """The epoch loop shared by nncompile.train and standalone scripts.
 
@@ -352,8 +352,9 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
     `patience`, stops after `patience` epochs without a `min_delta` improvement of the
     validation loss and restores the best parameters.  `monitor` (diagnostics.Monitor)
     adds diagnostics to epoch records.  With `checkpoint` (a checkpoint.Checkpoint) the
-    state is saved every `checkpoint_every` epochs, at the end, and on KeyboardInterrupt
-    (rolled back to the last finished epoch first); `resume` (one too) continues such a run.
+    state is saved every `checkpoint_every` epochs (default: every epoch, or every
+    epochs/100 in longer runs), at the end, and on KeyboardInterrupt (rolled back to the
+    last finished epoch first); `resume` (one too) continues such a run.
     `callback(record)` runs after each epoch; returning False stops training.
     """
     run = _Run(engine, X, T, validation, monitor, on_batch)
@@ -363,8 +364,12 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
                 "schedule": [schedule, step_size, gamma], "seed": seed, "patience": patience,
                 "min_delta": min_delta}
     loop = run.loop = Loop(seed)
+    every = checkpoint_every or max(1, epochs // 100)
     if resume is not None:
         run.resume(resume)
+        if loop.epoch > epochs:
+            raise TrainingError(f"checkpoint {resume.path} already holds {loop.epoch} epochs, more than "
+                                f"epochs={epochs}: ask for at least as many")
     snap = loop.snapshot(engine)
     try:
         while loop.epoch < epochs and not loop.stopped:
@@ -380,7 +385,7 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             loop.epoch += 1
             loop.stopped = patience is not None and validation is not None and loop.waited >= patience
             halt = callback is not None and callback(record) is False
-            if checkpoint is not None and (loop.epoch % checkpoint_every == 0 or loop.epoch == epochs
+            if checkpoint is not None and (loop.epoch % every == 0 or loop.epoch == epochs
                                            or loop.stopped or halt):
                 run.save(checkpoint)
             if halt:

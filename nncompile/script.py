@@ -21,7 +21,7 @@ if __package__ == "nncompile":  # in a generated script these are defined above,
 #: Training settings when neither a flag nor the model file's `training` dict gives one.
 DEFAULTS = {"mode": "minibatch", "batch_size": 32, "epochs": 30, "lr": 0.1, "optimizer": "sgd",
             "schedule": "constant", "step_size": 10, "gamma": None, "seed": 0, "init": "auto",
-            "val_split": 0.0, "patience": None, "min_delta": 0.0, "checkpoint_every": 1}
+            "val_split": 0.0, "patience": None, "min_delta": 0.0, "checkpoint_every": None}
 #: Optimizer hyperparameters a model file's `training` dict may set (PyTorch's names).
 HYPER_KEYS = ("momentum", "betas", "eps", "alpha", "hyper")
 
@@ -54,7 +54,8 @@ def add_training_flags(parser, optimizers=None):
     g.add_argument("--save", metavar="FILE.npz", help="write the trained weights to this file")
     g.add_argument("--checkpoint", metavar="FILE", help="save the full training state here (atomically) "
                    "every --checkpoint-every epochs and on Ctrl-C")
-    g.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 1)")
+    g.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 1, "
+                   "or epochs/100 in longer runs)")
     g.add_argument("--resume", metavar="FILE", help="continue the run saved in this checkpoint")
     g.add_argument("--plot", metavar="FILE.png", help="plot loss and metric per epoch (needs matplotlib)")
     g.add_argument("--json", action="store_true", help="print the history and summary as JSON")

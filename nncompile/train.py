@@ -56,7 +56,8 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
           schedule: str = "constant", step_size: int = 10, gamma: float | None = None,
           validation: tuple[object, object] | None = None, val_split: float = 0.0,
           patience: int | None = None, min_delta: float = 0.0, diagnostics: bool = False,
-          checkpoint: str | Path | None = None, checkpoint_every: int = 1, resume: str | Path | None = None,
+          checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
+          resume: str | Path | None = None,
           evaluate: bool = True, callback: Callable[[dict], object] | None = None,
           on_batch: Callable[[int], object] | None = None, **hyperparameters: object) -> TrainResult:
     """Train `prog` on (X, Y) and return the parameters and per-epoch history.
@@ -73,9 +74,10 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
     are restored.  `diagnostics=True` adds per-layer saturation, dead-unit, linearity and
     gradient-norm figures to the history and warns (TrainingWarning) when they show a
     problem.  `checkpoint` saves the whole training state every `checkpoint_every` epochs
-    and on Ctrl-C; `resume` continues from such a file, ending bit-identical to an
-    uninterrupted run.  `callback(record)` runs after each epoch (returning False stops
-    training); `on_batch(rows)` after each update.
+    (default 1, or epochs/100 in longer runs), at the end and on Ctrl-C; `resume`
+    continues from such a file, ending bit-identical to an uninterrupted run.
+    `callback(record)` runs after each epoch (returning False stops training);
+    `on_batch(rows)` after each update.
     """
     _check_settings(mode, epochs, lr, patience, validation, val_split, checkpoint_every)
     if not isinstance(optimizer, str):
@@ -127,8 +129,9 @@ def _check_settings(mode: str, epochs: object, lr: object, patience: object, val
         if validation is None and not val_split:
             raise DataError("early stopping (patience) watches a validation loss: pass validation=(X, Y) "
                             "or val_split=0.1")
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) \
-            or checkpoint_every < 1:
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool)
+                                         or not isinstance(checkpoint_every, (int, np.integer))
+                                         or checkpoint_every < 1):
         raise DataError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
 
 
