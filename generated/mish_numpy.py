@@ -1650,6 +1650,29 @@ def hyper_names(given):
     return hyper
 
 
+def torch_style(optimizer, hyper):
+    """PyTorch's spellings: SGD with momentum=m (nesterov=True) is the momentum (nesterov) rule.
+
+    Returns (optimizer name, hyperparameters) with `nesterov` resolved; refuses
+    weight_decay, which is the model's l2 here.
+    """
+    hyper = dict(hyper)
+    nesterov = hyper.pop("nesterov", False)
+    if "weight_decay" in hyper:
+        raise TrainingError("weight_decay belongs to the model here: nn.Sequential(..., l2=...) adds l2*W to "
+                            "the gradient, as PyTorch's weight_decay does")
+    if optimizer == "sgd" and "momentum" in hyper:
+        if hyper["momentum"]:
+            return ("nesterov" if nesterov else "momentum"), hyper
+        del hyper["momentum"]
+    if nesterov:
+        if optimizer not in ("momentum", "nesterov"):
+            raise TrainingError("nesterov=True needs SGD with momentum (optimizer 'nesterov', or 'sgd' with "
+                                "momentum > 0)")
+        optimizer = "nesterov"
+    return optimizer, hyper
+
+
 def _name_value(item):
     name, sep, value = item.partition("=")
     try:
@@ -1717,6 +1740,7 @@ def main(module, argv=None):
         X = check_inputs(X, module.INPUT_DIM, module.DTYPE)
         T = encode_targets(y, module.TARGET_ENCODING, module.OUTPUT_DIM, module.DTYPE, X.shape[0])
         X, T, validation = validation_split(X, T, s["val_split"], s["seed"])
+        s["optimizer"], overrides = torch_style(s["optimizer"], overrides)
         engine = Engine(module, init_flat(module, s["seed"], s["init"]))
         engine.reset_state(s["optimizer"])
         hyper = hyperparameters(module, s["optimizer"], overrides)

@@ -67,7 +67,8 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
     every epoch from `seed`.  `optimizer` is a name ("sgd", "momentum", "nesterov",
     "adam", "rmsprop") or your own `nncompile.Optimizer` rule; hyperparameters are
     keywords with PyTorch's names and defaults (momentum=0.9, betas=(0.9, 0.999),
-    eps=1e-8, alpha=0.99).  `schedule` sets the learning rate per epoch: "constant",
+    eps=1e-8, alpha=0.99); as in torch.optim.SGD, "sgd" with momentum=m (and
+    nesterov=True) is the momentum (nesterov) rule.  `schedule` sets the learning rate per epoch: "constant",
     "step" (times `gamma` every `step_size` epochs), "exponential" or "cosine".  With a
     validation set (or `val_split`) and `patience`, training stops after `patience`
     epochs without a `min_delta` improvement of the validation loss and the best weights
@@ -88,7 +89,8 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
     if validation is not None:
         Xv, Tv = prog.prepare(*validation)
     with data_errors():
-        hyper = runtime.hyperparameters(prog.module, optimizer, script.hyper_names(dict(hyperparameters)))
+        optimizer, named = script.torch_style(optimizer, script.hyper_names(dict(hyperparameters)))
+        hyper = runtime.hyperparameters(prog.module, optimizer, named)
         if val_split and validation is None:
             Xc, T, (Xv, Tv) = script.validation_split(Xc, T, val_split, seed)
         runtime.batch_size_for(mode, batch_size, Xc.shape[0])

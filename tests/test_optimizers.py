@@ -99,6 +99,20 @@ def test_minibatch_state_carries_across_epochs(prog, batch, name) -> None:
         np.testing.assert_allclose(result.params[key], expected[key], rtol=1e-11, atol=1e-13)
 
 
+@pytest.mark.parametrize("torch_kwargs,rule,rule_kwargs", [
+    ({"momentum": 0.8}, "momentum", {"momentum": 0.8}),
+    ({"momentum": 0.8, "nesterov": True}, "nesterov", {"momentum": 0.8}),
+    ({"momentum": 0.0}, "sgd", {}),
+])
+def test_torch_spelling_of_sgd_with_momentum(prog, batch, torch_kwargs, rule, rule_kwargs) -> None:
+    """optimizer="sgd", momentum=m, nesterov=True reads as torch.optim.SGD does."""
+    X, y = batch
+    start = prog.init_params(3)
+    a = nc.train(prog, X, y, mode="gd", epochs=3, lr=0.05, optimizer="sgd", params=start, **torch_kwargs)
+    b = nc.train(prog, X, y, mode="gd", epochs=3, lr=0.05, optimizer=rule, params=start, **rule_kwargs)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in start)
+
+
 def test_a_rule_defined_by_formula_runs_fused_in_the_step(prog, batch) -> None:
     X, y = batch
     heavy_ball = nc.Optimizer("heavy_ball", {"v": "mu*v + g", "p": "p - lr*v"}, {"mu": 0.9})
