@@ -1188,6 +1188,16 @@ def new_warnings(record, previous):
     return [w for w in record.get("warnings", ()) if (w["layer"], w["problem"]) not in seen]
 
 
+def headline(report):
+    """The worst layer's saturation (sigmoid/tanh) and dead fraction (ReLU-like), for progress lines."""
+    shown = {}
+    for key, kind, label in (("saturated", "saturating", "sat"), ("dead", "rectifier", "dead")):
+        values = [r[key] for r in report.values() if r.get("kind") == kind]
+        if values:
+            shown[label] = f"{100 * max(values):.0f}%"
+    return shown
+
+
 def summary_rows(report):
     """Table rows (layer, activation, saturated, dead, linear, gradient norm) for a report."""
     rows = []
@@ -1271,7 +1281,7 @@ import numpy as np
 
 if __package__ == "nncompile":  # in a generated script these are defined above, in the same file
     from .checkpoint import Checkpoint, CheckpointError, write_bytes_atomic
-    from .diagnostics import Monitor, new_warnings
+    from .diagnostics import Monitor, headline, new_warnings
     from .plot import PlotUnavailable, render_png
     from .runtime import (INIT_SCHEMES, SCHEDULES, Diverged, Engine, TrainingError, check_inputs,
                           encode_targets, fit, hyperparameters, init_flat)
@@ -1414,6 +1424,7 @@ def describe(record, metric):
         parts.append(f"val loss {record['val_loss']:.6f}")
     if metric and "val_" + metric in record:
         parts.append(f"val {metric.replace('_', ' ')} {100 * record['val_' + metric]:.2f}%")
+    parts += [f"{label} {value}" for label, value in headline(record.get("diagnostics", {})).items()]
     return "  ".join(parts)
 
 

@@ -143,6 +143,9 @@ def saturation_kind(local: LocalDerivative, far: int = 30, tiny: float = 1e-6) -
     """
     def tail(x: int) -> float:
         value = local.derivative.subs(X, x).rewrite(sp.exp).evalf()
-        return abs(float(value)) if value.is_real else 1.0
+        try:
+            return abs(float(value)) if value.is_real else 1.0
+        except (TypeError, ValueError):  # not a number there (zoo, a symbol left): not vanishing
+            return 1.0
     small = [tail(-far) < tiny, tail(far) < tiny]
     return "saturating" if all(small) else "rectifier" if any(small) else "other"

@@ -158,6 +158,16 @@ def new_warnings(record, previous):
     return [w for w in record.get("warnings", ()) if (w["layer"], w["problem"]) not in seen]
 
 
+def headline(report):
+    """The worst layer's saturation (sigmoid/tanh) and dead fraction (ReLU-like), for progress lines."""
+    shown = {}
+    for key, kind, label in (("saturated", "saturating", "sat"), ("dead", "rectifier", "dead")):
+        values = [r[key] for r in report.values() if r.get("kind") == kind]
+        if values:
+            shown[label] = f"{100 * max(values):.0f}%"
+    return shown
+
+
 def summary_rows(report):
     """Table rows (layer, activation, saturated, dead, linear, gradient norm) for a report."""
     rows = []

@@ -11,7 +11,7 @@ import time
 
 from tqdm import tqdm
 
-from .diagnostics import new_warnings
+from .diagnostics import headline, new_warnings
 
 
 class Progress:
@@ -54,7 +54,7 @@ class Progress:
             shown["val_loss"] = f"{record['val_loss']:.4f}"
         if "val_" + str(self.metric) in record:
             shown["val_acc"] = f"{100 * record['val_' + self.metric]:.1f}%"
-        shown.update(_diagnostics(record.get("diagnostics", {})))
+        shown.update(headline(record.get("diagnostics", {})))
         self.bar.set_postfix(shown, refresh=False)
         self.bar.update(1)
         self.done_epochs = record["epoch"]
@@ -73,13 +73,3 @@ class Progress:
         for bar in (self.inner, self.bar):
             if bar is not None:
                 bar.close()
-
-
-def _diagnostics(report: dict) -> dict[str, str]:
-    """The worst layer's saturation (sigmoid/tanh) and dead fraction (ReLU-like), for the bar."""
-    shown = {}
-    for key, kind, label in (("saturated", "saturating", "sat"), ("dead", "rectifier", "dead")):
-        values = [r[key] for r in report.values() if r.get("kind") == kind]
-        if values:
-            shown[label] = f"{100 * max(values):.0f}%"
-    return shown

@@ -13,7 +13,7 @@ import numpy as np
 
 if __package__ == "nncompile":  # in a generated script these are defined above, in the same file
     from .checkpoint import Checkpoint, CheckpointError, write_bytes_atomic
-    from .diagnostics import Monitor, new_warnings
+    from .diagnostics import Monitor, headline, new_warnings
     from .plot import PlotUnavailable, render_png
     from .runtime import (INIT_SCHEMES, SCHEDULES, Diverged, Engine, TrainingError, check_inputs,
                           encode_targets, fit, hyperparameters, init_flat)
@@ -156,6 +156,7 @@ def describe(record, metric):
         parts.append(f"val loss {record['val_loss']:.6f}")
     if metric and "val_" + metric in record:
         parts.append(f"val {metric.replace('_', ' ')} {100 * record['val_' + metric]:.2f}%")
+    parts += [f"{label} {value}" for label, value in headline(record.get("diagnostics", {})).items()]
     return "  ".join(parts)
 
 
