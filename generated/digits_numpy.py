@@ -5,10 +5,12 @@
 # Every line computes what its comment says. Buffers are allocated once per batch
 # size in build(); the step functions below only write into them.
 #
-# Standalone: needs only NumPy. Train with
+# Standalone: needs only NumPy (matplotlib for --plot). Train with
 #     python digits_numpy.py --data train.npz [--mode gd|sgd|minibatch] [--batch-size 32]
-#         [--epochs 30] [--lr 0.1] [--optimizer sgd|momentum|nesterov|adam|rmsprop] [--seed 0] [--save weights.npz]
-# where train.npz holds X (rows, 64) and y (labels or targets).
+#         [--epochs 30] [--lr 0.1] [--optimizer sgd|momentum|nesterov|adam|rmsprop]
+#         [--schedule constant|step|exponential|cosine] [--seed 0] [--val-split 0.1 --patience 5]
+#         [--save weights.npz] [--checkpoint ck.npz] [--resume ck.npz] [--plot curves.png] [--json]
+# where train.npz holds X (rows, 64) and y (labels or targets); --help lists every flag.
 import math
 import sys
 import types
@@ -41,10 +43,15 @@ OPTIMIZERS = {
     'rmsprop': (('v',), {'alpha': 0.99, 'eps': 1e-08}),
 }
 
+#: hidden activations watched by diagnose(): (Dense layer, activation, f' buffer, kind)
+PROBES = (
+    ('dense1', 'tanh', 'fp_a1', 'saturating'),
+)
+
 
 def workspace_bytes(n):
     """Bytes that build(n, ...) allocates besides the flat vectors."""
-    return (238 * n + 4830) * 8
+    return (270 * n + 4830) * 8
 
 
 def build(n, params, grads, state):
@@ -77,6 +84,7 @@ def build(n, params, grads, state):
     a1_aug[:, 32] = 1.0                         # the column that multiplies the bias row
     a1 = a1_aug[:, :32]                         # view
     a1_augT = a1_aug.T                          # transposed view, no copy
+    fp_a1 = np.empty((n, 32), dtype=DTYPE)      # value
     z2 = np.empty((n, 10), dtype=DTYPE)         # value
     max_z2 = np.empty((n, 1), dtype=DTYPE)      # value
     sum_z2 = np.empty((n, 1), dtype=DTYPE)      # value
@@ -156,6 +164,48 @@ def build(n, params, grads, state):
         np.dot(p2, ones_10x1, sum_z2)           # sum_z2 = rowsum(p2)
         # forward: p2 = p2/sum_z2
         np.divide(p2, sum_z2, p2)               # p2 = p2/sum_z2
+        # loss: L_lse = sum of logsumexp(z2) over rows
+        np.log(sum_z2, s1)                      # s1 = log(sum_z2)
+        L_lse = np.vdot(max_z2, ones_Nx1) + np.vdot(s1, ones_Nx1)  # L_lse = sum(max_z2 + log(sum_z2))
+        # loss: L_tz = sum(T*z2)
+        L_tz = np.vdot(T, z2)                   # L_tz = sum(T*z2)
+        # loss: L = (L_lse - L_tz)/N   [-sum(T*log(softmax)) with rows of T summing to 1]
+        L = (L_lse - L_tz)/N                    # L = (L_lse - L_tz)/N
+        # backward: dz2 = (p2 - T)/N   [softmax + cross-entropy: dL/dz = p - t]
+        np.subtract(p2, T, dz2)                 # dz2 = -T + p2
+        np.multiply(dz2, c1, dz2)               # dz2 = (-T + p2)/N
+        # backward: dW2 = a1.T @ dz2;  db2 = sum_rows(dz2)
+        np.dot(a1_augT, dz2, dW2b)              # [dW2; db2] = [a1, 1].T @ dz2
+        # backward: da1 = dz2 @ W2.T
+        np.dot(dz2, W2T, da1)                   # da1 = dz2 @ W2.T
+        # backward: dz1 = da1*(1 - a1**2)   [tanh'(z1) = 1 - tanh(z1)**2]
+        np.square(a1, s2)                       # s2 = a1**2
+        np.subtract(k_1_0, s2, s2)              # s2 = 1 - a1**2
+        np.multiply(da1, s2, dz1)               # dz1 = da1*(1 - a1**2)
+        # backward: dW1 = X.T @ dz1;  db1 = sum_rows(dz1)
+        np.dot(X_augT, dz1, dW1b)               # [dW1; db1] = [X, 1].T @ dz1
+        return L
+
+    def diagnose():
+        """Loss, gradients, and f'(z) of every hidden activation, for training diagnostics."""
+        # forward: z1 = X @ W1 + b1
+        np.dot(X_aug, W1b, z1)                  # z1 = X @ W1 + b1   (bias folded into the product)
+        # forward: a1 = tanh(z1)
+        np.tanh(z1, a1)                         # a1 = tanh(z1)
+        # forward: z2 = a1 @ W2 + b2
+        np.dot(a1_aug, W2b, z2)                 # z2 = a1 @ W2 + b2   (bias folded into the product)
+        # forward: max_z2 = rowmax(z2)
+        np.fmax.reduce(z2, 1, None, max_z2, True)  # max_z2 = rowmax(z2)
+        # forward: p2 = exp(z2 - max_z2)
+        np.subtract(z2, max_z2, p2)             # p2 = -max_z2 + z2
+        np.exp(p2, p2)                          # p2 = exp(-max_z2 + z2)
+        # forward: sum_z2 = rowsum(p2)
+        np.dot(p2, ones_10x1, sum_z2)           # sum_z2 = rowsum(p2)
+        # forward: p2 = p2/sum_z2
+        np.divide(p2, sum_z2, p2)               # p2 = p2/sum_z2
+        # diagnose: fp_a1 = 1 - a1**2   [tanh'(z1), watched by diagnostics]
+        np.square(a1, fp_a1)                    # fp_a1 = a1**2
+        np.subtract(k_1_0, fp_a1, fp_a1)        # fp_a1 = 1 - a1**2
         # loss: L_lse = sum of logsumexp(z2) over rows
         np.log(sum_z2, s1)                      # s1 = log(sum_z2)
         L_lse = np.vdot(max_z2, ones_Nx1) + np.vdot(s1, ones_Nx1)  # L_lse = sum(max_z2 + log(sum_z2))
@@ -424,9 +474,11 @@ def build(n, params, grads, state):
 
     return types.SimpleNamespace(
         X=X, T=T, output=p2,
+        probes=(fp_a1,),
         forward=forward,
         loss=loss,
         loss_and_grad=loss_and_grad,
+        diagnose=diagnose,
         step_sgd=step_sgd,
         step_momentum=step_momentum,
         step_nesterov=step_nesterov,
@@ -435,21 +487,27 @@ def build(n, params, grads, state):
     )
 
 
-# ---------------------------------------------------------------------------------
-# Training runtime: nncompile/runtime.py, embedded verbatim.
-# ---------------------------------------------------------------------------------
-"""NumPy-only training runtime: initialisation, targets, batching and the epoch loop.
+# ----------------------------------------------------------------------------------
+# nncompile/runtime.py, embedded verbatim.
+# ----------------------------------------------------------------------------------
+"""NumPy-only training runtime: initialisation, targets, batching, the epoch loop and its state.
 
 `nncompile generate` embeds this file verbatim in standalone scripts, so it imports
 nothing but the standard library and NumPy, and it talks to a compiled program only
-through the generated module's interface: PARAMS, N_PARAMS, OPTIMIZERS, METRIC,
-TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state).
+through the generated module's interface: MODEL, DTYPE, PARAMS, N_PARAMS, OPTIMIZERS,
+METRIC, TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state).
+
+Everything an epoch changes lives in the engine's flat vectors and in a `Loop`, and a
+checkpoint (written by `checkpoint.Checkpoint`) saves both, so an interrupted run resumed
+from its checkpoint ends with the same bits as one never interrupted.
 """
+import hashlib
 import math
 
 import numpy as np
 
 INIT_SCHEMES = ("auto", "normal", "xavier", "he")
+SCHEDULES = ("constant", "step", "exponential", "cosine")
 
 
 class TrainingError(ValueError):
@@ -457,7 +515,11 @@ class TrainingError(ValueError):
 
 
 class Diverged(TrainingError):
-    """The loss stopped being finite; the parameters of the last good epoch were restored."""
+    """The loss stopped being finite; the state after the last good epoch was restored."""
+
+    def __init__(self, message, history=()):
+        super().__init__(message)
+        self.history = list(history)
 
 
 def init_flat(module, seed=0, scheme="auto"):
@@ -617,17 +679,32 @@ def count_correct(metric, output, T):
     return 0
 
 
-def schedule_lr(schedule, lr, epoch, epochs, step_size=10, gamma=0.1):
-    """Learning rate for a 0-based epoch: constant, step, exponential or cosine."""
+def schedule_lr(schedule, lr, epoch, epochs, step_size=10, gamma=None):
+    """Learning rate for a 0-based epoch, as PyTorch's schedulers stepped once per epoch.
+
+    constant: lr; step: lr·gamma^(epoch // step_size) (StepLR, gamma 0.1 by default);
+    exponential: lr·gamma^epoch (ExponentialLR, gamma 0.95 by default); cosine:
+    lr·(1 + cos(π·epoch/epochs))/2 (CosineAnnealingLR with T_max = epochs, eta_min = 0).
+    """
     if schedule == "constant":
         return lr
     if schedule == "step":
-        return lr * gamma ** (epoch // step_size)
+        return lr * (0.1 if gamma is None else gamma) ** (epoch // step_size)
     if schedule == "exponential":
-        return lr * gamma ** epoch
+        return lr * (0.95 if gamma is None else gamma) ** epoch
     if schedule == "cosine":
         return 0.5 * lr * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
-    raise TrainingError(f"unknown schedule {schedule!r} (choose constant, step, exponential or cosine)")
+    raise TrainingError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
+
+
+def check_schedule(schedule, step_size, gamma):
+    """Refuse a schedule the loop cannot follow, before any training happens."""
+    if schedule not in SCHEDULES:
+        raise TrainingError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
+    if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1:
+        raise TrainingError(f"step_size must be a positive integer, got {step_size!r}")
+    if gamma is not None and not (isinstance(gamma, (int, float)) and 0.0 < gamma < math.inf):
+        raise TrainingError(f"gamma must be a positive number, got {gamma!r}")
 
 
 def batch_size_for(mode, batch_size, rows):
@@ -643,11 +720,12 @@ def batch_size_for(mode, batch_size, rows):
     raise TrainingError(f"unknown mode {mode!r} (choose gd, sgd or minibatch)")
 
 
-def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper):
+def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=None):
     """One pass over the data in `order`; returns (mean loss over updates, updates, next step).
 
     Each batch is gathered straight into the step's own input buffers (ndarray.take with
     out; mode "clip" skips the bounds-check copy, the indices being a permutation).
+    `on_batch(rows)`, when given, is called after each update (progress display).
     """
     rows = X.shape[0]
     total, updates = 0.0, 0
@@ -663,10 +741,12 @@ def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper):
             take_t(idx, 0, tb, "clip")
             loss = run(lr, step, *hyper)
             if not math.isfinite(loss):
-                raise Diverged(f"the loss became {loss} at update {step}: lower the learning rate (now {lr:g})")
+                raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
             total += loss
             updates += 1
             step += 1
+            if on_batch is not None:
+                on_batch(size)
     return total / updates, updates, step
 
 
@@ -679,118 +759,768 @@ def hyperparameters(module, optimizer, overrides):
     if unknown:
         known = ", ".join(defaults) or "none"
         raise TrainingError(f"optimizer {optimizer} has no hyperparameter {unknown[0]!r} (it takes: {known})")
-    return tuple(float(overrides.get(name, value)) for name, value in defaults.items())
+    values = []
+    for name, value in defaults.items():
+        value = overrides.get(name, value)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value):
+            raise TrainingError(f"hyperparameter {name} of {optimizer} must be a finite number, got {value!r}")
+        values.append(float(value))
+    return tuple(values)
+
+
+class Loop:
+    """The training loop's own state: epoch and update counters, shuffling generator,
+    history and early-stopping bookkeeping.  With the engine's vectors it is all a
+    checkpoint needs."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 0              # finished epochs
+        self.step = 1               # 1-based count of the next update (Adam's t)
+        self.history = []
+        self.best_loss = math.inf
+        self.best_epoch = None
+        self.best_params = None
+        self.waited = 0             # epochs since the validation loss last improved
+        self.stopped = False        # early stopping fired
+
+    _SCALARS = ("epoch", "step", "best_loss", "best_epoch", "waited", "stopped")
+
+    def snapshot(self, engine):
+        """A copy of everything an epoch changes, to roll back to."""
+        return (engine.params.copy(), {k: v.copy() for k, v in engine.state.items()},
+                self.rng.bit_generator.state, len(self.history), self.best_params,
+                {k: getattr(self, k) for k in self._SCALARS})
+
+    def restore(self, engine, snap):
+        params, state, rng_state, n_history, best_params, scalars = snap
+        engine.params[...] = params
+        for name, value in state.items():
+            engine.state[name][...] = value
+        self.rng.bit_generator.state = rng_state
+        del self.history[n_history:]
+        self.best_params = best_params
+        for name, value in scalars.items():
+            setattr(self, name, value)
+
+    def to_checkpoint(self, engine):
+        """(arrays, meta) describing the loop and the engine, for a checkpoint file."""
+        arrays = {"params": engine.params}
+        arrays.update({"state." + name: value for name, value in engine.state.items()})
+        if self.best_params is not None:
+            arrays["best_params"] = self.best_params
+        meta = {k: getattr(self, k) for k in self._SCALARS}
+        meta.update(rng=self.rng.bit_generator.state, history=self.history)
+        return arrays, meta
+
+    def from_checkpoint(self, engine, arrays, meta):
+        engine.params[...] = arrays["params"]
+        for name in engine.state:
+            if "state." + name not in arrays:
+                raise TrainingError(f"the checkpoint has no optimizer state {name!r}")
+            engine.state[name][...] = arrays["state." + name]
+        self.best_params = arrays.get("best_params")
+        for name in self._SCALARS:
+            setattr(self, name, meta[name])
+        self.rng.bit_generator.state = meta["rng"]
+        self.history = list(meta["history"])
+
+
+def fingerprint(*arrays):
+    """SHA-256 of the data a run trains on: a checkpoint only resumes on the same data."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is not None:
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _check_resumable(path, saved, settings):
+    """The checkpoint must come from the same model, data and settings (epochs may differ)."""
+    changed = [k for k in settings if saved.get(k) != settings[k]]
+    if changed:
+        k = changed[0]
+        raise TrainingError(f"checkpoint {path} was written with {k}={saved.get(k)!r} but this run has "
+                            f"{k}={settings[k]!r}: resume with the same model, data and settings "
+                            "(only the number of epochs may change)")
 
 
 def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimizer="sgd", hyper=(),
         seed=0, schedule="constant", validation=None, patience=None, min_delta=0.0, evaluate=True,
-        callback=None):
+        callback=None, step_size=10, gamma=None, monitor=None, checkpoint=None, checkpoint_every=None,
+        resume=None, on_batch=None):
     """The epoch loop shared by nncompile.train and standalone scripts.
 
-    Returns (history, best_epoch, stopped_early).  On a non-finite loss the parameters of
-    the last finished epoch are restored and TrainingError is raised.  With `validation`
-    and `patience`, stops after `patience` epochs without a `min_delta` improvement of
-    the validation loss and restores the best parameters.
+    Returns (history, best_epoch, stopped_early).  On a non-finite loss the state after
+    the last finished epoch is restored and Diverged is raised.  With `validation` and
+    `patience`, stops after `patience` epochs without a `min_delta` improvement of the
+    validation loss and restores the best parameters.  `monitor` (diagnostics.Monitor)
+    adds diagnostics to epoch records.  With `checkpoint` (a checkpoint.Checkpoint) the
+    state is saved every `checkpoint_every` epochs (default: every epoch, or every
+    epochs/100 in longer runs), at the end, and on KeyboardInterrupt (rolled back to the
+    last finished epoch first); `resume` (one too) continues such a run.
+    `callback(record)` runs after each epoch; returning False stops training.
     """
-    metric = engine.module.METRIC
-    batch = batch_size_for(mode, batch_size, X.shape[0])
-    step_name = "step_" + optimizer
-    rng = np.random.default_rng(seed)
-    order = np.arange(X.shape[0])
-    history, best_loss, best_params, best_epoch = [], math.inf, None, None
-    last_good = engine.params.copy()
-    step, waited, stopped = 1, 0, False
-    for epoch in range(epochs):
-        epoch_lr = schedule_lr(schedule, lr, epoch, epochs)
-        if mode != "gd":
-            order = rng.permutation(X.shape[0])
+    run = _Run(engine, X, T, validation, monitor, on_batch)
+    run.batch = batch_size_for(mode, batch_size, X.shape[0])
+    check_schedule(schedule, step_size, gamma)
+    run.plan = {"mode": mode, "batch": run.batch, "optimizer": optimizer, "hyper": list(hyper), "lr": lr,
+                "schedule": [schedule, step_size, gamma], "seed": seed, "patience": patience,
+                "min_delta": min_delta}
+    loop = run.loop = Loop(seed)
+    every = checkpoint_every or max(1, epochs // 100)
+    if resume is not None:
+        run.resume(resume)
+        if loop.epoch > epochs:
+            raise TrainingError(f"checkpoint {resume.path} already holds {loop.epoch} epochs, more than "
+                                f"epochs={epochs}: ask for at least as many")
+    snap = loop.snapshot(engine)
+    try:
+        while loop.epoch < epochs and not loop.stopped:
+            snap = loop.snapshot(engine)
+            record = run.epoch(epochs, snap)
+            if evaluate and engine.module.METRIC:
+                record["train_loss"], record[engine.module.METRIC] = engine.evaluate(X, T)
+            if validation is not None:
+                run.validate(record)
+            if monitor is not None:
+                monitor.observe(engine, record, epochs)
+            loop.history.append(record)
+            loop.epoch += 1
+            loop.stopped = patience is not None and validation is not None and loop.waited >= patience
+            halt = callback is not None and callback(record) is False
+            if checkpoint is not None and (loop.epoch % every == 0 or loop.epoch == epochs
+                                           or loop.stopped or halt):
+                run.save(checkpoint)
+            if halt:
+                break
+    except KeyboardInterrupt:
+        loop.restore(engine, snap)
+        if checkpoint is not None:
+            run.save(checkpoint)
+        raise
+    if patience is not None and loop.best_params is not None:
+        engine.params[...] = loop.best_params
+    return loop.history, loop.best_epoch, loop.stopped
+
+
+class _Run:
+    """What `fit` works with: the engine, the data, the fixed settings (`plan`) and the `Loop`."""
+
+    def __init__(self, engine, X, T, validation, monitor, on_batch):
+        self.engine, self.X, self.T, self.validation = engine, X, T, validation
+        self.monitor, self.on_batch = monitor, on_batch
+        self.order = np.arange(X.shape[0])
+        self.plan, self.loop, self.batch, self._settings = {}, None, 1, None
+
+    def epoch(self, epochs, snap):
+        """Shuffle, make one epoch of updates, start its record; roll back on divergence."""
+        loop, plan = self.loop, self.plan
+        schedule, step_size, gamma = plan["schedule"]
+        lr = schedule_lr(schedule, plan["lr"], loop.epoch, epochs, step_size, gamma)
+        if plan["mode"] != "gd":
+            self.order = loop.rng.permutation(self.X.shape[0])
         try:
-            loss, updates, step = run_epoch(engine, X, T, order, batch, step_name, epoch_lr, step, hyper)
+            loss, updates, loop.step = run_epoch(self.engine, self.X, self.T, self.order, self.batch,
+                                                 "step_" + plan["optimizer"], lr, loop.step, plan["hyper"],
+                                                 self.on_batch)
         except Diverged as exc:
-            engine.params[...] = last_good
-            raise Diverged(f"training diverged in epoch {epoch + 1}: {exc}; "
-                           f"kept the weights from epoch {epoch}") from None
-        record = {"epoch": epoch + 1, "loss": float(loss), "updates": updates, "lr": epoch_lr}
-        if evaluate and metric:
-            record["train_loss"], record[metric] = engine.evaluate(X, T)
-        if validation is not None:
-            record["val_loss"], val_metric = engine.evaluate(*validation)
-            if metric:
-                record["val_" + metric] = val_metric
-            if record["val_loss"] < best_loss - min_delta:
-                best_loss, best_params, best_epoch, waited = record["val_loss"], engine.params.copy(), epoch + 1, 0
-            else:
-                waited += 1
-        history.append(record)
-        last_good[...] = engine.params
-        if callback is not None and callback(record) is False:
-            break
-        if patience is not None and validation is not None and waited >= patience:
-            stopped = True
-            break
-    if patience is not None and best_params is not None:
-        engine.params[...] = best_params
-    return history, best_epoch, stopped
+            loop.restore(self.engine, snap)
+            raise Diverged(f"training diverged in epoch {loop.epoch + 1}: {exc}; kept the weights from epoch "
+                           f"{loop.epoch}: lower the learning rate (try {lr / 10:g})", loop.history) from None
+        return {"epoch": loop.epoch + 1, "loss": float(loss), "updates": updates, "lr": lr}
+
+    def validate(self, record):
+        """Validation loss and metric; remember the best parameters for early stopping."""
+        loop, metric = self.loop, self.engine.module.METRIC
+        record["val_loss"], val_metric = self.engine.evaluate(*self.validation)
+        if metric:
+            record["val_" + metric] = val_metric
+        if record["val_loss"] < loop.best_loss - self.plan["min_delta"]:
+            loop.best_loss, loop.best_params, loop.best_epoch, loop.waited = (
+                record["val_loss"], self.engine.params.copy(), loop.epoch + 1, 0)
+        else:
+            loop.waited += 1
+
+    def settings(self):
+        """What must match for a checkpoint to be resumed: model, data and every setting but epochs."""
+        if self._settings is None:
+            module = self.engine.module
+            self._settings = dict(self.plan, model=module.MODEL, n_params=int(module.N_PARAMS),
+                                  dtype=np.dtype(module.DTYPE).name,
+                                  data=fingerprint(self.X, self.T, *(self.validation or ())))
+        return self._settings
+
+    def save(self, checkpoint):
+        arrays, meta = self.loop.to_checkpoint(self.engine)
+        meta.update(settings=self.settings(), monitor=None if self.monitor is None else self.monitor.state())
+        checkpoint.save(arrays, meta)
+
+    def resume(self, checkpoint):
+        arrays, meta = checkpoint.load()
+        _check_resumable(checkpoint.path, meta.get("settings") or {}, self.settings())
+        try:
+            self.loop.from_checkpoint(self.engine, arrays, meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TrainingError(f"checkpoint {checkpoint.path} is incomplete or damaged ({exc})") from None
+        if self.monitor is not None:
+            self.monitor.load_state(meta.get("monitor"))
+
+
+# ----------------------------------------------------------------------------------
+# nncompile/checkpoint.py, embedded verbatim.
+# ----------------------------------------------------------------------------------
+"""Checkpoint files: the training state as one .npz (flat vectors + a JSON header), written atomically.
+
+NumPy and the standard library only: `nncompile generate` embeds this file in standalone
+scripts.  What goes in a checkpoint is decided by `runtime.Loop`; this module only stores
+and reads it, so that a half-written file is never seen (temporary file, then rename).
+"""
+import io
+import json
+import os
+import tempfile
+
+import numpy as np
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or used; one line says why."""
+
+
+def write_bytes_atomic(path, data):
+    """Write `data` to `path` so that a reader sees the old file or the new one, never a part."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class Checkpoint:
+    """One checkpoint file: `save(arrays, meta)` replaces it atomically, `load()` reads it back."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def save(self, arrays, meta):
+        header = json.dumps(dict(meta, format=CHECKPOINT_FORMAT), sort_keys=True).encode("utf-8")
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.frombuffer(header, dtype=np.uint8), **arrays)
+        try:
+            write_bytes_atomic(self.path, buffer.getvalue())
+        except OSError as exc:
+            raise CheckpointError(f"cannot write checkpoint {self.path}: {exc.strerror or exc}") from None
+
+    def load(self):
+        """(arrays, meta) of the file, or CheckpointError saying why it cannot be used."""
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+            meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint {self.path} does not exist") from None
+        except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{self.path} is not an nncompile checkpoint ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{self.path} is not an nncompile checkpoint of format {CHECKPOINT_FORMAT}")
+        return arrays, meta
+
+
+# ----------------------------------------------------------------------------------
+# nncompile/diagnostics.py, embedded verbatim.
+# ----------------------------------------------------------------------------------
+"""Why a network does not learn, in numbers and words: saturated and dead units, near-linear
+layers, vanishing or exploding gradients.
+
+The compiled program's `diagnose()` entry point runs the forward and backward pass on a
+fixed sample of the training data and writes f'(z) of every hidden activation into its
+own buffer (the module's PROBES table names them).  This module turns those buffers and
+the gradient vector into fractions, norms and warnings with NumPy alone: `nncompile
+generate` embeds it in standalone scripts.  It draws no random numbers and writes no
+parameters, so a run with diagnostics ends with the same weights as one without.
+"""
+import math
+
+import numpy as np
+
+#: |f'(z)| below this counts as no gradient: a saturated sigmoid/tanh unit, an inactive ReLU.
+FLAT = 0.01
+#: A unit whose f'(z) varies less than this (std / mean over the sample) acts linearly.
+LINEAR_SPREAD = 0.05
+SATURATED_WARN = 0.5        # fraction of (example, unit) pairs saturated, in one layer
+DEAD_WARN = 0.4             # fraction of units dead in one layer
+LINEAR_WARN = 0.9           # fraction of units acting linearly in one layer
+VANISHING_RATIO = 1e-3      # smallest / largest layer gradient norm
+EXPLODING_NORM = 1e3        # a layer gradient norm above this, or above 10 and ...
+EXPLODING_GROWTH = 100.0    # ... this many times its value at the previous check
+
+
+class Monitor:
+    """Runs `diagnose()` at chosen epochs and adds "diagnostics" and "warnings" to the record.
+
+    `rows` evenly spaced examples (no random numbers drawn, every part of data sorted by
+    class represented) form the sample.
+    Checks run at the first and last epoch and every `every` epochs (default: about 50
+    checks per run at most).  Each warning is a dict with "layer", "problem" and "message";
+    problems are "saturated", "dead", "linear", "linear_model", "vanishing", "exploding".
+    """
+
+    def __init__(self, module, X, T, rows=256, every=None):
+        step = max(1, X.shape[0] // rows)
+        self.module, self.X, self.T, self.every = module, X[::step][:rows], T[::step][:rows], every
+        self.layers = _dense_layers(module.PARAMS)
+        self.previous = None  # gradient norms at the previous check
+
+    def due(self, epoch, epochs):
+        every = self.every or max(1, epochs // 50)
+        return epoch == 1 or epoch == epochs or epoch % every == 0
+
+    def observe(self, engine, record, epochs):
+        """Diagnose the current parameters if this epoch is due; adds to `record` in place."""
+        if not self.due(record["epoch"], epochs):
+            return
+        report = self.measure(engine)
+        record["diagnostics"] = report
+        record["warnings"] = self.judge(report)
+
+    def measure(self, engine):
+        """Per layer: activation statistics (for probed layers) and the gradient norm."""
+        ws = engine.workspace(self.X.shape[0])
+        ws.X[...] = self.X
+        ws.T[...] = self.T
+        ws.diagnose()
+        report = {name: {"grad_norm": float(np.sqrt(sum(np.vdot(engine.grads[a:b], engine.grads[a:b])
+                                                       for a, b in spans)))}
+                  for name, spans in self.layers.items()}
+        for (layer, activation, _, kind), fprime in zip(self.module.PROBES, ws.probes):
+            report[layer].update(activation=activation, kind=kind, **unit_statistics(fprime))
+        return report
+
+    def judge(self, report):
+        """Warnings, in words, for what the numbers say went wrong."""
+        found = []
+        probed = [name for name, r in report.items() if "kind" in r]
+        for name in probed:
+            found += _unit_warnings(name, report[name])
+        linear = [w for w in found if w["problem"] == "linear"]
+        if probed and len(linear) == len(probed):
+            found.append(_warning("network", "linear_model",
+                                  "every hidden layer acts linearly, so the network computes an (almost) linear "
+                                  "function of its input and cannot fit non-linear structure"))
+        norms = {name: r["grad_norm"] for name, r in report.items()}
+        found += _gradient_warnings(norms, self.previous)
+        self.previous = norms
+        return found
+
+    def state(self):
+        return {"previous": self.previous}
+
+    def load_state(self, state):
+        self.previous = (state or {}).get("previous")
+
+
+def unit_statistics(fprime):
+    """Fractions for one layer from f'(z) of shape (examples, units)."""
+    flat = np.abs(fprime) < FLAT
+    dead = flat.all(axis=0)
+    mean = np.abs(fprime.mean(axis=0))
+    spread = fprime.std(axis=0) / np.maximum(mean, 1e-300)
+    linear = (spread < LINEAR_SPREAD) & ~dead
+    return {"saturated": float(flat.mean()), "dead": float(dead.mean()), "linear": float(linear.mean())}
+
+
+def _warning(layer, problem, message):
+    return {"layer": layer, "problem": problem, "message": message}
+
+
+def _unit_warnings(name, r):
+    where = f"{name} ({r['activation']})"
+    found = []
+    if r["kind"] == "saturating" and r["saturated"] >= SATURATED_WARN:
+        found.append(_warning(name, "saturated", (
+            f"{where}: {100 * r['saturated']:.0f}% of unit activations are saturated (|f'(z)| < {FLAT:g}), so "
+            "almost no gradient flows through them; start from smaller weights (init 'xavier'), scale the "
+            "inputs, or lower the learning rate")))
+    elif r["kind"] != "saturating" and r["dead"] >= DEAD_WARN:
+        found.append(_warning(name, "dead", (
+            f"{where}: {100 * r['dead']:.0f}% of units are dead (f'(z) = 0 on every example checked) and can no "
+            "longer learn; lower the learning rate, use init 'he', or use LeakyReLU")))
+    if r["linear"] >= LINEAR_WARN:
+        found.append(_warning(name, "linear", (
+            f"{where}: {100 * r['linear']:.0f}% of units work in a linear region (f'(z) nearly constant over "
+            "the data), so the layer acts as a linear map; its weights may be too small (init 'normal' "
+            "gives N(0, 0.01^2)) or its inputs too narrow")))
+    return found
+
+
+def _gradient_warnings(norms, previous):
+    found = []
+    largest = max(norms, key=norms.get)
+    smallest = min(norms, key=norms.get)
+    top = norms[largest]
+    if top > 0 and norms[smallest] < VANISHING_RATIO * top:
+        found.append(_warning(smallest, "vanishing", (
+            f"gradients vanish: {smallest}'s gradient norm is {norms[smallest]:.2g}, "
+            f"{norms[smallest] / top:.1g} times {largest}'s ({top:.2g}); the layers before it barely learn")))
+    for name, norm in norms.items():
+        before = (previous or {}).get(name)
+        grew = before is not None and before > 0 and norm > max(EXPLODING_GROWTH * before, 10.0)
+        if norm > EXPLODING_NORM or grew or not math.isfinite(norm):
+            change = f" ({norm / before:.0f} times its value at the previous check)" if grew else ""
+            found.append(_warning(name, "exploding", (
+                f"gradients explode: {name}'s gradient norm is {norm:.2g}{change}; lower the learning rate")))
+    return found
+
+
+def _dense_layers(params):
+    """Layer name -> [(start, stop)] spans of the flat gradient vector holding its W and b."""
+    layers = {}
+    for name, shape, offset, _ in params:
+        size = 1
+        for d in shape:
+            size *= d
+        layers.setdefault(name.rsplit(".", 1)[0], []).append((offset, offset + size))
+    return layers
+
+
+def new_warnings(record, previous):
+    """Warnings in `record` that were not active at the previous check (to print once)."""
+    seen = {(w["layer"], w["problem"]) for w in (previous or ())}
+    return [w for w in record.get("warnings", ()) if (w["layer"], w["problem"]) not in seen]
+
+
+def headline(report):
+    """The worst layer's saturation (sigmoid/tanh) and dead fraction (ReLU-like), for progress lines."""
+    shown = {}
+    for key, kind, label in (("saturated", "saturating", "sat"), ("dead", "rectifier", "dead")):
+        values = [r[key] for r in report.values() if r.get("kind") == kind]
+        if values:
+            shown[label] = f"{100 * max(values):.0f}%"
+    return shown
+
+
+def summary_rows(report):
+    """Table rows (layer, activation, saturated, dead, linear, gradient norm) for a report."""
+    rows = []
+    for name, r in report.items():
+        if "kind" in r:
+            cells = [f"{100 * r[k]:.1f}%" for k in ("saturated", "dead", "linear")]
+        else:
+            cells = ["-", "-", "-"]
+        rows.append([name, r.get("activation", "-"), *cells, f"{r['grad_norm']:.2e}"])
+    return rows
+
+
+# ----------------------------------------------------------------------------------
+# nncompile/plot.py, embedded verbatim.
+# ----------------------------------------------------------------------------------
+"""Training curves as a PNG: loss and metric per epoch, training and validation.
+
+matplotlib is an optional extra (``pip install 'nncompile[plot]'``), imported only when a
+plot is asked for; without it `PlotUnavailable` says how to get it.  NumPy-free and
+stdlib-only at import, so `nncompile generate` can embed this file in standalone scripts.
+"""
+import io
+
+
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed."""
+
+
+def render_png(history, metric, title):
+    """PNG bytes of the curves in `history` (one record per epoch), via matplotlib's Agg backend."""
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        raise PlotUnavailable("plotting needs matplotlib, which is not installed: "
+                              "pip install 'nncompile[plot]' (or pip install matplotlib)") from None
+    epochs = [r["epoch"] for r in history]
+    panels = [("loss", "loss", "val_loss")]
+    if metric and any(metric in r for r in history):
+        panels.append((metric.replace("_", " "), metric, "val_" + metric))
+    fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
+    for i, (label, train_key, val_key) in enumerate(panels, 1):
+        ax = fig.add_subplot(1, len(panels), i)
+        _curve(ax, epochs, history, train_key, "training")
+        _curve(ax, epochs, history, val_key, "validation")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        if label == "loss" and all(r.get("loss", 1) > 0 for r in history):
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _curve(ax, epochs, history, key, label):
+    points = [(e, r[key]) for e, r in zip(epochs, history) if key in r]
+    if points:
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, label=label, marker="o" if len(points) < 30 else None, markersize=3)
+
+
+# ----------------------------------------------------------------------------------
+# nncompile/script.py, embedded verbatim.
+# ----------------------------------------------------------------------------------
+"""Training flags shared by `nncompile run` and generated scripts, and the scripts' command line.
+
+`nncompile generate` embeds runtime.py, checkpoint.py, diagnostics.py, plot.py and this
+file, in that order, after the compiled program; in a script the names imported below
+are therefore already defined, and the import runs only inside the nncompile package.
+"""
+import argparse
+import io
+import json
+import sys
+
+import numpy as np
+
+if __package__ == "nncompile":  # in a generated script these are defined above, in the same file
+    from .checkpoint import Checkpoint, CheckpointError, write_bytes_atomic
+    from .diagnostics import Monitor, headline, new_warnings
+    from .plot import PlotUnavailable, render_png
+    from .runtime import (INIT_SCHEMES, SCHEDULES, Diverged, Engine, TrainingError, check_inputs,
+                          encode_targets, fit, hyperparameters, init_flat)
+
+#: Training settings when neither a flag nor the model file's `training` dict gives one.
+DEFAULTS = {"mode": "minibatch", "batch_size": 32, "epochs": 30, "lr": 0.1, "optimizer": "sgd",
+            "schedule": "constant", "step_size": 10, "gamma": None, "seed": 0, "init": "auto",
+            "val_split": 0.0, "patience": None, "min_delta": 0.0, "checkpoint_every": None}
+#: Optimizer hyperparameters a model file's `training` dict may set (PyTorch's names).
+HYPER_KEYS = ("momentum", "betas", "eps", "alpha", "hyper")
+
+
+def add_training_flags(parser, optimizers=None):
+    """The flags of a training run; all default to None so that other sources can fill them."""
+    g = parser.add_argument_group("training")
+    g.add_argument("--mode", choices=("gd", "sgd", "minibatch"), help="gd: full batch; sgd: one row; "
+                   "minibatch: --batch-size rows per update (default minibatch)")
+    g.add_argument("--batch-size", type=int, help="rows per update in minibatch mode (default 32)")
+    g.add_argument("--epochs", type=int, help="passes over the training data (default 30)")
+    g.add_argument("--lr", type=float, help="learning rate (default 0.1)")
+    g.add_argument("--optimizer", choices=optimizers, help="update rule (default sgd)")
+    g.add_argument("--momentum", type=float, help="momentum/nesterov: momentum (default 0.9)")
+    g.add_argument("--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), help="adam (default 0.9 0.999)")
+    g.add_argument("--eps", type=float, help="adam/rmsprop: eps (default 1e-8)")
+    g.add_argument("--alpha", type=float, help="rmsprop: smoothing constant (default 0.99)")
+    g.add_argument("--hyper", action="append", default=None, metavar="NAME=VALUE",
+                   help="any optimizer hyperparameter by name (repeatable)")
+    g.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule per epoch (default constant)")
+    g.add_argument("--step-size", type=int, help="step schedule: epochs between decays (default 10)")
+    g.add_argument("--gamma", type=float, help="step/exponential schedule: decay factor (default 0.1/0.95)")
+    g.add_argument("--seed", type=int, help="initialisation and shuffling seed (default 0)")
+    g.add_argument("--init", choices=INIT_SCHEMES, help="weight initialisation (default auto)")
+    g.add_argument("--val-split", type=float, help="fraction held out for validation (default 0; "
+                   "0.1 when --patience is given)")
+    g.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
+    g.add_argument("--min-delta", type=float, help="early stopping: smallest improvement that counts")
+    g = parser.add_argument_group("output")
+    g.add_argument("--save", metavar="FILE.npz", help="write the trained weights to this file")
+    g.add_argument("--checkpoint", metavar="FILE", help="save the full training state here (atomically) "
+                   "every --checkpoint-every epochs and on Ctrl-C")
+    g.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 1, "
+                   "or epochs/100 in longer runs)")
+    g.add_argument("--resume", metavar="FILE", help="continue the run saved in this checkpoint")
+    g.add_argument("--plot", metavar="FILE.png", help="plot loss and metric per epoch (needs matplotlib)")
+    g.add_argument("--json", action="store_true", help="print the history and summary as JSON")
+    g.add_argument("--no-diagnostics", action="store_true", help="skip the saturation/dead-unit/gradient checks")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def settings_from(args, defaults=None):
+    """(settings, optimizer hyperparameter overrides): flags, else `defaults`, else DEFAULTS."""
+    defaults = dict(defaults or {})
+    unknown = sorted(set(defaults) - set(DEFAULTS) - set(HYPER_KEYS))
+    if unknown:
+        raise TrainingError(f"unknown training setting {unknown[0]!r} (known: {', '.join(DEFAULTS)}, "
+                            f"{', '.join(HYPER_KEYS)})")
+    settings = {k: v for k, v in {**DEFAULTS, **defaults}.items() if k not in HYPER_KEYS}
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    if settings["patience"] is not None and not settings["val_split"]:
+        settings["val_split"] = 0.1
+    hyper = hyper_names({k: defaults[k] for k in HYPER_KEYS if k in defaults})
+    flags = {k: getattr(args, k) for k in HYPER_KEYS if getattr(args, k, None) is not None}
+    if "hyper" in flags:
+        flags["hyper"] = dict(_name_value(item) for item in flags["hyper"])
+    hyper.update(hyper_names(flags))
+    return settings, hyper
+
+
+def hyper_names(given):
+    """PyTorch-style names (betas=(b1, b2)) to the rules' hyperparameter names."""
+    hyper = dict(given.pop("hyper", None) or {})
+    if "betas" in given:
+        betas = given.pop("betas")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TrainingError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        hyper.update(beta1=betas[0], beta2=betas[1])
+    hyper.update(given)
+    return hyper
+
+
+def torch_style(optimizer, hyper):
+    """PyTorch's spellings: SGD with momentum=m (nesterov=True) is the momentum (nesterov) rule.
+
+    Returns (optimizer name, hyperparameters) with `nesterov` resolved; refuses
+    weight_decay, which is the model's l2 here.
+    """
+    hyper = dict(hyper)
+    nesterov = hyper.pop("nesterov", False)
+    if "weight_decay" in hyper:
+        raise TrainingError("weight_decay belongs to the model here: nn.Sequential(..., l2=...) adds l2*W to "
+                            "the gradient, as PyTorch's weight_decay does")
+    if optimizer == "sgd" and "momentum" in hyper:
+        if hyper["momentum"]:
+            return ("nesterov" if nesterov else "momentum"), hyper
+        del hyper["momentum"]
+    if nesterov:
+        if optimizer not in ("momentum", "nesterov"):
+            raise TrainingError("nesterov=True needs SGD with momentum (optimizer 'nesterov', or 'sgd' with "
+                                "momentum > 0)")
+        optimizer = "nesterov"
+    return optimizer, hyper
+
+
+def _name_value(item):
+    name, sep, value = item.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise TrainingError(f"--hyper takes NAME=VALUE with a number, got {item!r}") from None
+
+
+def validation_split(X, T, fraction, seed):
+    """(X_train, T_train, validation) with max(1, round(fraction·N)) shuffled rows held out.
+
+    The shuffle uses seed + 1, so it does not repeat the training shuffles drawn from seed.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise TrainingError(f"val_split must be a fraction in [0, 1), got {fraction!r}")
+    if not fraction:
+        return X, T, None
+    order = np.random.default_rng(seed + 1).permutation(X.shape[0])
+    n_val = max(1, int(round(fraction * X.shape[0])))
+    if n_val >= X.shape[0]:
+        raise TrainingError(f"val_split={fraction} leaves no training rows out of {X.shape[0]}")
+    return X[order[n_val:]], T[order[n_val:]], (X[order[:n_val]], T[order[:n_val]])
 
 
 def describe(record, metric):
     """One progress line for an epoch record."""
     parts = [f"epoch {record['epoch']:4d}", f"loss {record['loss']:.6f}"]
-    if metric and metric in record:
-        parts.append(f"{metric.replace('_', ' ')} {100 * record[metric]:.2f}%")
+    value = record.get(metric, record.get(f"train_{metric}")) if metric else None
+    if value is not None:
+        parts.append(f"{metric.replace('_', ' ')} {100 * value:.2f}%")
     if "val_loss" in record:
         parts.append(f"val loss {record['val_loss']:.6f}")
     if metric and "val_" + metric in record:
         parts.append(f"val {metric.replace('_', ' ')} {100 * record['val_' + metric]:.2f}%")
+    parts += [f"{label} {value}" for label, value in headline(record.get("diagnostics", {})).items()]
     return "  ".join(parts)
+
+
+class _Printer:
+    """Per-epoch lines and each diagnostic warning once, on standard error."""
+
+    def __init__(self, metric, quiet):
+        self.metric, self.quiet, self.active = metric, quiet, None
+
+    def __call__(self, record):
+        if "warnings" in record:
+            for warning in new_warnings(record, self.active):
+                print(f"warning: epoch {record['epoch']}: {warning['message']}", file=sys.stderr, flush=True)
+            self.active = record["warnings"]
+        if not self.quiet:
+            print(describe(record, self.metric), flush=True)
 
 
 def main(module, argv=None):
     """Command line of a standalone script: train on a .npz file, print progress, save weights."""
-    import argparse
-    import sys
     parser = argparse.ArgumentParser(description=f"Train model {module.MODEL!r} (generated by nncompile).")
     parser.add_argument("--data", required=True, help=".npz file with arrays X and y")
-    parser.add_argument("--mode", choices=("gd", "sgd", "minibatch"), default="minibatch")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--optimizer", choices=tuple(module.OPTIMIZERS), default="sgd")
-    parser.add_argument("--schedule", choices=("constant", "step", "exponential", "cosine"), default="constant")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", choices=INIT_SCHEMES, default="auto")
-    parser.add_argument("--val-split", type=float, default=0.0)
-    parser.add_argument("--patience", type=int, default=None)
-    parser.add_argument("--save", help="write the trained weights to this .npz file")
-    parser.add_argument("--quiet", action="store_true", help="print only the final line")
+    add_training_flags(parser, tuple(module.OPTIMIZERS))
     args = parser.parse_args(argv)
     try:
+        s, overrides = settings_from(args)
         with np.load(args.data, allow_pickle=False) as data:
             X, y = data["X"], data["y"]
         X = check_inputs(X, module.INPUT_DIM, module.DTYPE)
         T = encode_targets(y, module.TARGET_ENCODING, module.OUTPUT_DIM, module.DTYPE, X.shape[0])
-        validation = None
-        if args.val_split:
-            order = np.random.default_rng(args.seed + 1).permutation(X.shape[0])
-            n_val = max(1, int(round(args.val_split * X.shape[0])))
-            validation = (X[order[:n_val]], T[order[:n_val]])
-            X, T = X[order[n_val:]], T[order[n_val:]]
-        engine = Engine(module, init_flat(module, args.seed, args.init))
-        engine.reset_state(args.optimizer)
-        hyper = hyperparameters(module, args.optimizer, {})
-        show = None if args.quiet else (lambda record: print(describe(record, module.METRIC), flush=True))
-        history, _, _ = fit(engine, X, T, args.mode, args.batch_size, args.epochs, args.lr, args.optimizer,
-                            hyper, args.seed, args.schedule, validation, args.patience, 0.0, True, show)
-    except (TrainingError, OSError, KeyError, ValueError) as exc:
+        X, T, validation = validation_split(X, T, s["val_split"], s["seed"])
+        s["optimizer"], overrides = torch_style(s["optimizer"], overrides)
+        engine = Engine(module, init_flat(module, s["seed"], s["init"]))
+        engine.reset_state(s["optimizer"])
+        hyper = hyperparameters(module, s["optimizer"], overrides)
+        monitor = None if args.no_diagnostics else Monitor(module, X, T)
+        history, best_epoch, stopped = fit(
+            engine, X, T, s["mode"], s["batch_size"], s["epochs"], s["lr"], s["optimizer"], hyper, s["seed"],
+            s["schedule"], validation, s["patience"], s["min_delta"], True, _Printer(module.METRIC, args.quiet or
+                                                                                      args.json),
+            s["step_size"], s["gamma"], monitor, args.checkpoint and Checkpoint(args.checkpoint),
+            s["checkpoint_every"], args.resume and Checkpoint(args.resume))
+        if args.plot:
+            write_bytes_atomic(args.plot, render_png(history, module.METRIC, f"{module.MODEL} ({s['optimizer']}, "
+                                                                            f"lr {s['lr']:g})"))
+    except KeyboardInterrupt:
+        saved = f"; checkpoint saved to {args.checkpoint} (continue with --resume)" if args.checkpoint else ""
+        print(f"interrupted{saved}", file=sys.stderr)
+        return 130
+    except Diverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (TrainingError, CheckpointError, PlotUnavailable, OSError, KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print("final: " + describe(history[-1], module.METRIC))
+    summary = final_summary(engine, X, T, validation, history, best_epoch, stopped)
+    if args.json:
+        print(json.dumps({"history": history, "summary": summary}, indent=2))
+    else:
+        print("final: " + describe(dict(summary, loss=summary["train_loss"], epoch=summary["epochs"]),
+                                   module.METRIC))
     if args.save:
         weights = {name: engine.params[offset:offset + int(np.prod(shape))].reshape(shape)
                    for name, shape, offset, _ in module.PARAMS}
-        np.savez(args.save, **weights)
-        print(f"saved weights to {args.save}")
+        buffer = io.BytesIO()
+        np.savez(buffer, **weights)
+        write_bytes_atomic(args.save, buffer.getvalue())
+        print(f"saved weights to {args.save}", file=sys.stderr)
     return 0
+
+
+def final_summary(engine, X, T, validation, history, best_epoch, stopped):
+    """Loss and metric of the final weights (the best ones after early stopping) on each data set."""
+    metric = engine.module.METRIC
+    summary = {"epochs": len(history), "updates": sum(r["updates"] for r in history), "best_epoch": best_epoch,
+               "stopped_early": stopped}
+    sets = [("train", (X, T))] + ([("val", validation)] if validation is not None else [])
+    for prefix, (inputs, targets) in sets:
+        summary[prefix + "_loss"], value = engine.evaluate(inputs, targets)
+        if metric:
+            summary[prefix + "_" + metric] = value
+    return summary
 
 
 if __name__ == "__main__":

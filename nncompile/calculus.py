@@ -133,3 +133,19 @@ def regulariser_gradient(reg: Regulariser) -> sp.Expr:
 
 
 
+
+
+def saturation_kind(local: LocalDerivative, far: int = 30, tiny: float = 1e-6) -> str:
+    """How f' can vanish: "saturating" (both tails, sigmoid/tanh), "rectifier" (one, ReLU-like), "other".
+
+    Decided by evaluating the derived f' at ±`far`, so custom activations are classified
+    by their formula too (softplus and mish are rectifiers, leaky ReLU is "other").
+    """
+    def tail(x: int) -> float:
+        value = local.derivative.subs(X, x).rewrite(sp.exp).evalf()
+        try:
+            return abs(float(value)) if value.is_real else 1.0
+        except (TypeError, ValueError):  # not a number there (zoo, a symbol left): not vanishing
+            return 1.0
+    small = [tail(-far) < tiny, tail(far) < tiny]
+    return "saturating" if all(small) else "rectifier" if any(small) else "other"

@@ -1,4 +1,4 @@
-"""The `nncompile` command: derive, graph, generate, run, check.
+"""The `nncompile` command: derive, graph, generate, run, predict, check.
 
 Errors a person can make end with one line on stderr naming the problem and exit
 status 2 (1 when training diverged or a gradient check failed); never a traceback.
@@ -17,6 +17,7 @@ import numpy as np
 from . import __version__
 from .errors import DivergenceError, NncompileError
 from .nn import Sequential
+from .script import add_training_flags
 
 EXIT_USER_ERROR = 2
 EXIT_FAILED = 1
@@ -84,23 +85,19 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="compile and train on a data set")
     p.add_argument("model")
     p.add_argument("--data", required=True, help="xor, moons, spirals, digits, FILE.npz or FILE.csv")
-    p.add_argument("--mode", choices=("gd", "sgd", "minibatch"))
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer")
-    p.add_argument("--schedule", choices=("constant", "step", "exponential", "cosine"))
-    p.add_argument("--seed", type=int)
-    p.add_argument("--init", choices=("auto", "normal", "xavier", "he"))
     p.add_argument("--backend", choices=("numpy", "cuda"), default="numpy")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     p.add_argument("--test-split", type=float, default=None,
                    help="held-out fraction (default 0.2 for 50+ rows, else 0)")
-    p.add_argument("--val-split", type=float, default=0.0)
-    p.add_argument("--patience", type=int)
-    p.add_argument("--save", help="write trained weights to this .npz file")
-    p.add_argument("--json", action="store_true", help="print the history as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_training_flags(p)
+
+    p = sub.add_parser("predict", help="apply saved weights to data and write the outputs")
+    p.add_argument("model")
+    p.add_argument("--weights", required=True, metavar="FILE.npz", help="weights saved by run --save")
+    p.add_argument("--data", required=True, help="built-in name, FILE.npz (X, optional y) or FILE.csv")
+    p.add_argument("-o", "--output", help="FILE.csv or FILE.npz (default: CSV on standard output)")
+    p.add_argument("--backend", choices=("numpy", "cuda"), default="numpy")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
 
     p = sub.add_parser("check", help="compare gradients with central finite differences")
     p.add_argument("model")

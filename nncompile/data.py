@@ -95,7 +95,7 @@ def _load_npz(path: Path) -> Dataset:
     return _checked(path.name, X, y)
 
 
-def _load_csv(path: Path) -> Dataset:
+def _load_csv(path: Path, target: bool = True) -> Dataset:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -111,9 +111,11 @@ def _load_csv(path: Path) -> Dataset:
             raise DataError(f"{path.name}: data row {i} has {len(row)} columns, the first has {width}")
         if not _numeric(row):
             raise DataError(f"{path.name}: data row {i} has a value that is not a number")
-    if width < 2:
+    if target and width < 2:
         raise DataError(f"{path.name} needs at least two columns (features, then the target)")
     table = np.array([[float(c) for c in row] for row in rows])
+    if not target:
+        return _checked(path.name, table, np.zeros(len(table)))
     y = table[:, -1]
     if np.all(y == np.round(y)) and np.isfinite(y).all():
         y = y.astype(np.int64)
@@ -144,6 +146,46 @@ def _checked(name: str, X: np.ndarray, y: np.ndarray) -> Dataset:
     if not np.isfinite(y.astype(np.float64)).all():
         raise DataError(f"{name}: y contains NaN or infinite values")
     return Dataset(name, X, y)
+
+
+def load_inputs(spec: str, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Inputs to predict on, and targets when the file has them (to report accuracy).
+
+    A built-in name or .npz (array X, y optional) as for training; a .csv holds `width`
+    feature columns, or one more for the target.
+    """
+    path = Path(spec)
+    if spec in BUILTINS:
+        ds = load(spec)
+        return ds.X, ds.y
+    if path.suffix.lower() == ".npz" and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if "X" not in data.files:
+                    raise DataError(f"{path.name} has no array 'X' (it holds: {', '.join(data.files) or 'nothing'})")
+                X, y = data["X"], (data["y"] if "y" in data.files else None)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataError(f"{path.name} is not a readable .npz file ({exc})") from None
+        if y is None:
+            return _checked(path.name, X, np.zeros(len(X))).X, None
+        ds = _checked(path.name, X, y)
+        return ds.X, ds.y
+    if path.suffix.lower() == ".csv" and path.is_file():
+        features_only = _csv_width(path) == width
+        ds = _load_csv(path, target=not features_only)
+        return ds.X, None if features_only else ds.y
+    return load(spec).X, None  # reports the unknown name or missing file
+
+
+def _csv_width(path: Path) -> int:
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            for row in csv.reader(handle):
+                if row and any(c.strip() for c in row):
+                    return len(row)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path.name} cannot be read as text ({exc})") from None
+    raise DataError(f"{path.name} has no data rows")
 
 
 def split(ds: Dataset, test_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:

@@ -9,7 +9,10 @@ Besides the IR this records, per layer, the formulas a person reads (`Derivation
 """
 from __future__ import annotations
 
+import keyword
+import re
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import sympy as sp
 
@@ -17,7 +20,7 @@ from . import calculus
 from .calculus import LocalDerivative, OutputDelta
 from .errors import ModelError
 from .ir import (BATCH, Buffer, Function, Linear, LinearGrad, Map, MatMulT, Op, OptimizerSpec,
-                 ParamSpec, Program, Reduce)
+                 ParamSpec, Probe, Program, Reduce)
 from .nn import (BinaryCrossEntropy, CrossEntropy, Dense, Activation, Sequential, Softmax,
                  SoftmaxCrossEntropy)
 from .rules import ACTIVATIONS, A, OPTIMIZERS, REGULARISERS, LAM, T, W, X, Optimizer
@@ -26,6 +29,8 @@ from .symbolic import symbol
 N = symbol(BATCH)
 GSCALE = symbol("gscale")  # gradient scale: 1 for gradients, lr when plain SGD folds it in
 RESERVED = {"lr", "step", BATCH, "gscale", "L", "L_data"}
+#: Names the generated code itself uses; an optimizer hyperparameter may not take them.
+GENERATED_NAMES = re.compile(r"(?:[cs]\d+|_cse\d*|np|math|types|n|DTYPE|params|grads|state|state_\w+)\Z")
 
 
 @dataclass
@@ -64,6 +69,7 @@ class _Builder:
         self.loss_ops: list[Op] = []
         self.backward: list[Op] = []
         self.params: list[ParamSpec] = []
+        self.probes: list[tuple[Probe, Op]] = []
         self.dtype = dtype
 
     def buffer(self, name: str, shape: tuple, role: str = "value") -> sp.Symbol:
@@ -79,8 +85,12 @@ class _Builder:
                                      regularized=kind == "W", init=init))
 
 
-def derive(model: Sequential, dtype: str = "float64") -> Derivation:
-    """Differentiate `model` and build its Program IR (forward, loss, backward, updates)."""
+def derive(model: Sequential, dtype: str = "float64", optimizers: Sequence[Optimizer] = ()) -> Derivation:
+    """Differentiate `model` and build its Program IR (forward, loss, backward, updates).
+
+    Every built-in optimizer gets a fused ``step_<name>`` entry point, and so does each
+    extra one in `optimizers` (user rules, see `rules.Optimizer`).
+    """
     if model.loss is None:
         raise ModelError(f"model {model.name} has no loss: pass loss=nn.MSE() (or another loss) "
                          "to Sequential")
@@ -91,7 +101,7 @@ def derive(model: Sequential, dtype: str = "float64") -> Derivation:
     delta, start = _output(b, trail)
     _backward(b, trail, delta, start)
     loss_value = _regularisation(b)
-    program = _program(b, trail[-1][2], loss_value)
+    program = _program(b, trail[-1][2], loss_value, _optimizers(optimizers))
     return Derivation(model, b.records, model.loss.name, program)
 
 
@@ -118,6 +128,8 @@ def _forward(b: _Builder) -> list[tuple[object, str, str, int]]:
                 b.buffer(out, (BATCH, width))
                 expr = local.stable.subs(X, symbol(h))
                 b.forward.append(Map(f"{out} = {sp.sstr(expr)}", layer.function.name, "forward", out, expr))
+                if i < len(b.model.layers) - 1:
+                    _probe(b, layer, local, h, out, b.model.dense_layers[dense_index - 1].name)
             b.records.append(LayerRecord(layer.function.name, "activation",
                                          f"{out} = {sp.sstr(local.function.subs(X, symbol(h)))}", h, out, local))
         elif isinstance(layer, Softmax):
@@ -128,6 +140,16 @@ def _forward(b: _Builder) -> list[tuple[object, str, str, int]]:
         trail.append((layer, h, out, dense_index))
         h = out
     return trail
+
+
+def _probe(b: _Builder, layer: Activation, local: LocalDerivative, z: str, a: str, dense: str) -> None:
+    """Watch a hidden activation: an op writing f'(z) into its own buffer, for `diagnose`."""
+    fp = f"fp_{a}"
+    b.buffer(fp, b.buffers[a].shape)
+    fprime = local.evaluated.xreplace({X: symbol(z), A: symbol(a)})
+    op = Map(f"{fp} = {sp.sstr(fprime)}   [{layer.function.name}'({z}), watched by diagnostics]",
+             layer.function.name, "diagnose", fp, fprime)
+    b.probes.append((Probe(dense, layer.function.name, fp, calculus.saturation_kind(local)), op))
 
 
 def _relu_like(following: tuple) -> bool:
@@ -319,6 +341,7 @@ def _update_ops(b: _Builder, opt: Optimizer) -> tuple[list[Op], tuple[str, ...]]
     names = {"p": "params", "g": "grads", "lr": "lr", "t": "step"}
     names.update({s: f"state_{s}" for s in opt.state})
     clash = RESERVED.intersection(opt.defaults) | set(b.buffers).intersection(opt.defaults)
+    clash |= {h for h in opt.defaults if keyword.iskeyword(h) or GENERATED_NAMES.match(h)}
     if clash:
         raise ModelError(f"optimizer {opt.name}: hyperparameter name(s) {', '.join(sorted(clash))} "
                          "clash with names the compiler uses")
@@ -333,7 +356,20 @@ def _update_ops(b: _Builder, opt: Optimizer) -> tuple[list[Op], tuple[str, ...]]
     return ops, ("lr", "step") + tuple(opt.defaults)
 
 
-def _program(b: _Builder, output: str, loss_value: sp.Expr) -> Program:
+def _optimizers(extra: Sequence[Optimizer]) -> dict[str, Optimizer]:
+    """Built-in optimizers, then the user's; a user rule may not reuse a built-in's name."""
+    chosen = dict(OPTIMIZERS)
+    for opt in extra:
+        if not isinstance(opt, Optimizer):
+            raise ModelError(f"optimizers must be nncompile Optimizer rules, got {type(opt).__name__}")
+        if opt.name in chosen and chosen[opt.name] != opt:
+            what = "a built-in optimizer" if opt.name in OPTIMIZERS else "given twice with different rules"
+            raise ModelError(f"optimizer name {opt.name!r} is {what}: give your rule another name")
+        chosen[opt.name] = opt
+    return chosen
+
+
+def _program(b: _Builder, output: str, loss_value: sp.Expr, optimizers: dict[str, Optimizer]) -> Program:
     model = b.model
     size = sum(p.size for p in b.params)
     b.buffer("params", (size,), "param")
@@ -349,7 +385,11 @@ def _program(b: _Builder, output: str, loss_value: sp.Expr) -> Program:
     prog.functions["loss_and_grad"] = Function(
         "loss_and_grad", fwd + tuple(b.loss_ops) + backward_1, returns="L",
         doc="loss and the gradient of every parameter (means over the batch)")
-    for name, opt in OPTIMIZERS.items():
+    prog.functions["diagnose"] = Function(
+        "diagnose", fwd + tuple(op for _, op in b.probes) + tuple(b.loss_ops) + backward_1, returns="L",
+        doc="loss, gradients, and f'(z) of every hidden activation, for training diagnostics")
+    prog.probes = tuple(probe for probe, _ in b.probes)
+    for name, opt in optimizers.items():
         for state in opt.state:
             b.buffer(f"state_{state}", (size,), "state")
         update, scalars = _update_ops(b, opt)

@@ -32,3 +32,7 @@ class DivergenceError(NncompileError):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class TrainingWarning(UserWarning):
+    """A diagnostic finding during training (saturated or dead units, vanishing gradients, ...)."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from .ir import BATCH, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
 
-STAGE_COLORS = {"forward": "#dbeafe", "loss": "#fef3c7", "backward": "#fee2e2", "update": "#dcfce7"}
+STAGE_COLORS = {"forward": "#dbeafe", "loss": "#fef3c7", "backward": "#fee2e2", "update": "#dcfce7",
+                "diagnose": "#ede9fe"}
 
 
 def _dims(program: Program, name: str, n: int) -> tuple[int, ...]:

@@ -187,6 +187,20 @@ class OptimizerSpec:
     defaults: tuple[tuple[str, float], ...]
 
 
+@dataclass(frozen=True)
+class Probe:
+    """An activation layer watched by the `diagnose` entry point: f'(z) lands in `buffer`.
+
+    `kind` says how f' can fail: "saturating" (f' -> 0 on both sides, sigmoid/tanh),
+    "rectifier" (f' = 0 on one side, ReLU-like: units can die) or "other".
+    """
+
+    layer: str        # the Dense layer whose output z the activation reads
+    activation: str   # the activation's name (tanh, relu, mish, ...)
+    buffer: str       # (N, width) buffer holding f'(z) after diagnose()
+    kind: str
+
+
 @dataclass
 class Program:
     """The whole compiled model: buffers, parameters in the flat vector, entry points."""
@@ -202,6 +216,7 @@ class Program:
     params: tuple[ParamSpec, ...] = ()
     functions: dict[str, Function] = field(default_factory=dict)
     optimizers: dict[str, OptimizerSpec] = field(default_factory=dict)
+    probes: tuple[Probe, ...] = ()
 
     @property
     def n_params(self) -> int:

@@ -9,14 +9,15 @@ from __future__ import annotations
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from . import __version__, backends, jit, runtime
 from .errors import DataError, ModelError
 from .nn import Sequential
-from .rules import RULES_VERSION
+from .rules import OPTIMIZERS as BUILTIN_OPTIMIZERS
+from .rules import RULES_VERSION, Optimizer
 
 DTYPES = ("float32", "float64")
 
@@ -33,30 +34,43 @@ def data_errors() -> Iterator[None]:
 
 
 def compile(model: Sequential, backend: str = "numpy", dtype: str = "float64",  # noqa: A001
-            **options: object) -> "CompiledProgram":
+            optimizers: Sequence[Optimizer] = (), **options: object) -> "CompiledProgram":
     """Compile `model` for `backend` ("numpy" or "cuda") in `dtype` ("float32" or "float64").
 
-    Options go to the backend (numpy: ``fold_bias=False`` turns bias folding off).
-    The generated module is cached by content hash; see `jit`.
+    `optimizers` adds your own update rules (`nncompile.Optimizer`) to the built-in ones,
+    each fused into a generated step.  Options go to the backend (numpy: ``fold_bias=False``
+    turns bias folding off).  The generated module is cached by content hash; see `jit`.
     """
     if not isinstance(model, Sequential):
         raise ModelError(f"compile() takes an nn.Sequential model, got {type(model).__name__}")
     if dtype not in DTYPES:
         raise ModelError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    optimizers = _checked_optimizers(optimizers)
     be = backends.get(backend)
     from .backends.templating import generator_digest
     key = jit.key_of(__version__, str(RULES_VERSION), be.NAME, dtype, repr(sorted(options.items())),
-                     generator_digest(), model.spec())
+                     generator_digest(), model.spec(), *(opt.key() for opt in optimizers))
     derived: dict[str, object] = {}
 
     def render() -> str:
         from .derive import derive
-        derivation = derive(model, dtype)
+        derivation = derive(model, dtype, optimizers)
         derived["derivation"] = derivation
         return be.render_module(derivation.program, **options)
 
     module, path = jit.load(key, render, prefix=f"nncompile_{model.name}_{be.NAME}")
-    return CompiledProgram(model, module, path, backend, dtype, derived.get("derivation"))
+    prog = CompiledProgram(model, module, path, backend, dtype, derived.get("derivation"))
+    prog.optimizers, prog.options = optimizers, options
+    return prog
+
+
+def _checked_optimizers(optimizers: object) -> tuple[Optimizer, ...]:
+    if isinstance(optimizers, Optimizer):
+        optimizers = (optimizers,)
+    if isinstance(optimizers, (str, bytes)) or not all(isinstance(o, Optimizer) for o in optimizers):
+        raise ModelError("optimizers must be a list of nncompile.Optimizer rules "
+                         "(built-in optimizers are always compiled in; choose them by name in train)")
+    return tuple(dict.fromkeys(optimizers))
 
 
 class CompiledProgram:
@@ -69,6 +83,8 @@ class CompiledProgram:
         if derivation is not None:
             self.__dict__["derivation"] = derivation
         self._engine: runtime.Engine | None = None
+        self.optimizers: tuple[Optimizer, ...] = ()
+        self.options: dict = {}
 
     def __repr__(self) -> str:
         return (f"<CompiledProgram {self.model.name!r} backend={self.backend} dtype={self.dtype} "
@@ -96,7 +112,16 @@ class CompiledProgram:
     def derivation(self) -> object:
         """The derivation records and IR (computed on first use after a cache hit)."""
         from .derive import derive
-        return derive(self.model, self.dtype)
+        return derive(self.model, self.dtype, self.optimizers)
+
+    def with_optimizer(self, optimizer: Optimizer) -> "CompiledProgram":
+        """This program, or a recompiled one whose steps include the rule `optimizer`."""
+        if not isinstance(optimizer, Optimizer):
+            raise ModelError(f"optimizer must be a name or an nncompile.Optimizer rule, "
+                             f"got {type(optimizer).__name__}")
+        if optimizer in self.optimizers or BUILTIN_OPTIMIZERS.get(optimizer.name) == optimizer:
+            return self
+        return compile(self.model, self.backend, self.dtype, self.optimizers + (optimizer,), **self.options)
 
     @property
     def graph(self) -> object:
@@ -177,6 +202,16 @@ class CompiledProgram:
         with data_errors():
             loss, _ = self._bound(params).evaluate(Xc, T)
         return np.dtype(self.dtype).type(loss)
+
+    def evaluate(self, params: Mapping[str, np.ndarray], X: object, Y: object) -> dict[str, float]:
+        """Held-out evaluation: mean loss (with penalties) and the metric ("accuracy", ...) if any."""
+        Xc, T = self.prepare(X, Y)
+        with data_errors():
+            loss, metric = self._bound(params).evaluate(Xc, T)
+        result = {"loss": loss}
+        if self.module.METRIC:
+            result[self.module.METRIC] = metric
+        return result
 
     def forward(self, params: Mapping[str, np.ndarray], X: object) -> np.ndarray:
         """Output of the last declared layer for every row of X."""

@@ -10,6 +10,7 @@ in the derive output.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -18,6 +19,8 @@ import sympy as sp
 from .errors import FormulaError
 from .formula import check_identifier, parse, to_expr
 from .symbolic import symbol
+
+_OPT_BASE = ("p", "g", "lr", "t")
 
 #: Symbols of elementwise formulas: x the input of an activation, a its output,
 #: y a prediction, t a target, w a weight, lam a regularisation strength.
@@ -64,28 +67,76 @@ class Regulariser:
     kink: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Optimizer:
-    """An update rule on flat parameter (p) and gradient (g) vectors.
+    """An optimizer written as update formulas on flat parameter (p) and gradient (g) vectors.
 
-    `updates` are assignments done in order (state first, p last) in the symbols p, g,
-    lr, t (the 1-based update count), the state names and the hyperparameter names.
-    `folds_lr` marks plain SGD (p - lr*g): the compiler then folds lr into the output
-    delta, so the update is one subtraction.
+    ``Optimizer("heavy_ball", {"v": "mu*v + g", "p": "p - lr*v"}, {"mu": 0.9})`` defines
+    one: assignments are done in the order given, in the symbols p, g, lr, t (the 1-based
+    update count), the state names (every target except p, each a vector starting at zero)
+    and the hyperparameter names (with their defaults).  Formulas are strings (parsed by a
+    whitelist, never evaluated), SymPy expressions or callables.  The compiler fuses the
+    update into the generated step; when the rule is exactly p - lr*g (plain SGD) it folds
+    lr into the output delta so the update is one subtraction.
     """
 
     name: str
-    updates: tuple[tuple[str, sp.Expr], ...]
+    updates: object
     defaults: Mapping[str, float] = field(default_factory=dict)
-    folds_lr: bool = False
+
+    def __post_init__(self) -> None:
+        name = check_identifier(self.name, "optimizer name")
+        defaults = {check_identifier(k, "hyperparameter"): _number(v, f"optimizer {name}, hyperparameter {k}")
+                    for k, v in dict(self.defaults or {}).items()}
+        pairs = list(self.updates.items()) if isinstance(self.updates, Mapping) else list(self.updates)
+        targets = [check_identifier(t, "optimizer state") for t, _ in pairs]
+        if targets.count("p") != 1 or len(set(targets)) != len(targets):
+            raise FormulaError(f"optimizer {name}: assign p (the parameters) exactly once and each state once "
+                               f"(got {', '.join(targets) or 'no updates'})")
+        clash = set(defaults) & (set(targets) | set(_OPT_BASE))
+        if clash:
+            raise FormulaError(f"optimizer {name}: hyperparameter name(s) {', '.join(sorted(clash))} "
+                               "clash with p, g, lr, t or a state name")
+        bad_state = set(targets) & (set(_OPT_BASE) - {"p"})
+        if bad_state:
+            raise FormulaError(f"optimizer {name}: {', '.join(sorted(bad_state))} cannot be assigned "
+                               "(g, lr and t are inputs of the rule)")
+        names = _OPT_BASE + tuple(t for t in targets if t != "p") + tuple(defaults)
+        exprs = tuple((t, to_expr(f, names, f"optimizer {name}, update of {t}")) for t, f in pairs)
+        object.__setattr__(self, "updates", exprs)
+        object.__setattr__(self, "defaults", defaults)
 
     @property
     def state(self) -> tuple[str, ...]:
+        """State vectors, in the order they are assigned."""
         return tuple(target for target, _ in self.updates if target != "p")
 
+    @property
+    def folds_lr(self) -> bool:
+        """Whether the rule is plain SGD, p - lr*g, so lr can be folded into the gradient."""
+        p, g, lr = (symbol(n) for n in ("p", "g", "lr"))
+        return len(self.updates) == 1 and sp.expand(self.updates[0][1] - (p - lr * g)) == 0
+
     def key(self) -> str:
+        """Deterministic identity: name, defaults and every formula (part of cache keys)."""
         parts = [f"{t}={sp.srepr(e)}" for t, e in self.updates]
         return f"{self.name}:{sorted(self.defaults.items())}:{';'.join(parts)}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Optimizer) and self.key() == other.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def __repr__(self) -> str:
+        rule = ", ".join(f"{t!r}: {str(e)!r}" for t, e in self.updates)
+        return f"Optimizer({self.name!r}, {{{rule}}}, {dict(self.defaults)!r})"
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise FormulaError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _x(text: str) -> sp.Expr:
@@ -130,34 +181,14 @@ REGULARISERS: dict[str, Regulariser] = {
                       kink="|w| is not differentiable at w = 0: the subgradient sign(0) = 0 is used"),
 }
 
-_OPT_BASE = ("p", "g", "lr", "t")
-
-
 def make_optimizer(name: str, updates: Mapping[str, object] | list[tuple[str, object]],
-                   defaults: Mapping[str, float] | None = None, folds_lr: bool = False) -> Optimizer:
-    """Build an optimizer from update formulas; the way users define their own.
-
-    Example: ``make_optimizer("heavy_ball", {"v": "mu*v + g", "p": "p - lr*v"}, {"mu": 0.9})``.
-    """
-    check_identifier(name, "optimizer name")
-    defaults = {check_identifier(k, "hyperparameter"): float(v) for k, v in (defaults or {}).items()}
-    pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
-    targets = [check_identifier(t, "optimizer state") for t, _ in pairs]
-    if not targets or targets[-1] != "p":
-        raise FormulaError(f"optimizer {name}: the last update must assign p (the parameters)")
-    if targets.count("p") != 1 or len(set(targets)) != len(targets):
-        raise FormulaError(f"optimizer {name}: each of {', '.join(targets)} must be assigned once")
-    clash = set(defaults) & (set(targets) | set(_OPT_BASE))
-    if clash:
-        raise FormulaError(f"optimizer {name}: hyperparameter name(s) {', '.join(sorted(clash))} "
-                           "clash with p, g, lr, t or a state name")
-    names = _OPT_BASE + tuple(t for t in targets if t != "p") + tuple(defaults)
-    exprs = tuple((t, to_expr(f, names, f"optimizer {name}, update of {t}")) for t, f in pairs)
-    return Optimizer(name, exprs, defaults, folds_lr)
+                   defaults: Mapping[str, float] | None = None) -> Optimizer:
+    """Build an optimizer from update formulas (the same as ``Optimizer(name, updates, defaults)``)."""
+    return Optimizer(name, updates, defaults or {})
 
 
 OPTIMIZERS: dict[str, Optimizer] = {
-    "sgd": make_optimizer("sgd", {"p": "p - lr*g"}, folds_lr=True),
+    "sgd": make_optimizer("sgd", {"p": "p - lr*g"}),
     "momentum": make_optimizer("momentum", {"v": "momentum*v + g", "p": "p - lr*v"}, {"momentum": 0.9}),
     "nesterov": make_optimizer("nesterov", {"v": "momentum*v + g", "p": "p - lr*(g + momentum*v)"},
                                {"momentum": 0.9}),

@@ -1,15 +1,21 @@
-"""NumPy-only training runtime: initialisation, targets, batching and the epoch loop.
+"""NumPy-only training runtime: initialisation, targets, batching, the epoch loop and its state.
 
 `nncompile generate` embeds this file verbatim in standalone scripts, so it imports
 nothing but the standard library and NumPy, and it talks to a compiled program only
-through the generated module's interface: PARAMS, N_PARAMS, OPTIMIZERS, METRIC,
-TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state).
+through the generated module's interface: MODEL, DTYPE, PARAMS, N_PARAMS, OPTIMIZERS,
+METRIC, TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state).
+
+Everything an epoch changes lives in the engine's flat vectors and in a `Loop`, and a
+checkpoint (written by `checkpoint.Checkpoint`) saves both, so an interrupted run resumed
+from its checkpoint ends with the same bits as one never interrupted.
 """
+import hashlib
 import math
 
 import numpy as np
 
 INIT_SCHEMES = ("auto", "normal", "xavier", "he")
+SCHEDULES = ("constant", "step", "exponential", "cosine")
 
 
 class TrainingError(ValueError):
@@ -17,7 +23,11 @@ class TrainingError(ValueError):
 
 
 class Diverged(TrainingError):
-    """The loss stopped being finite; the parameters of the last good epoch were restored."""
+    """The loss stopped being finite; the state after the last good epoch was restored."""
+
+    def __init__(self, message, history=()):
+        super().__init__(message)
+        self.history = list(history)
 
 
 def init_flat(module, seed=0, scheme="auto"):
@@ -177,17 +187,32 @@ def count_correct(metric, output, T):
     return 0
 
 
-def schedule_lr(schedule, lr, epoch, epochs, step_size=10, gamma=0.1):
-    """Learning rate for a 0-based epoch: constant, step, exponential or cosine."""
+def schedule_lr(schedule, lr, epoch, epochs, step_size=10, gamma=None):
+    """Learning rate for a 0-based epoch, as PyTorch's schedulers stepped once per epoch.
+
+    constant: lr; step: lr·gamma^(epoch // step_size) (StepLR, gamma 0.1 by default);
+    exponential: lr·gamma^epoch (ExponentialLR, gamma 0.95 by default); cosine:
+    lr·(1 + cos(π·epoch/epochs))/2 (CosineAnnealingLR with T_max = epochs, eta_min = 0).
+    """
     if schedule == "constant":
         return lr
     if schedule == "step":
-        return lr * gamma ** (epoch // step_size)
+        return lr * (0.1 if gamma is None else gamma) ** (epoch // step_size)
     if schedule == "exponential":
-        return lr * gamma ** epoch
+        return lr * (0.95 if gamma is None else gamma) ** epoch
     if schedule == "cosine":
         return 0.5 * lr * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
-    raise TrainingError(f"unknown schedule {schedule!r} (choose constant, step, exponential or cosine)")
+    raise TrainingError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
+
+
+def check_schedule(schedule, step_size, gamma):
+    """Refuse a schedule the loop cannot follow, before any training happens."""
+    if schedule not in SCHEDULES:
+        raise TrainingError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
+    if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1:
+        raise TrainingError(f"step_size must be a positive integer, got {step_size!r}")
+    if gamma is not None and not (isinstance(gamma, (int, float)) and 0.0 < gamma < math.inf):
+        raise TrainingError(f"gamma must be a positive number, got {gamma!r}")
 
 
 def batch_size_for(mode, batch_size, rows):
@@ -203,11 +228,12 @@ def batch_size_for(mode, batch_size, rows):
     raise TrainingError(f"unknown mode {mode!r} (choose gd, sgd or minibatch)")
 
 
-def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper):
+def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=None):
     """One pass over the data in `order`; returns (mean loss over updates, updates, next step).
 
     Each batch is gathered straight into the step's own input buffers (ndarray.take with
     out; mode "clip" skips the bounds-check copy, the indices being a permutation).
+    `on_batch(rows)`, when given, is called after each update (progress display).
     """
     rows = X.shape[0]
     total, updates = 0.0, 0
@@ -223,10 +249,12 @@ def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper):
             take_t(idx, 0, tb, "clip")
             loss = run(lr, step, *hyper)
             if not math.isfinite(loss):
-                raise Diverged(f"the loss became {loss} at update {step}: lower the learning rate (now {lr:g})")
+                raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
             total += loss
             updates += 1
             step += 1
+            if on_batch is not None:
+                on_batch(size)
     return total / updates, updates, step
 
 
@@ -239,115 +267,210 @@ def hyperparameters(module, optimizer, overrides):
     if unknown:
         known = ", ".join(defaults) or "none"
         raise TrainingError(f"optimizer {optimizer} has no hyperparameter {unknown[0]!r} (it takes: {known})")
-    return tuple(float(overrides.get(name, value)) for name, value in defaults.items())
+    values = []
+    for name, value in defaults.items():
+        value = overrides.get(name, value)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not math.isfinite(value):
+            raise TrainingError(f"hyperparameter {name} of {optimizer} must be a finite number, got {value!r}")
+        values.append(float(value))
+    return tuple(values)
+
+
+class Loop:
+    """The training loop's own state: epoch and update counters, shuffling generator,
+    history and early-stopping bookkeeping.  With the engine's vectors it is all a
+    checkpoint needs."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.epoch = 0              # finished epochs
+        self.step = 1               # 1-based count of the next update (Adam's t)
+        self.history = []
+        self.best_loss = math.inf
+        self.best_epoch = None
+        self.best_params = None
+        self.waited = 0             # epochs since the validation loss last improved
+        self.stopped = False        # early stopping fired
+
+    _SCALARS = ("epoch", "step", "best_loss", "best_epoch", "waited", "stopped")
+
+    def snapshot(self, engine):
+        """A copy of everything an epoch changes, to roll back to."""
+        return (engine.params.copy(), {k: v.copy() for k, v in engine.state.items()},
+                self.rng.bit_generator.state, len(self.history), self.best_params,
+                {k: getattr(self, k) for k in self._SCALARS})
+
+    def restore(self, engine, snap):
+        params, state, rng_state, n_history, best_params, scalars = snap
+        engine.params[...] = params
+        for name, value in state.items():
+            engine.state[name][...] = value
+        self.rng.bit_generator.state = rng_state
+        del self.history[n_history:]
+        self.best_params = best_params
+        for name, value in scalars.items():
+            setattr(self, name, value)
+
+    def to_checkpoint(self, engine):
+        """(arrays, meta) describing the loop and the engine, for a checkpoint file."""
+        arrays = {"params": engine.params}
+        arrays.update({"state." + name: value for name, value in engine.state.items()})
+        if self.best_params is not None:
+            arrays["best_params"] = self.best_params
+        meta = {k: getattr(self, k) for k in self._SCALARS}
+        meta.update(rng=self.rng.bit_generator.state, history=self.history)
+        return arrays, meta
+
+    def from_checkpoint(self, engine, arrays, meta):
+        engine.params[...] = arrays["params"]
+        for name in engine.state:
+            if "state." + name not in arrays:
+                raise TrainingError(f"the checkpoint has no optimizer state {name!r}")
+            engine.state[name][...] = arrays["state." + name]
+        self.best_params = arrays.get("best_params")
+        for name in self._SCALARS:
+            setattr(self, name, meta[name])
+        self.rng.bit_generator.state = meta["rng"]
+        self.history = list(meta["history"])
+
+
+def fingerprint(*arrays):
+    """SHA-256 of the data a run trains on: a checkpoint only resumes on the same data."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is not None:
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _check_resumable(path, saved, settings):
+    """The checkpoint must come from the same model, data and settings (epochs may differ)."""
+    changed = [k for k in settings if saved.get(k) != settings[k]]
+    if changed:
+        k = changed[0]
+        raise TrainingError(f"checkpoint {path} was written with {k}={saved.get(k)!r} but this run has "
+                            f"{k}={settings[k]!r}: resume with the same model, data and settings "
+                            "(only the number of epochs may change)")
 
 
 def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimizer="sgd", hyper=(),
         seed=0, schedule="constant", validation=None, patience=None, min_delta=0.0, evaluate=True,
-        callback=None):
+        callback=None, step_size=10, gamma=None, monitor=None, checkpoint=None, checkpoint_every=None,
+        resume=None, on_batch=None):
     """The epoch loop shared by nncompile.train and standalone scripts.
 
-    Returns (history, best_epoch, stopped_early).  On a non-finite loss the parameters of
-    the last finished epoch are restored and TrainingError is raised.  With `validation`
-    and `patience`, stops after `patience` epochs without a `min_delta` improvement of
-    the validation loss and restores the best parameters.
+    Returns (history, best_epoch, stopped_early).  On a non-finite loss the state after
+    the last finished epoch is restored and Diverged is raised.  With `validation` and
+    `patience`, stops after `patience` epochs without a `min_delta` improvement of the
+    validation loss and restores the best parameters.  `monitor` (diagnostics.Monitor)
+    adds diagnostics to epoch records.  With `checkpoint` (a checkpoint.Checkpoint) the
+    state is saved every `checkpoint_every` epochs (default: every epoch, or every
+    epochs/100 in longer runs), at the end, and on KeyboardInterrupt (rolled back to the
+    last finished epoch first); `resume` (one too) continues such a run.
+    `callback(record)` runs after each epoch; returning False stops training.
     """
-    metric = engine.module.METRIC
-    batch = batch_size_for(mode, batch_size, X.shape[0])
-    step_name = "step_" + optimizer
-    rng = np.random.default_rng(seed)
-    order = np.arange(X.shape[0])
-    history, best_loss, best_params, best_epoch = [], math.inf, None, None
-    last_good = engine.params.copy()
-    step, waited, stopped = 1, 0, False
-    for epoch in range(epochs):
-        epoch_lr = schedule_lr(schedule, lr, epoch, epochs)
-        if mode != "gd":
-            order = rng.permutation(X.shape[0])
-        try:
-            loss, updates, step = run_epoch(engine, X, T, order, batch, step_name, epoch_lr, step, hyper)
-        except Diverged as exc:
-            engine.params[...] = last_good
-            raise Diverged(f"training diverged in epoch {epoch + 1}: {exc}; "
-                           f"kept the weights from epoch {epoch}") from None
-        record = {"epoch": epoch + 1, "loss": float(loss), "updates": updates, "lr": epoch_lr}
-        if evaluate and metric:
-            record["train_loss"], record[metric] = engine.evaluate(X, T)
-        if validation is not None:
-            record["val_loss"], val_metric = engine.evaluate(*validation)
-            if metric:
-                record["val_" + metric] = val_metric
-            if record["val_loss"] < best_loss - min_delta:
-                best_loss, best_params, best_epoch, waited = record["val_loss"], engine.params.copy(), epoch + 1, 0
-            else:
-                waited += 1
-        history.append(record)
-        last_good[...] = engine.params
-        if callback is not None and callback(record) is False:
-            break
-        if patience is not None and validation is not None and waited >= patience:
-            stopped = True
-            break
-    if patience is not None and best_params is not None:
-        engine.params[...] = best_params
-    return history, best_epoch, stopped
-
-
-def describe(record, metric):
-    """One progress line for an epoch record."""
-    parts = [f"epoch {record['epoch']:4d}", f"loss {record['loss']:.6f}"]
-    if metric and metric in record:
-        parts.append(f"{metric.replace('_', ' ')} {100 * record[metric]:.2f}%")
-    if "val_loss" in record:
-        parts.append(f"val loss {record['val_loss']:.6f}")
-    if metric and "val_" + metric in record:
-        parts.append(f"val {metric.replace('_', ' ')} {100 * record['val_' + metric]:.2f}%")
-    return "  ".join(parts)
-
-
-def main(module, argv=None):
-    """Command line of a standalone script: train on a .npz file, print progress, save weights."""
-    import argparse
-    import sys
-    parser = argparse.ArgumentParser(description=f"Train model {module.MODEL!r} (generated by nncompile).")
-    parser.add_argument("--data", required=True, help=".npz file with arrays X and y")
-    parser.add_argument("--mode", choices=("gd", "sgd", "minibatch"), default="minibatch")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--optimizer", choices=tuple(module.OPTIMIZERS), default="sgd")
-    parser.add_argument("--schedule", choices=("constant", "step", "exponential", "cosine"), default="constant")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--init", choices=INIT_SCHEMES, default="auto")
-    parser.add_argument("--val-split", type=float, default=0.0)
-    parser.add_argument("--patience", type=int, default=None)
-    parser.add_argument("--save", help="write the trained weights to this .npz file")
-    parser.add_argument("--quiet", action="store_true", help="print only the final line")
-    args = parser.parse_args(argv)
+    run = _Run(engine, X, T, validation, monitor, on_batch)
+    run.batch = batch_size_for(mode, batch_size, X.shape[0])
+    check_schedule(schedule, step_size, gamma)
+    run.plan = {"mode": mode, "batch": run.batch, "optimizer": optimizer, "hyper": list(hyper), "lr": lr,
+                "schedule": [schedule, step_size, gamma], "seed": seed, "patience": patience,
+                "min_delta": min_delta}
+    loop = run.loop = Loop(seed)
+    every = checkpoint_every or max(1, epochs // 100)
+    if resume is not None:
+        run.resume(resume)
+        if loop.epoch > epochs:
+            raise TrainingError(f"checkpoint {resume.path} already holds {loop.epoch} epochs, more than "
+                                f"epochs={epochs}: ask for at least as many")
+    snap = loop.snapshot(engine)
     try:
-        with np.load(args.data, allow_pickle=False) as data:
-            X, y = data["X"], data["y"]
-        X = check_inputs(X, module.INPUT_DIM, module.DTYPE)
-        T = encode_targets(y, module.TARGET_ENCODING, module.OUTPUT_DIM, module.DTYPE, X.shape[0])
-        validation = None
-        if args.val_split:
-            order = np.random.default_rng(args.seed + 1).permutation(X.shape[0])
-            n_val = max(1, int(round(args.val_split * X.shape[0])))
-            validation = (X[order[:n_val]], T[order[:n_val]])
-            X, T = X[order[n_val:]], T[order[n_val:]]
-        engine = Engine(module, init_flat(module, args.seed, args.init))
-        engine.reset_state(args.optimizer)
-        hyper = hyperparameters(module, args.optimizer, {})
-        show = None if args.quiet else (lambda record: print(describe(record, module.METRIC), flush=True))
-        history, _, _ = fit(engine, X, T, args.mode, args.batch_size, args.epochs, args.lr, args.optimizer,
-                            hyper, args.seed, args.schedule, validation, args.patience, 0.0, True, show)
-    except (TrainingError, OSError, KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print("final: " + describe(history[-1], module.METRIC))
-    if args.save:
-        weights = {name: engine.params[offset:offset + int(np.prod(shape))].reshape(shape)
-                   for name, shape, offset, _ in module.PARAMS}
-        np.savez(args.save, **weights)
-        print(f"saved weights to {args.save}")
-    return 0
+        while loop.epoch < epochs and not loop.stopped:
+            snap = loop.snapshot(engine)
+            record = run.epoch(epochs, snap)
+            if evaluate and engine.module.METRIC:
+                record["train_loss"], record[engine.module.METRIC] = engine.evaluate(X, T)
+            if validation is not None:
+                run.validate(record)
+            if monitor is not None:
+                monitor.observe(engine, record, epochs)
+            loop.history.append(record)
+            loop.epoch += 1
+            loop.stopped = patience is not None and validation is not None and loop.waited >= patience
+            halt = callback is not None and callback(record) is False
+            if checkpoint is not None and (loop.epoch % every == 0 or loop.epoch == epochs
+                                           or loop.stopped or halt):
+                run.save(checkpoint)
+            if halt:
+                break
+    except KeyboardInterrupt:
+        loop.restore(engine, snap)
+        if checkpoint is not None:
+            run.save(checkpoint)
+        raise
+    if patience is not None and loop.best_params is not None:
+        engine.params[...] = loop.best_params
+    return loop.history, loop.best_epoch, loop.stopped
+
+
+class _Run:
+    """What `fit` works with: the engine, the data, the fixed settings (`plan`) and the `Loop`."""
+
+    def __init__(self, engine, X, T, validation, monitor, on_batch):
+        self.engine, self.X, self.T, self.validation = engine, X, T, validation
+        self.monitor, self.on_batch = monitor, on_batch
+        self.order = np.arange(X.shape[0])
+        self.plan, self.loop, self.batch, self._settings = {}, None, 1, None
+
+    def epoch(self, epochs, snap):
+        """Shuffle, make one epoch of updates, start its record; roll back on divergence."""
+        loop, plan = self.loop, self.plan
+        schedule, step_size, gamma = plan["schedule"]
+        lr = schedule_lr(schedule, plan["lr"], loop.epoch, epochs, step_size, gamma)
+        if plan["mode"] != "gd":
+            self.order = loop.rng.permutation(self.X.shape[0])
+        try:
+            loss, updates, loop.step = run_epoch(self.engine, self.X, self.T, self.order, self.batch,
+                                                 "step_" + plan["optimizer"], lr, loop.step, plan["hyper"],
+                                                 self.on_batch)
+        except Diverged as exc:
+            loop.restore(self.engine, snap)
+            raise Diverged(f"training diverged in epoch {loop.epoch + 1}: {exc}; kept the weights from epoch "
+                           f"{loop.epoch}: lower the learning rate (try {lr / 10:g})", loop.history) from None
+        return {"epoch": loop.epoch + 1, "loss": float(loss), "updates": updates, "lr": lr}
+
+    def validate(self, record):
+        """Validation loss and metric; remember the best parameters for early stopping."""
+        loop, metric = self.loop, self.engine.module.METRIC
+        record["val_loss"], val_metric = self.engine.evaluate(*self.validation)
+        if metric:
+            record["val_" + metric] = val_metric
+        if record["val_loss"] < loop.best_loss - self.plan["min_delta"]:
+            loop.best_loss, loop.best_params, loop.best_epoch, loop.waited = (
+                record["val_loss"], self.engine.params.copy(), loop.epoch + 1, 0)
+        else:
+            loop.waited += 1
+
+    def settings(self):
+        """What must match for a checkpoint to be resumed: model, data and every setting but epochs."""
+        if self._settings is None:
+            module = self.engine.module
+            self._settings = dict(self.plan, model=module.MODEL, n_params=int(module.N_PARAMS),
+                                  dtype=np.dtype(module.DTYPE).name,
+                                  data=fingerprint(self.X, self.T, *(self.validation or ())))
+        return self._settings
+
+    def save(self, checkpoint):
+        arrays, meta = self.loop.to_checkpoint(self.engine)
+        meta.update(settings=self.settings(), monitor=None if self.monitor is None else self.monitor.state())
+        checkpoint.save(arrays, meta)
+
+    def resume(self, checkpoint):
+        arrays, meta = checkpoint.load()
+        _check_resumable(checkpoint.path, meta.get("settings") or {}, self.settings())
+        try:
+            self.loop.from_checkpoint(self.engine, arrays, meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TrainingError(f"checkpoint {checkpoint.path} is incomplete or damaged ({exc})") from None
+        if self.monitor is not None:
+            self.monitor.load_state(meta.get("monitor"))

@@ -29,10 +29,12 @@ def test_run_digits_reaches_95_percent_held_out() -> None:
     assert summary["test_rows"] == 359 and summary["test_accuracy"] >= 0.95
 
 
-def test_run_saves_weights_and_prints_a_final_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_run_saves_weights_and_prints_a_summary_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["run", str(EXAMPLES / "xor.py"), "--data", "xor", "--quiet", "--save", str(tmp_path / "w.npz")]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("final:") and "100.00%" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "final weights" and lines[1].split() == ["rows", "loss", "binary", "accuracy"]
+    assert lines[2].split()[0] == "train" and lines[2].endswith("100.00%")
+    assert "2000 epochs, 2000 updates" in lines[3] and "examples/s" in lines[3]
     assert sorted(np.load(tmp_path / "w.npz").files) == ["dense1.W", "dense1.b", "dense2.W", "dense2.b"]
 
 

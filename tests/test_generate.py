@@ -86,3 +86,60 @@ def test_script_reports_bad_data_in_one_line(tmp_path: Path) -> None:
     done = _run_script(ROOT / "generated" / "xor_numpy.py", "--data", "bad.npz", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0 and "(N, 2)" in done.stderr
+
+
+def _digits_npz(tmp_path: Path, rows: int = 300) -> str:
+    from nncompile.data import digits
+    ds = digits()
+    np.savez(tmp_path / "d.npz", X=ds.X[:rows], y=ds.y[:rows])
+    return "d.npz"
+
+
+def test_script_schedules_and_early_stopping_as_json(tmp_path: Path) -> None:
+    import json
+    import math
+    data = _digits_npz(tmp_path)
+    done = _run_script(ROOT / "generated" / "digits_numpy.py", "--data", data, "--epochs", "40", "--schedule",
+                       "cosine", "--lr", "0.5", "--optimizer", "nesterov", "--momentum", "0.5", "--val-split", "0.3",
+                       "--patience", "3", "--min-delta", "0.05", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    history, summary = out["history"], out["summary"]
+    assert [h["lr"] for h in history] == [0.25 * (1 + math.cos(math.pi * e / 40)) for e in range(len(history))]
+    assert summary["stopped_early"] and len(history) == summary["best_epoch"] + 3 < 40
+    best = history[summary["best_epoch"] - 1]["val_loss"]
+    assert summary["val_loss"] == best  # the best weights came back (best: improved by at least min_delta)
+    assert all(h["val_loss"] > best - 0.05 for h in history[summary["best_epoch"]:])
+    assert "diagnostics" in history[0]
+
+
+def test_script_resumes_a_checkpoint_bit_identically(tmp_path: Path) -> None:
+    data = _digits_npz(tmp_path)
+    script = ROOT / "generated" / "digits_numpy.py"
+    flags = ["--data", data, "--optimizer", "adam", "--lr", "0.01", "--quiet"]
+    first = _run_script(script, *flags, "--epochs", "3", "--checkpoint", "ck.npz", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    resumed = _run_script(script, *flags, "--epochs", "6", "--resume", "ck.npz", "--save", "a.npz", cwd=tmp_path)
+    straight = _run_script(script, *flags, "--epochs", "6", "--save", "b.npz", cwd=tmp_path)
+    assert resumed.returncode == 0 and straight.returncode == 0, resumed.stderr + straight.stderr
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        assert all(a[k].tobytes() == b[k].tobytes() for k in b.files)
+    other = _run_script(script, *flags, "--lr", "0.02", "--epochs", "6", "--resume", "ck.npz", cwd=tmp_path)
+    assert other.returncode == 2 and "lr=0.01" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_script_runs_a_custom_optimizer_and_plots(tmp_path: Path) -> None:
+    import importlib.util
+    import nncompile as nc
+    model, _ = load_model(str(ROOT / "examples" / "xor.py"))
+    rule = nc.Optimizer("signsgd", {"p": "p - lr*sign(g)"})
+    script = tmp_path / "train_xor.py"
+    script.write_text(standalone(model, filename=script.name, optimizers=[rule]))
+    np.savez(tmp_path / "xor.npz", X=np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float), y=np.array([0, 1, 1, 0]))
+    plot = ["--plot", "curves.png"] if importlib.util.find_spec("matplotlib") else []
+    done = _run_script(script, "--data", "xor.npz", "--mode", "gd", "--epochs", "400", "--lr", "0.01",
+                       "--optimizer", "signsgd", "--quiet", *plot, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "binary accuracy 100.00%" in done.stdout
+    if plot:
+        assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -68,7 +68,8 @@ def test_every_optimisation_keeps_the_numbers(model: nn.Sequential) -> None:
 
 def test_every_backward_line_carries_its_formula() -> None:
     source = nc.compile(_digits()).source
-    body = source[source.index("    def loss_and_grad"):source.index("    def step_sgd")]
+    start = source.index("    def loss_and_grad")
+    body = source[start:source.index("    def ", start + 1)]
     backward = body[body.index("# backward:"):]
     code = [line for line in backward.splitlines() if line.strip() and not line.strip().startswith(("#", "return"))]
     assert code and all(re.search(r"\S\s+# \S.*=", line) for line in code), code

@@ -96,7 +96,8 @@ def test_divergence_stops_with_last_good_weights() -> None:
 @pytest.mark.parametrize("kwargs,message", [
     ({"mode": "adam"}, "unknown mode"), ({"epochs": 0}, "epochs"), ({"lr": -1}, "lr"),
     ({"optimizer": "lbfgs"}, "unknown optimizer"), ({"mode": "minibatch", "batch_size": 0}, "batch_size"),
-    ({"momentum": 0.5}, "no hyperparameter"),
+    ({"optimizer": "adam", "momentum": 0.5}, "no hyperparameter"), ({"weight_decay": 1e-4}, "l2="),
+    ({"optimizer": "adam", "nesterov": True}, "nesterov=True needs SGD with momentum"),
 ])
 def test_bad_settings(digits_prog: nc.CompiledProgram, digits_data: data.Dataset, kwargs: dict,
                       message: str) -> None:

@@ -210,6 +210,11 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
     return lines, per_row, fixed
 
 
+def _tuple_text(names: list[str]) -> str:
+    """Python source of a tuple of names: (), (a,), (a, b)."""
+    return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
+
+
 def _shape_n(shape: tuple) -> str:
     return shape_text(tuple("n" if d == BATCH else d for d in shape))
 
@@ -236,6 +241,8 @@ def context(program: Program, fold_bias: bool = True, optimize: bool = True) -> 
         "program": program,
         "params": [(p.name, p.shape, p.offset, p.init) for p in program.params],
         "optimizers": [(o.name, o.state, dict(o.defaults)) for o in program.optimizers.values()],
+        "probes": [(p.layer, p.activation, p.buffer, p.kind) for p in program.probes],
+        "probe_buffers": _tuple_text([p.buffer for p in program.probes]),
         "allocations": allocations,
         "workspace_scalars": lowering.scalars.workspace,
         "functions": functions,
