@@ -68,7 +68,10 @@ def _cheapest(*candidates: sp.Expr) -> sp.Expr:
 
 
 def _policy(expr: sp.Expr) -> sp.Expr:
-    """Fix the value at kinks: Heaviside(0) = 0 (SymPy's default is 1/2)."""
+    """Fix the value at kinks: Heaviside(0) = 0 (SymPy's default is 1/2), and the derivative
+    of a step (DiracDelta, from sign or Heaviside) is 0: it is zero everywhere but at the
+    jump, where the subgradient convention picks 0, as autodiff frameworks do."""
+    expr = expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
     return expr.replace(lambda e: isinstance(e, sp.Heaviside) and (len(e.args) == 1 or e.args[1] != 0),
                         lambda e: sp.Heaviside(e.args[0], 0))
 

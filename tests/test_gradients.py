@@ -47,6 +47,9 @@ def test_output_activation_composed_with_loss(act: str, loss: type) -> None:
     sp.Symbol("x") / (1 + sp.exp(-sp.Symbol("x"))),  # swish, as a SymPy expression
     lambda x: sp.sin(x) + x / 2,           # a callable on a SymPy symbol
     "x^2/(1 + abs(x))",
+    "sinh(x)/8 + cosh(x)/9 + sin(x) + cos(x)/2 + tan(x/9) + atan(x)",  # once reused a live scratch
+    "asinh(x) + log(2 + x^2)",             # 1/sqrt(..) once recursed forever in the printer
+    "sign(x)*x^2 + heaviside(x)*x",        # steps differentiate to DiracDelta, taken as 0
 ])
 def test_custom_activation(formula: object) -> None:
     act = nn.Activation(formula, name="custom")

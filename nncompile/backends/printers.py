@@ -175,7 +175,8 @@ class UfuncPrinter(Printer):
         self._buffer_shape, self.storage_of, self.contiguous = shape_of, storage_of, contiguous
         self.pool, self.scalars, self.fast = pool, scalars, fast
         self.lines: list[tuple[str, str]] = []  # (code, comment: the math the line computes)
-        self._owned: set[str] = set()
+        self._owned: set[str] = set()   # scratch names this printer took and has not given back
+        self._busy: list[str] = []      # destinations being written: never given back meanwhile
 
     # -- entry points ---------------------------------------------------------------
     def assign(self, out: str, expr: sp.Expr) -> list[tuple[str, str]]:
@@ -315,7 +316,7 @@ class UfuncPrinter(Printer):
 
     def _release(self, *names: str) -> None:
         for n in names:
-            if n in self._owned:
+            if n in self._owned and n not in self._busy:
                 self._owned.discard(n)
                 self.pool.give(n)
 
@@ -332,7 +333,11 @@ class UfuncPrinter(Printer):
         if not self._arrays(expr) or expr.is_Symbol:
             self._call("copyto", [], dest, expr, f"np.copyto({dest}, {self._emit(expr)})")
             return
-        self._print(expr, dest=dest, free=free)
+        self._busy.append(dest)
+        try:
+            self._print(expr, dest=dest, free=free)
+        finally:
+            self._busy.pop()
 
     def _child(self, expr: sp.Expr, dest: str, free: bool) -> str:
         """Evaluate an operand, into `dest` itself when that is allowed and shapes agree."""
@@ -414,12 +419,10 @@ class UfuncPrinter(Printer):
             self._unary("square", base, dest, free, expr)
         elif e == sp.Rational(1, 2):
             self._unary("sqrt", base, dest, free, expr)
-        elif e == -1:
-            value = self._child(base, dest, free)
+        elif e.is_negative:  # 1/base**|e|, the power built first (in dest when allowed)
+            value = self._child(base if e == -1 else sp.Pow(base, -e, evaluate=False), dest, free)
             self._call("divide", [self.scalars.operand(1), value], dest, expr)
             self._release(value)
-        elif e.is_negative:
-            self._print(1 / sp.Pow(base, -e, evaluate=False), dest=dest, free=free)
         else:
             value = self._child(base, dest, free)
             exponent = self._emit(e)
