@@ -680,7 +680,9 @@ def build(n, params, grads, state):
 `nncompile generate` embeds this file verbatim in standalone scripts, so it imports
 nothing but the standard library and NumPy, and it talks to a compiled program only
 through the generated module's interface: PARAMS, N_PARAMS, OPTIMIZERS, METRIC,
-TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state).
+TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state), plus `xp`, the array
+module its buffers live in, when that is not NumPy (CuPy for the CUDA backend: the
+engine's vectors and the training data then stay on the GPU, copied there once).
 """
 import math
 
@@ -774,20 +776,31 @@ def encode_targets(Y, encoding, width, dtype, rows):
     return T
 
 
+def to_host(array):
+    """A NumPy array: a device (CuPy) array is copied to the host, a NumPy array returned as it is."""
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
 class Engine:
     """A compiled module bound to flat parameter, gradient and optimizer-state vectors.
 
     Workspaces (all buffers for one batch size) are built on first use and kept, so a
-    training loop allocates nothing per step.
+    training loop allocates nothing per step.  The vectors live where the module computes
+    (`xp`: NumPy, or CuPy on a GPU).
     """
 
     def __init__(self, module, params=None, max_workspaces=None):
         self.module = module
-        self.params = np.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else params
-        self.grads = np.zeros(module.N_PARAMS, dtype=module.DTYPE)
+        self.xp = getattr(module, "xp", np)
+        self.params = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else self.device(params)
+        self.grads = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE)
         self.state = {}
         self.max_workspaces = max_workspaces
         self._workspaces = {}
+
+    def device(self, array):
+        """`array` in the module's array module (a copy to the GPU for CuPy; as it is for NumPy)."""
+        return self.xp.asarray(array)
 
     def workspace(self, n):
         """All buffers for batch size n, built once; says how much memory it needs if that fails."""
@@ -811,7 +824,7 @@ class Engine:
             if name in self.state:
                 self.state[name].fill(0.0)
             else:
-                self.state[name] = np.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
+                self.state[name] = self.xp.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
                 self._workspaces.clear()  # built closures hold no reference to the new vector
 
     def evaluate(self, X, T, chunk=1024):
@@ -820,8 +833,8 @@ class Engine:
         for start in range(0, rows, chunk):
             stop = min(start + chunk, rows)
             ws = self.workspace(stop - start)
-            ws.X[...] = X[start:stop]
-            ws.T[...] = T[start:stop]
+            ws.X[...] = self.device(X[start:stop])
+            ws.T[...] = self.device(T[start:stop])
             total += float(ws.loss()) * (stop - start)
             correct += count_correct(self.module.METRIC, ws.output, ws.T)
         metric = None if self.module.METRIC is None else correct / rows
@@ -833,18 +846,18 @@ class Engine:
         for start in range(0, X.shape[0], chunk):
             stop = min(start + chunk, X.shape[0])
             ws = self.workspace(stop - start)
-            ws.X[...] = X[start:stop]
+            ws.X[...] = self.device(X[start:stop])
             ws.forward()
-            out[start:stop] = ws.output
+            out[start:stop] = to_host(ws.output)
         return out
 
 
 def count_correct(metric, output, T):
     """Correct predictions in a batch: argmax for classes, 0.5 threshold for binary."""
     if metric == "accuracy":
-        return int(np.count_nonzero(output.argmax(axis=1) == T.argmax(axis=1)))
+        return int((output.argmax(axis=1) == T.argmax(axis=1)).sum())
     if metric == "binary_accuracy":
-        return int(np.count_nonzero((output > 0.5) == (T > 0.5)))
+        return int(((output > 0.5) == (T > 0.5)).sum())
     return 0
 
 
@@ -881,9 +894,9 @@ def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper):
     for start in range(0, rows, batch):
         idx = order[start:start + batch]
         ws = engine.workspace(idx.shape[0])
-        np.take(X, idx, axis=0, out=ws.X)
-        np.take(T, idx, axis=0, out=ws.T)
-        loss = getattr(ws, step_name)(lr, step, *hyper)
+        engine.xp.take(X, idx, axis=0, out=ws.X)
+        engine.xp.take(T, idx, axis=0, out=ws.T)
+        loss = float(getattr(ws, step_name)(lr, step, *hyper))
         if not math.isfinite(loss):
             raise Diverged(f"the loss became {loss} at update {step}: lower the learning rate (now {lr:g})")
         total += loss
@@ -918,14 +931,17 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
     batch = batch_size_for(mode, batch_size, X.shape[0])
     step_name = "step_" + optimizer
     rng = np.random.default_rng(seed)
-    order = np.arange(X.shape[0])
+    X, T = engine.device(X), engine.device(T)
+    if validation is not None:
+        validation = tuple(engine.device(v) for v in validation)
+    order = engine.device(np.arange(X.shape[0]))
     history, best_loss, best_params, best_epoch = [], math.inf, None, None
     last_good = engine.params.copy()
     step, waited, stopped = 1, 0, False
     for epoch in range(epochs):
         epoch_lr = schedule_lr(schedule, lr, epoch, epochs)
         if mode != "gd":
-            order = rng.permutation(X.shape[0])
+            order = engine.device(rng.permutation(X.shape[0]))
         try:
             loss, updates, step = run_epoch(engine, X, T, order, batch, step_name, epoch_lr, step, hyper)
         except Diverged as exc:
@@ -1008,7 +1024,8 @@ def main(module, argv=None):
         return 2
     print("final: " + describe(history[-1], module.METRIC))
     if args.save:
-        weights = {name: engine.params[offset:offset + int(np.prod(shape))].reshape(shape)
+        flat = to_host(engine.params)
+        weights = {name: flat[offset:offset + int(np.prod(shape))].reshape(shape)
                    for name, shape, offset, _ in module.PARAMS}
         np.savez(args.save, **weights)
         print(f"saved weights to {args.save}")
