@@ -537,12 +537,13 @@ extern "C" __global__ void k13_params(const real* __restrict__ grads, real* __re
 {
     const real h_lr = (real)hp[0];
     const real h_momentum = (real)hp[2];
+    const real c1 = -h_lr;
     const long long total = 354;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         const real state_v_v = grads[i] + h_momentum*state_v[i];
         state_v[i] = state_v_v;
-        const real params_v = -h_lr*state_v_v + params[i];
+        const real params_v = c1*state_v_v + params[i];
         params[i] = params_v;
     }
 }
@@ -554,12 +555,13 @@ extern "C" __global__ void k14_params(const real* __restrict__ grads, real* __re
 {
     const real h_lr = (real)hp[0];
     const real h_momentum = (real)hp[2];
+    const real c1 = -h_lr;
     const long long total = 354;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         const real state_v_v = grads[i] + h_momentum*state_v[i];
         state_v[i] = state_v_v;
-        const real params_v = -h_lr*(grads[i] + h_momentum*state_v_v) + params[i];
+        const real params_v = c1*(grads[i] + h_momentum*state_v_v) + params[i];
         params[i] = params_v;
     }
 }
@@ -578,7 +580,7 @@ extern "C" __global__ void k15_params(const real* __restrict__ grads, real* __re
     const real c1 = 1.0 - h_beta1;
     const real c2 = 1.0 - h_beta2;
     const real c3 = (1.0/sqrt(1.0 - pow(h_beta2, h_step)));
-    const real c4 = h_lr/(1.0 - pow(h_beta1, h_step));
+    const real c4 = -h_lr/(1.0 - pow(h_beta1, h_step));
     const long long total = 354;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
@@ -586,7 +588,7 @@ extern "C" __global__ void k15_params(const real* __restrict__ grads, real* __re
         state_m[i] = state_m_v;
         const real state_v_v = h_beta2*state_v[i] + c2*(grads[i]*grads[i]);
         state_v[i] = state_v_v;
-        const real params_v = -c4*state_m_v/(c3*sqrt(state_v_v) + h_eps) + params[i];
+        const real params_v = c4*state_m_v/(c3*sqrt(state_v_v) + h_eps) + params[i];
         params[i] = params_v;
     }
 }
@@ -600,12 +602,13 @@ extern "C" __global__ void k16_params(const real* __restrict__ grads, real* __re
     const real h_alpha = (real)hp[2];
     const real h_eps = (real)hp[3];
     const real c1 = 1.0 - h_alpha;
+    const real c2 = -h_lr;
     const long long total = 354;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         const real state_v_v = h_alpha*state_v[i] + c1*(grads[i]*grads[i]);
         state_v[i] = state_v_v;
-        const real params_v = -grads[i]*h_lr/(h_eps + sqrt(state_v_v)) + params[i];
+        const real params_v = c2*grads[i]/(h_eps + sqrt(state_v_v)) + params[i];
         params[i] = params_v;
     }
 }
@@ -816,7 +819,7 @@ def build(n, params, grads, state):
         # loss: L = L_data
         k.k5_L(ONE, TOTAL_BLOCK, (T, max_z3, sum_z3, z3, L, n32))
         # backward: dz3 = (p3 - T)/N [softmax + cross-entropy: dL/dz = p - t]
-        k.k11_dz3(grid(n * 2), BLOCK, (T, p3, dz3, hp_step_sgd, n32))
+        k.k11_dz3(grid(n * 2), BLOCK, (T, p3, dz3, hp_step_sgd.values, n32))
         # dW3 = a2.T @ dz3
         gemm("T", "N", a2, dz3, dW3)
         # db3 = dz3.T @ ones = colsum(dz3)
@@ -887,7 +890,7 @@ def build(n, params, grads, state):
         gemv("T", dz1, ones, db1)
         # update: v = g + momentum*v
         # update: p = -lr*v + p
-        k.k13_params(grid(354), BLOCK, (grads, state_v, params, hp_step_momentum))
+        k.k13_params(grid(354), BLOCK, (grads, state_v, params, hp_step_momentum.values))
 
     def step_nesterov():
         """One training step with nesterov: loss, gradients, update."""
@@ -936,7 +939,7 @@ def build(n, params, grads, state):
         gemv("T", dz1, ones, db1)
         # update: v = g + momentum*v
         # update: p = -lr*(g + momentum*v) + p
-        k.k14_params(grid(354), BLOCK, (grads, state_v, params, hp_step_nesterov))
+        k.k14_params(grid(354), BLOCK, (grads, state_v, params, hp_step_nesterov.values))
 
     def step_adam():
         """One training step with adam: loss, gradients, update."""
@@ -986,9 +989,9 @@ def build(n, params, grads, state):
         # update: m = beta1*m + g*(1 - beta1)
         # update: v = beta2*v + g**2*(1 - beta2)
         # update: p = -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + p
-        k.k15_params(grid(354), BLOCK, (grads, state_m, state_v, params, hp_step_adam))
+        k.k15_params(grid(354), BLOCK, (grads, state_m, state_v, params, hp_step_adam.values))
         # step += 1 on the device, for the next call
-        k.nc_advance(ONE, ONE, (hp_step_adam, np.int32(1)))
+        k.nc_advance(ONE, ONE, (hp_step_adam.values, np.int32(1)))
 
     def step_rmsprop():
         """One training step with rmsprop: loss, gradients, update."""
@@ -1037,7 +1040,7 @@ def build(n, params, grads, state):
         gemv("T", dz1, ones, db1)
         # update: v = alpha*v + g**2*(1 - alpha)
         # update: p = -g*lr/(eps + sqrt(v)) + p
-        k.k16_params(grid(354), BLOCK, (grads, state_v, params, hp_step_rmsprop))
+        k.k16_params(grid(354), BLOCK, (grads, state_v, params, hp_step_rmsprop.values))
 
     return types.SimpleNamespace(
         X=X, T=T, output=p3,

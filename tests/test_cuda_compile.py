@@ -86,7 +86,9 @@ def test_driver_launches_match_the_kernels_they_call(programs: dict, name: str) 
     build = text[text.index("def build("):]
     launches = [LAUNCH.search(line.strip()) for line in build.splitlines() if line.strip().startswith("k.")]
     assert launches and all(launches)
-    for launch in launches:
+    functions = re.split(r"\n    def ", build)
+    for launch, function in ((launch, f) for f in functions for launch in map(LAUNCH.search, f.splitlines()[1:])
+                             if launch):
         kernel, args = launch.group(1), [a.strip() for a in launch.group(3).split(",")]
         params = kernels[kernel]
         assert len(args) == len(params), (kernel, args, params)
@@ -95,6 +97,7 @@ def test_driver_launches_match_the_kernels_they_call(programs: dict, name: str) 
                 assert param == "const int n"
             elif arg.startswith("hp_"):
                 assert "double* " in param and param.endswith(" hp")
+                assert arg == f"hp_{function.split('(')[0]}.values"  # the scalars of the function launching it
             elif kernel == "nc_advance":
                 assert param == "const int index" and arg.startswith("np.int32(")
             else:

@@ -140,7 +140,8 @@ class _Lowering:
         uses_step = "step" in fn.scalars and any(
             sp.Symbol("step", real=True) in op.expr.free_symbols for op in fn.ops if isinstance(op, (Map, Reduce)))
         if uses_step:
-            launches.append({"code": f"k.nc_advance(ONE, ONE, (hp_{fn.name}, np.int32({fn.scalars.index('step')})))",
+            launches.append({"code": f"k.nc_advance(ONE, ONE, (hp_{fn.name}.values, "
+                                     f"np.int32({fn.scalars.index('step')})))",
                              "formulas": ["step += 1 on the device, for the next call"]})
         needs = sorted({b for op in fn.ops for b in op.inputs
                         if b in self.program.buffers and self.program.buffers[b].role == "state"})
@@ -158,7 +159,7 @@ class _Lowering:
         if key not in self.kernels:
             self.kernels[key] = (f"k{len(self.kernels) + 1}_{kernel.label}", kernel)
         name, _ = self.kernels[key]
-        args = [{"n": "n32", "hp": f"hp_{fn.name}"}.get(arg, arg) for _, arg in kernel.params]
+        args = [{"n": "n32", "hp": f"hp_{fn.name}.values"}.get(arg, arg) for _, arg in kernel.params]
         geometry = GEOMETRY[kernel.kind].format(size=kernel.size)
         return {"code": f"k.{name}({geometry}, {_tuple(args)})",
                 "formulas": [comment(f) for f in kernel.formulas]}

@@ -394,9 +394,9 @@ class KernelWriter:
         if not expr.args:
             return expr
         if isinstance(expr, (sp.Add, sp.Mul)):
-            scalar = [a for a in expr.args if self._scalar_only(a)]
-            if len(scalar) > 1:
-                rest = [self._hoist(a) for a in expr.args if not self._scalar_only(a)]
+            scalar = [a for a in expr.args if a.is_number or self._scalar_only(a)]
+            if len(scalar) > 1 and not all(a.is_number for a in scalar):
+                rest = [self._hoist(a) for a in expr.args if not (a.is_number or self._scalar_only(a))]
                 return expr.func(self._constant(expr.func(*scalar)), *rest)
         return expr.func(*[self._hoist(a) for a in expr.args])
 
@@ -472,10 +472,9 @@ class KernelWriter:
 
 
 def _overlapping(program: Program, buffers: dict[str, bool]) -> bool:
-    """Whether two buffers of the kernel share memory (a parameter view and the flat vector)."""
-    storage: dict[str, int] = {}
+    """Whether a buffer the kernel writes shares memory with another it uses (a view and its flat vector)."""
+    storage: dict[str, list[str]] = {}
     for name in buffers:
-        role = program.buffers[name].role
-        key = {"param": "params", "grad": "grads"}.get(role, name)
-        storage[key] = storage.get(key, 0) + 1
-    return any(count > 1 for count in storage.values()) and any(buffers.values())
+        key = {"param": "params", "grad": "grads"}.get(program.buffers[name].role, name)
+        storage.setdefault(key, []).append(name)
+    return any(len(names) > 1 and any(buffers[n] for n in names) for names in storage.values())
