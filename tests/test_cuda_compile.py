@@ -52,6 +52,32 @@ def test_generated_cuda_compiles_with_nvcc_without_warnings(programs: dict, name
     assert names and all(f".entry {kernel}(" in ptx for kernel in names)
 
 
+def _nvrtc():
+    """CuPy's NVRTC bindings, when CuPy and the NVRTC library load here (no GPU needed), else None."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+        nvrtc.getVersion()
+    except Exception:  # no CuPy, or no libnvrtc: the nvcc test above still covers the source
+        return None
+    return nvrtc
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_generated_cuda_compiles_with_nvrtc_as_cupy_does(programs: dict, dtype: str) -> None:
+    """The compiler CuPy runs (NVRTC: no host headers, unlike nvcc) accepts every source, with an empty log."""
+    nvrtc = _nvrtc()
+    if nvrtc is None:
+        pytest.skip("CuPy's NVRTC bindings or libnvrtc are not available here")
+    for name in sorted(MODELS):
+        program = nvrtc.createProgram(cuda.render_source(_program(programs, name, dtype)), "kern.cu", (), ())
+        try:
+            nvrtc.compileProgram(program, ("--gpu-architecture=compute_75",))
+            assert nvrtc.getProgramLog(program).strip() in ("", "\x00"), name
+            assert nvrtc.getPTX(program)
+        finally:
+            nvrtc.destroyProgram(program)
+
+
 def _module(program) -> tuple[types.ModuleType, str]:
     """The generated driver, imported as the JIT would (it needs no CuPy to import)."""
     text = cuda.render_module(program)

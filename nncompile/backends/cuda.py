@@ -29,7 +29,8 @@ from .. import __version__
 from ..errors import BackendError
 from ..ir import BATCH, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
 from .cprinter import C_TYPES
-from .kernels import Kernel, KernelWriter, Stmt, comment, group
+from .fusion import Stmt, comment, group
+from .kernels import Kernel, KernelWriter
 from .templating import render
 
 NAME = "cuda"
