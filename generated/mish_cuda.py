@@ -615,7 +615,7 @@ extern "C" __global__ void k16_params(const real* __restrict__ grads, real* __re
 """
 
 KERNELS = (
-    "nc_advance",
+    'nc_advance',
     'k1_a1',
     'k2_a2',
     'k3_p3',

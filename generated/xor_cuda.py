@@ -500,7 +500,7 @@ extern "C" __global__ void k12_params(const real* __restrict__ grads, real* __re
 """
 
 KERNELS = (
-    "nc_advance",
+    'nc_advance',
     'k1_a1',
     'k2_a2',
     'k3_a2',
