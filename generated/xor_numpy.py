@@ -18,7 +18,7 @@ import types
 import numpy as np
 
 MODEL = 'xor'
-BACKEND = "numpy"
+BACKEND = 'numpy'
 DTYPE = np.float64
 INPUT_DIM = 2
 OUTPUT_DIM = 1
@@ -47,6 +47,7 @@ OPTIMIZERS = {
 PROBES = (
     ('dense1', 'tanh', 'fp_a1', 'saturating'),
 )
+
 
 
 def workspace_bytes(n):
@@ -426,7 +427,9 @@ def build(n, params, grads, state):
 `nncompile generate` embeds this file verbatim in standalone scripts, so it imports
 nothing but the standard library and NumPy, and it talks to a compiled program only
 through the generated module's interface: MODEL, DTYPE, PARAMS, N_PARAMS, OPTIMIZERS,
-METRIC, TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state).
+METRIC, TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state), plus `xp`, the
+array module its buffers live in, when that is not NumPy (CuPy for the CUDA backend: the
+engine's vectors and the training data then stay on the GPU, copied there once).
 
 Everything an epoch changes lives in the engine's flat vectors and in a `Loop`, and a
 checkpoint (written by `checkpoint.Checkpoint`) saves both, so an interrupted run resumed
@@ -536,20 +539,31 @@ def encode_targets(Y, encoding, width, dtype, rows):
     return T
 
 
+def to_host(array):
+    """A NumPy array: a device (CuPy) array is copied to the host, a NumPy array returned as it is."""
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
 class Engine:
     """A compiled module bound to flat parameter, gradient and optimizer-state vectors.
 
     Workspaces (all buffers for one batch size) are built on first use and kept, so a
-    training loop allocates nothing per step.
+    training loop allocates nothing per step.  The vectors live where the module computes
+    (`xp`: NumPy, or CuPy on a GPU).
     """
 
     def __init__(self, module, params=None, max_workspaces=None):
         self.module = module
-        self.params = np.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else params
-        self.grads = np.zeros(module.N_PARAMS, dtype=module.DTYPE)
+        self.xp = getattr(module, "xp", np)
+        self.params = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else self.device(params)
+        self.grads = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE)
         self.state = {}
         self.max_workspaces = max_workspaces
         self._workspaces = {}
+
+    def device(self, array):
+        """`array` in the module's array module (a copy to the GPU for CuPy; as it is for NumPy)."""
+        return self.xp.asarray(array)
 
     def workspace(self, n):
         """All buffers for batch size n, built once; says how much memory it needs if that fails."""
@@ -573,7 +587,7 @@ class Engine:
             if name in self.state:
                 self.state[name].fill(0.0)
             else:
-                self.state[name] = np.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
+                self.state[name] = self.xp.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
                 self._workspaces.clear()  # built closures hold no reference to the new vector
 
     def evaluate(self, X, T, chunk=1024):
@@ -582,8 +596,8 @@ class Engine:
         for start in range(0, rows, chunk):
             stop = min(start + chunk, rows)
             ws = self.workspace(stop - start)
-            ws.X[...] = X[start:stop]
-            ws.T[...] = T[start:stop]
+            ws.X[...] = self.device(X[start:stop])
+            ws.T[...] = self.device(T[start:stop])
             total += float(ws.loss()) * (stop - start)
             correct += count_correct(self.module.METRIC, ws.output, ws.T)
         metric = None if self.module.METRIC is None else correct / rows
@@ -595,18 +609,18 @@ class Engine:
         for start in range(0, X.shape[0], chunk):
             stop = min(start + chunk, X.shape[0])
             ws = self.workspace(stop - start)
-            ws.X[...] = X[start:stop]
+            ws.X[...] = self.device(X[start:stop])
             ws.forward()
-            out[start:stop] = ws.output
+            out[start:stop] = to_host(ws.output)
         return out
 
 
 def count_correct(metric, output, T):
     """Correct predictions in a batch: argmax for classes, 0.5 threshold for binary."""
     if metric == "accuracy":
-        return int(np.count_nonzero(output.argmax(axis=1) == T.argmax(axis=1)))
+        return int((output.argmax(axis=1) == T.argmax(axis=1)).sum())
     if metric == "binary_accuracy":
-        return int(np.count_nonzero((output > 0.5) == (T > 0.5)))
+        return int(((output > 0.5) == (T > 0.5)).sum())
     return 0
 
 
@@ -660,6 +674,7 @@ def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=N
     """
     rows = X.shape[0]
     total, updates = 0.0, 0
+    clip = ("clip",) if engine.xp is np else ()  # CuPy's take has no mode
     for first, stop in ((0, rows - rows % batch), (rows - rows % batch, rows)):
         if stop == first:
             continue
@@ -668,9 +683,9 @@ def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=N
         run, xb, tb, take_x, take_t = getattr(ws, step_name), ws.X, ws.T, X.take, T.take
         for start in range(first, stop, size):
             idx = order[start:start + size]
-            take_x(idx, 0, xb, "clip")
-            take_t(idx, 0, tb, "clip")
-            loss = run(lr, step, *hyper)
+            take_x(idx, 0, xb, *clip)
+            take_t(idx, 0, tb, *clip)
+            loss = float(run(lr, step, *hyper))
             if not math.isfinite(loss):
                 raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
             total += loss
@@ -736,21 +751,22 @@ class Loop:
 
     def to_checkpoint(self, engine):
         """(arrays, meta) describing the loop and the engine, for a checkpoint file."""
-        arrays = {"params": engine.params}
-        arrays.update({"state." + name: value for name, value in engine.state.items()})
+        arrays = {"params": to_host(engine.params)}
+        arrays.update({"state." + name: to_host(value) for name, value in engine.state.items()})
         if self.best_params is not None:
-            arrays["best_params"] = self.best_params
+            arrays["best_params"] = to_host(self.best_params)
         meta = {k: getattr(self, k) for k in self._SCALARS}
         meta.update(rng=self.rng.bit_generator.state, history=self.history)
         return arrays, meta
 
     def from_checkpoint(self, engine, arrays, meta):
-        engine.params[...] = arrays["params"]
+        engine.params[...] = engine.device(arrays["params"])
         for name in engine.state:
             if "state." + name not in arrays:
                 raise TrainingError(f"the checkpoint has no optimizer state {name!r}")
-            engine.state[name][...] = arrays["state." + name]
-        self.best_params = arrays.get("best_params")
+            engine.state[name][...] = engine.device(arrays["state." + name])
+        best = arrays.get("best_params")
+        self.best_params = None if best is None else engine.device(best)
         for name in self._SCALARS:
             setattr(self, name, meta[name])
         self.rng.bit_generator.state = meta["rng"]
@@ -840,9 +856,11 @@ class _Run:
     """What `fit` works with: the engine, the data, the fixed settings (`plan`) and the `Loop`."""
 
     def __init__(self, engine, X, T, validation, monitor, on_batch):
-        self.engine, self.X, self.T, self.validation = engine, X, T, validation
+        self.host = (X, T, *(validation or ()))  # for the data fingerprint of checkpoints
+        self.X, self.T = engine.device(X), engine.device(T)
+        self.engine, self.validation = engine, None if validation is None else tuple(map(engine.device, validation))
         self.monitor, self.on_batch = monitor, on_batch
-        self.order = np.arange(X.shape[0])
+        self.order = engine.device(np.arange(X.shape[0]))
         self.plan, self.loop, self.batch, self._settings = {}, None, 1, None
 
     def epoch(self, epochs, snap):
@@ -851,7 +869,7 @@ class _Run:
         schedule, step_size, gamma = plan["schedule"]
         lr = schedule_lr(schedule, plan["lr"], loop.epoch, epochs, step_size, gamma)
         if plan["mode"] != "gd":
-            self.order = loop.rng.permutation(self.X.shape[0])
+            self.order = self.engine.device(loop.rng.permutation(self.X.shape[0]))
         try:
             loss, updates, loop.step = run_epoch(self.engine, self.X, self.T, self.order, self.batch,
                                                  "step_" + plan["optimizer"], lr, loop.step, plan["hyper"],
@@ -880,7 +898,7 @@ class _Run:
             module = self.engine.module
             self._settings = dict(self.plan, model=module.MODEL, n_params=int(module.N_PARAMS),
                                   dtype=np.dtype(module.DTYPE).name,
-                                  data=fingerprint(self.X, self.T, *(self.validation or ())))
+                                  data=fingerprint(*self.host))
         return self._settings
 
     def save(self, checkpoint):
@@ -987,6 +1005,9 @@ import math
 
 import numpy as np
 
+if __package__ == "nncompile":  # in a generated script runtime.py is embedded above this file
+    from .runtime import to_host
+
 #: |f'(z)| below this counts as no gradient: a saturated sigmoid/tanh unit, an inactive ReLU.
 FLAT = 0.01
 #: A unit whose f'(z) varies less than this (std / mean over the sample) acts linearly.
@@ -1030,14 +1051,14 @@ class Monitor:
     def measure(self, engine):
         """Per layer: activation statistics (for probed layers) and the gradient norm."""
         ws = engine.workspace(self.X.shape[0])
-        ws.X[...] = self.X
-        ws.T[...] = self.T
+        ws.X[...] = engine.device(self.X)
+        ws.T[...] = engine.device(self.T)
         ws.diagnose()
-        report = {name: {"grad_norm": float(np.sqrt(sum(np.vdot(engine.grads[a:b], engine.grads[a:b])
-                                                       for a, b in spans)))}
+        grads = to_host(engine.grads)
+        report = {name: {"grad_norm": float(np.sqrt(sum(np.vdot(grads[a:b], grads[a:b]) for a, b in spans)))}
                   for name, spans in self.layers.items()}
         for (layer, activation, _, kind), fprime in zip(self.module.PROBES, ws.probes):
-            report[layer].update(activation=activation, kind=kind, **unit_statistics(fprime))
+            report[layer].update(activation=activation, kind=kind, **unit_statistics(to_host(fprime)))
         return report
 
     def judge(self, report):
@@ -1229,7 +1250,7 @@ if __package__ == "nncompile":  # in a generated script these are defined above,
     from .diagnostics import Monitor, headline, new_warnings
     from .plot import PlotUnavailable, render_png
     from .runtime import (INIT_SCHEMES, SCHEDULES, Diverged, Engine, TrainingError, check_inputs,
-                          encode_targets, fit, hyperparameters, init_flat)
+                          encode_targets, fit, hyperparameters, init_flat, to_host)
 
 #: Training settings when neither a flag nor the model file's `training` dict gives one.
 DEFAULTS = {"mode": "minibatch", "batch_size": 32, "epochs": 30, "lr": 0.1, "optimizer": "sgd",
@@ -1432,7 +1453,8 @@ def main(module, argv=None):
         print("final: " + describe(dict(summary, loss=summary["train_loss"], epoch=summary["epochs"]),
                                    module.METRIC))
     if args.save:
-        weights = {name: engine.params[offset:offset + int(np.prod(shape))].reshape(shape)
+        flat = to_host(engine.params)
+        weights = {name: flat[offset:offset + int(np.prod(shape))].reshape(shape)
                    for name, shape, offset, _ in module.PARAMS}
         buffer = io.BytesIO()
         np.savez(buffer, **weights)

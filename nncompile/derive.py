@@ -387,7 +387,8 @@ def _program(b: _Builder, output: str, loss_value: sp.Expr, optimizers: dict[str
         doc="loss and the gradient of every parameter (means over the batch)")
     prog.functions["diagnose"] = Function(
         "diagnose", fwd + tuple(op for _, op in b.probes) + tuple(b.loss_ops) + backward_1, returns="L",
-        doc="loss, gradients, and f'(z) of every hidden activation, for training diagnostics")
+        doc="loss, gradients, and f'(z) of every hidden activation, for training diagnostics",
+        results=tuple(probe.buffer for probe, _ in b.probes))
     prog.probes = tuple(probe for probe, _ in b.probes)
     for name, opt in optimizers.items():
         for state in opt.state:

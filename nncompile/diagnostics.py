@@ -12,6 +12,9 @@ import math
 
 import numpy as np
 
+if __package__ == "nncompile":  # in a generated script runtime.py is embedded above this file
+    from .runtime import to_host
+
 #: |f'(z)| below this counts as no gradient: a saturated sigmoid/tanh unit, an inactive ReLU.
 FLAT = 0.01
 #: A unit whose f'(z) varies less than this (std / mean over the sample) acts linearly.
@@ -55,14 +58,14 @@ class Monitor:
     def measure(self, engine):
         """Per layer: activation statistics (for probed layers) and the gradient norm."""
         ws = engine.workspace(self.X.shape[0])
-        ws.X[...] = self.X
-        ws.T[...] = self.T
+        ws.X[...] = engine.device(self.X)
+        ws.T[...] = engine.device(self.T)
         ws.diagnose()
-        report = {name: {"grad_norm": float(np.sqrt(sum(np.vdot(engine.grads[a:b], engine.grads[a:b])
-                                                       for a, b in spans)))}
+        grads = to_host(engine.grads)
+        report = {name: {"grad_norm": float(np.sqrt(sum(np.vdot(grads[a:b], grads[a:b]) for a, b in spans)))}
                   for name, spans in self.layers.items()}
         for (layer, activation, _, kind), fprime in zip(self.module.PROBES, ws.probes):
-            report[layer].update(activation=activation, kind=kind, **unit_statistics(fprime))
+            report[layer].update(activation=activation, kind=kind, **unit_statistics(to_host(fprime)))
         return report
 
     def judge(self, report):

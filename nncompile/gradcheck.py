@@ -34,8 +34,8 @@ def check_gradients(prog: CompiledProgram, params: Mapping[str, np.ndarray], X: 
     engine = prog.engine(params)
     Xc, T = prog.prepare(X, Y)
     ws = engine.workspace(Xc.shape[0])
-    ws.X[...] = Xc
-    ws.T[...] = T
+    ws.X[...] = engine.device(Xc)
+    ws.T[...] = engine.device(T)
     rng = np.random.default_rng(seed)
     report = {}
     for name, shape, offset, _ in prog.module.PARAMS:

@@ -147,13 +147,22 @@ class Reduce(Op):
 
 @dataclass(frozen=True)
 class Function:
-    """An entry point: ordered ops, runtime scalar arguments, and the scalar it returns."""
+    """An entry point: ordered ops, runtime scalar arguments, and the scalar it returns.
+
+    `results` names buffers the caller reads after the function (besides the program's
+    output): a backend that drops dead stores must keep them.
+    """
 
     name: str
     ops: tuple[Op, ...]
     scalars: tuple[str, ...] = ()
     returns: str | None = None
     doc: str = ""
+    results: tuple[str, ...] = ()
+
+    def kept(self, program_output: str) -> set[str]:
+        """Buffers whose final values must be in memory when the function returns."""
+        return {program_output, *self.results} | ({self.returns} if self.returns else set())
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,10 @@ def compile(model: Sequential, backend: str = "numpy", dtype: str = "float64",  
 
     `optimizers` adds your own update rules (`nncompile.Optimizer`) to the built-in ones,
     each fused into a generated step.  Options go to the backend (numpy: ``fold_bias=False``
-    turns bias folding off).  The generated module is cached by content hash; see `jit`.
+    turns bias folding off, ``optimize=False`` gives the plain reference lowering; cuda:
+    ``cuda_graphs=False`` launches kernels one by one instead of replaying CUDA graphs).
+    The generated module is cached by content hash; see `jit`.  The cuda backend needs
+    CuPy and a GPU, and says in one line (BackendError) which is missing.
     """
     if not isinstance(model, Sequential):
         raise ModelError(f"compile() takes an nn.Sequential model, got {type(model).__name__}")
@@ -47,6 +50,7 @@ def compile(model: Sequential, backend: str = "numpy", dtype: str = "float64",  
         raise ModelError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     optimizers = _checked_optimizers(optimizers)
     be = backends.get(backend)
+    backends.require(be)
     from .backends.templating import generator_digest
     key = jit.key_of(__version__, str(RULES_VERSION), be.NAME, dtype, repr(sorted(options.items())),
                      generator_digest(), model.spec(), *(opt.key() for opt in optimizers))
@@ -156,7 +160,8 @@ class CompiledProgram:
         return flat
 
     def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        """A params dict (copies) from a flat vector, in layer order."""
+        """A params dict (NumPy copies) from a flat vector, in layer order."""
+        flat = runtime.to_host(flat)
         out = {}
         for name, shape, offset, _ in self.module.PARAMS:
             size = int(np.prod(shape))
@@ -182,7 +187,7 @@ class CompiledProgram:
     def _bound(self, params: Mapping[str, np.ndarray]) -> runtime.Engine:
         if self._engine is None:
             self._engine = runtime.Engine(self.module, max_workspaces=4)
-        self._engine.params[...] = self.flatten(params)
+        self._engine.params[...] = self._engine.device(self.flatten(params))
         return self._engine
 
     def loss_and_grad(self, params: Mapping[str, np.ndarray], X: object, Y: object) -> tuple[object, dict]:
@@ -191,9 +196,9 @@ class CompiledProgram:
         engine = self._bound(params)
         with data_errors():
             ws = engine.workspace(Xc.shape[0])
-        ws.X[...] = Xc
-        ws.T[...] = T
-        loss = ws.loss_and_grad()
+        ws.X[...] = engine.device(Xc)
+        ws.T[...] = engine.device(T)
+        loss = float(ws.loss_and_grad())
         return np.dtype(self.dtype).type(loss), self.unflatten(engine.grads)
 
     def loss(self, params: Mapping[str, np.ndarray], X: object, Y: object) -> object:

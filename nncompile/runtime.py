@@ -3,7 +3,9 @@
 `nncompile generate` embeds this file verbatim in standalone scripts, so it imports
 nothing but the standard library and NumPy, and it talks to a compiled program only
 through the generated module's interface: MODEL, DTYPE, PARAMS, N_PARAMS, OPTIMIZERS,
-METRIC, TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state).
+METRIC, TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state), plus `xp`, the
+array module its buffers live in, when that is not NumPy (CuPy for the CUDA backend: the
+engine's vectors and the training data then stay on the GPU, copied there once).
 
 Everything an epoch changes lives in the engine's flat vectors and in a `Loop`, and a
 checkpoint (written by `checkpoint.Checkpoint`) saves both, so an interrupted run resumed
@@ -113,20 +115,31 @@ def encode_targets(Y, encoding, width, dtype, rows):
     return T
 
 
+def to_host(array):
+    """A NumPy array: a device (CuPy) array is copied to the host, a NumPy array returned as it is."""
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
 class Engine:
     """A compiled module bound to flat parameter, gradient and optimizer-state vectors.
 
     Workspaces (all buffers for one batch size) are built on first use and kept, so a
-    training loop allocates nothing per step.
+    training loop allocates nothing per step.  The vectors live where the module computes
+    (`xp`: NumPy, or CuPy on a GPU).
     """
 
     def __init__(self, module, params=None, max_workspaces=None):
         self.module = module
-        self.params = np.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else params
-        self.grads = np.zeros(module.N_PARAMS, dtype=module.DTYPE)
+        self.xp = getattr(module, "xp", np)
+        self.params = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else self.device(params)
+        self.grads = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE)
         self.state = {}
         self.max_workspaces = max_workspaces
         self._workspaces = {}
+
+    def device(self, array):
+        """`array` in the module's array module (a copy to the GPU for CuPy; as it is for NumPy)."""
+        return self.xp.asarray(array)
 
     def workspace(self, n):
         """All buffers for batch size n, built once; says how much memory it needs if that fails."""
@@ -150,7 +163,7 @@ class Engine:
             if name in self.state:
                 self.state[name].fill(0.0)
             else:
-                self.state[name] = np.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
+                self.state[name] = self.xp.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
                 self._workspaces.clear()  # built closures hold no reference to the new vector
 
     def evaluate(self, X, T, chunk=1024):
@@ -159,8 +172,8 @@ class Engine:
         for start in range(0, rows, chunk):
             stop = min(start + chunk, rows)
             ws = self.workspace(stop - start)
-            ws.X[...] = X[start:stop]
-            ws.T[...] = T[start:stop]
+            ws.X[...] = self.device(X[start:stop])
+            ws.T[...] = self.device(T[start:stop])
             total += float(ws.loss()) * (stop - start)
             correct += count_correct(self.module.METRIC, ws.output, ws.T)
         metric = None if self.module.METRIC is None else correct / rows
@@ -172,18 +185,18 @@ class Engine:
         for start in range(0, X.shape[0], chunk):
             stop = min(start + chunk, X.shape[0])
             ws = self.workspace(stop - start)
-            ws.X[...] = X[start:stop]
+            ws.X[...] = self.device(X[start:stop])
             ws.forward()
-            out[start:stop] = ws.output
+            out[start:stop] = to_host(ws.output)
         return out
 
 
 def count_correct(metric, output, T):
     """Correct predictions in a batch: argmax for classes, 0.5 threshold for binary."""
     if metric == "accuracy":
-        return int(np.count_nonzero(output.argmax(axis=1) == T.argmax(axis=1)))
+        return int((output.argmax(axis=1) == T.argmax(axis=1)).sum())
     if metric == "binary_accuracy":
-        return int(np.count_nonzero((output > 0.5) == (T > 0.5)))
+        return int(((output > 0.5) == (T > 0.5)).sum())
     return 0
 
 
@@ -237,6 +250,7 @@ def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=N
     """
     rows = X.shape[0]
     total, updates = 0.0, 0
+    clip = ("clip",) if engine.xp is np else ()  # CuPy's take has no mode
     for first, stop in ((0, rows - rows % batch), (rows - rows % batch, rows)):
         if stop == first:
             continue
@@ -245,9 +259,9 @@ def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=N
         run, xb, tb, take_x, take_t = getattr(ws, step_name), ws.X, ws.T, X.take, T.take
         for start in range(first, stop, size):
             idx = order[start:start + size]
-            take_x(idx, 0, xb, "clip")
-            take_t(idx, 0, tb, "clip")
-            loss = run(lr, step, *hyper)
+            take_x(idx, 0, xb, *clip)
+            take_t(idx, 0, tb, *clip)
+            loss = float(run(lr, step, *hyper))
             if not math.isfinite(loss):
                 raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
             total += loss
@@ -313,21 +327,22 @@ class Loop:
 
     def to_checkpoint(self, engine):
         """(arrays, meta) describing the loop and the engine, for a checkpoint file."""
-        arrays = {"params": engine.params}
-        arrays.update({"state." + name: value for name, value in engine.state.items()})
+        arrays = {"params": to_host(engine.params)}
+        arrays.update({"state." + name: to_host(value) for name, value in engine.state.items()})
         if self.best_params is not None:
-            arrays["best_params"] = self.best_params
+            arrays["best_params"] = to_host(self.best_params)
         meta = {k: getattr(self, k) for k in self._SCALARS}
         meta.update(rng=self.rng.bit_generator.state, history=self.history)
         return arrays, meta
 
     def from_checkpoint(self, engine, arrays, meta):
-        engine.params[...] = arrays["params"]
+        engine.params[...] = engine.device(arrays["params"])
         for name in engine.state:
             if "state." + name not in arrays:
                 raise TrainingError(f"the checkpoint has no optimizer state {name!r}")
-            engine.state[name][...] = arrays["state." + name]
-        self.best_params = arrays.get("best_params")
+            engine.state[name][...] = engine.device(arrays["state." + name])
+        best = arrays.get("best_params")
+        self.best_params = None if best is None else engine.device(best)
         for name in self._SCALARS:
             setattr(self, name, meta[name])
         self.rng.bit_generator.state = meta["rng"]
@@ -417,9 +432,11 @@ class _Run:
     """What `fit` works with: the engine, the data, the fixed settings (`plan`) and the `Loop`."""
 
     def __init__(self, engine, X, T, validation, monitor, on_batch):
-        self.engine, self.X, self.T, self.validation = engine, X, T, validation
+        self.host = (X, T, *(validation or ()))  # for the data fingerprint of checkpoints
+        self.X, self.T = engine.device(X), engine.device(T)
+        self.engine, self.validation = engine, None if validation is None else tuple(map(engine.device, validation))
         self.monitor, self.on_batch = monitor, on_batch
-        self.order = np.arange(X.shape[0])
+        self.order = engine.device(np.arange(X.shape[0]))
         self.plan, self.loop, self.batch, self._settings = {}, None, 1, None
 
     def epoch(self, epochs, snap):
@@ -428,7 +445,7 @@ class _Run:
         schedule, step_size, gamma = plan["schedule"]
         lr = schedule_lr(schedule, plan["lr"], loop.epoch, epochs, step_size, gamma)
         if plan["mode"] != "gd":
-            self.order = loop.rng.permutation(self.X.shape[0])
+            self.order = self.engine.device(loop.rng.permutation(self.X.shape[0]))
         try:
             loss, updates, loop.step = run_epoch(self.engine, self.X, self.T, self.order, self.batch,
                                                  "step_" + plan["optimizer"], lr, loop.step, plan["hyper"],
@@ -457,7 +474,7 @@ class _Run:
             module = self.engine.module
             self._settings = dict(self.plan, model=module.MODEL, n_params=int(module.N_PARAMS),
                                   dtype=np.dtype(module.DTYPE).name,
-                                  data=fingerprint(self.X, self.T, *(self.validation or ())))
+                                  data=fingerprint(*self.host))
         return self._settings
 
     def save(self, checkpoint):

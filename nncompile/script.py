@@ -16,7 +16,7 @@ if __package__ == "nncompile":  # in a generated script these are defined above,
     from .diagnostics import Monitor, headline, new_warnings
     from .plot import PlotUnavailable, render_png
     from .runtime import (INIT_SCHEMES, SCHEDULES, Diverged, Engine, TrainingError, check_inputs,
-                          encode_targets, fit, hyperparameters, init_flat)
+                          encode_targets, fit, hyperparameters, init_flat, to_host)
 
 #: Training settings when neither a flag nor the model file's `training` dict gives one.
 DEFAULTS = {"mode": "minibatch", "batch_size": 32, "epochs": 30, "lr": 0.1, "optimizer": "sgd",
@@ -219,7 +219,8 @@ def main(module, argv=None):
         print("final: " + describe(dict(summary, loss=summary["train_loss"], epoch=summary["epochs"]),
                                    module.METRIC))
     if args.save:
-        weights = {name: engine.params[offset:offset + int(np.prod(shape))].reshape(shape)
+        flat = to_host(engine.params)
+        weights = {name: flat[offset:offset + int(np.prod(shape))].reshape(shape)
                    for name, shape, offset, _ in module.PARAMS}
         buffer = io.BytesIO()
         np.savez(buffer, **weights)

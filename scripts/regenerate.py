@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ("xor", "digits", "mish")
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "cuda")
 
 
 def expected() -> dict[Path, str]:

@@ -20,3 +20,15 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked gpu run only where CuPy reaches a CUDA device; elsewhere they skip, saying why."""
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if not gpu:
+        return
+    from nncompile.backends.cupy_support import device_problem
+    problem = device_problem()
+    if problem is not None:
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason=problem))

@@ -20,3 +20,10 @@ def get(name: str) -> ModuleType:
     else:
         raise BackendError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
     return backend
+
+
+def require(backend: ModuleType) -> None:
+    """Raise BackendError (one line) unless `backend` can run here: the CUDA one needs CuPy and a GPU."""
+    check = getattr(backend, "require", None)
+    if check is not None:
+        check()

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import __version__
 from ..ir import BATCH, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, last_uses
+from .interface import interface
 from .printers import Scalars, ScratchPool, UfuncPrinter, shape_text
 from .templating import render
 
@@ -210,11 +210,6 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
     return lines, per_row, fixed
 
 
-def _tuple_text(names: list[str]) -> str:
-    """Python source of a tuple of names: (), (a,), (a, b)."""
-    return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
-
-
 def _shape_n(shape: tuple) -> str:
     return shape_text(tuple("n" if d == BATCH else d for d in shape))
 
@@ -235,14 +230,7 @@ def context(program: Program, fold_bias: bool = True, optimize: bool = True) -> 
     functions = [lowering.function(fn) for fn in program.functions.values()]
     allocations, per_row, fixed = _allocations(program, layout, lowering.pool)
     return {
-        "version": __version__,
-        "output": program.output,
-        "state_names": sorted({s for o in program.optimizers.values() for s in o.state}),
-        "program": program,
-        "params": [(p.name, p.shape, p.offset, p.init) for p in program.params],
-        "optimizers": [(o.name, o.state, dict(o.defaults)) for o in program.optimizers.values()],
-        "probes": [(p.layer, p.activation, p.buffer, p.kind) for p in program.probes],
-        "probe_buffers": _tuple_text([p.buffer for p in program.probes]),
+        **interface(program, NAME),
         "allocations": allocations,
         "workspace_scalars": lowering.scalars.workspace,
         "functions": functions,
