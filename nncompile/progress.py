@@ -32,8 +32,10 @@ class Progress:
         if self.bar is None:
             self.bar = tqdm(total=self.epochs, initial=self.first_epoch, unit="epoch", file=sys.stderr,
                             disable=self.disable, dynamic_ncols=True, position=0)
-            self.inner = tqdm(total=self.rows, unit="ex", unit_scale=True, file=sys.stderr, disable=self.disable,
-                              dynamic_ncols=True, leave=False, position=1, desc="examples")
+            # the per-example bar redraws many times an epoch: on a terminal only, not in logs
+            self.inner = tqdm(total=self.rows, unit="ex", unit_scale=True, file=sys.stderr,
+                              disable=self.disable or not sys.stderr.isatty(), dynamic_ncols=True, leave=False,
+                              position=1, desc="examples")
 
     def batch(self, rows: int) -> None:
         if self.inner is None:
