@@ -21,6 +21,7 @@ class CheckpointError(ValueError):
 def write_bytes_atomic(path, data):
     """Write `data` to `path` so that a reader sees the old file or the new one, never a part."""
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import types
 from pathlib import Path
 from typing import Callable
+
+from .checkpoint import write_bytes_atomic  # the one atomic writer (embedded in scripts too)
 
 HEADER = "# nncompile-sha256: "
 
@@ -57,24 +58,6 @@ def _verified(path: Path) -> str | None:
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same folder and a rename."""
     write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def load(key: str, render: Callable[[], str], prefix: str = "nncompile_gen") -> tuple[types.ModuleType, Path]:
