@@ -280,6 +280,11 @@ class UfuncPrinter(Printer):
                 self._owned.discard(n)
                 self.pool.give(n)
 
+    def _release_operand(self, value: str, dest: str) -> None:
+        """Release an operand's scratch, unless it is the destination just written (still in use)."""
+        if value != dest:
+            self._release(value)
+
     def _scratch(self, current: str, shape: Shape) -> str:
         """`current` if it is our scratch of that shape, else a new scratch."""
         if current in self._owned and self.pool.declared[current][0] == shape:
@@ -373,20 +378,22 @@ class UfuncPrinter(Printer):
         elif e == -1:
             value = self._child(base, dest, free)
             self._call("divide", ["1.0", value], dest, expr)
-            self._release(value)
-        elif e.is_negative:
-            self._print(1 / sp.Pow(base, -e, evaluate=False), dest=dest, free=free)
+            self._release_operand(value, dest)
+        elif e.is_negative:  # u**-k = 1/(u**k); SymPy would fold 1/Pow(u, k) straight back into u**-k
+            self._print_Pow(sp.Pow(base, -e, evaluate=False), dest, free)
+            self._call("divide", ["1.0", dest], dest, expr)
         else:
             value = self._child(base, dest, free)
             exponent = self._emit(e)
             self._call("power", [value, exponent], dest, expr)
-            self._release(value, exponent)
+            self._release_operand(value, dest)
+            self._release(exponent)
 
     def _unary(self, ufunc: str, arg: sp.Expr, dest: str, free: bool, expr: sp.Expr,
                extra: Sequence[str] = ()) -> None:
         value = self._child(arg, dest, free)
         self._call(ufunc, [value, *extra], dest, expr)
-        self._release(value)
+        self._release_operand(value, dest)
 
     def _print_Function(self, expr: sp.Function, dest: str, free: bool) -> None:
         ufunc = next((name for cls, name in UNARY_UFUNCS.items() if isinstance(expr, cls)), None)
@@ -400,7 +407,7 @@ class UfuncPrinter(Printer):
         u = expr.args[0]
         value = self._child(u, work, True)
         self._call("multiply", [value, "0.5"], work, u / 2)
-        self._release(value)
+        self._release_operand(value, work)
         self._call("tanh", [work], work, sp.tanh(u / 2))
         self._call("multiply", [work, "0.5"], work, sp.tanh(u / 2) / 2)
         self._call("add", [work, "0.5"], dest, expr)
