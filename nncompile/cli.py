@@ -120,16 +120,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except DivergenceError as exc:
-        print(f"nncompile: error: {exc}", file=sys.stderr)
+        print(f"nncompile: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except NncompileError as exc:
-        print(f"nncompile: error: {exc}", file=sys.stderr)
+        print(f"nncompile: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("nncompile: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+
+
+def one_line(message: object) -> str:
+    """An error message on one line: line breaks and other unprintable characters (from a file
+    name, say) are shown escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(message))
 
 
 def dump_json(obj: object) -> str:

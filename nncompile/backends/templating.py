@@ -24,13 +24,22 @@ def template_dir() -> Path:
     raise FileNotFoundError(f"nncompile templates not found beside {PACKAGE}")
 
 
+def comment_text(text: object) -> str:
+    """`text` made safe inside a ``#`` comment: anything unprintable (a line break, a NUL) is escaped.
+
+    Comments carry formulas and file names; a newline in one would end the comment and
+    turn the rest into code.
+    """
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
+
+
 def commented(line: tuple[str, str], indent: int = 0) -> str:
     """``code  # comment`` with comments aligned at a fixed column."""
     code, comment = line
     if not comment:
         return code
     pad = max(COMMENT_COLUMN - indent - len(code), 2)
-    return f"{code}{' ' * pad}# {comment}"
+    return f"{code}{' ' * pad}# {comment_text(comment)}"
 
 
 @lru_cache(maxsize=1)
@@ -45,6 +54,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["pyrepr"] = repr
     env.filters["commented"] = commented
+    env.filters["comment"] = comment_text
     return env
 
 
