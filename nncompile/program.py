@@ -46,7 +46,7 @@ def compile(model: Sequential, backend: str = "numpy", dtype: str = "float64",  
     be = backends.get(backend)
     from .backends.templating import templates_digest
     key = jit.key_of(__version__, str(RULES_VERSION), be.NAME, dtype, repr(sorted(options.items())),
-                     templates_digest(), model.spec())
+                     templates_digest(), jit.compiler_digest(), model.spec())
     derived: dict[str, object] = {}
 
     def render() -> str:
