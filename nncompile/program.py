@@ -124,9 +124,12 @@ class CompiledProgram:
             raise DataError(f"params {what} (expected {', '.join(self.param_names)})")
         flat = np.empty(self.n_params, dtype=self.dtype)
         for name, shape, offset, _ in self.module.PARAMS:
-            value = np.asarray(params[name])
+            with data_errors():
+                value = runtime.numeric_array(params[name], f"params[{name!r}]")
             if value.shape != tuple(shape):
                 raise DataError(f"params[{name!r}] has shape {value.shape} but the model needs {tuple(shape)}")
+            if not np.isfinite(value).all():
+                raise DataError(f"params[{name!r}] contains NaN or infinite values")
             flat[offset:offset + value.size] = value.ravel()
         return flat
 

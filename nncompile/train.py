@@ -96,5 +96,5 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
                 engine, Xc, T, mode, batch_size, epochs, lr, optimizer, hyper, seed, schedule, validation,
                 patience, min_delta, evaluate, callback)
     except runtime.Diverged as exc:
-        raise DivergenceError(str(exc), TrainResult(prog.unflatten(engine.params))) from None
+        raise DivergenceError(str(exc), TrainResult(prog.unflatten(engine.params), list(exc.history))) from None
     return TrainResult(prog.unflatten(engine.params), history, best_epoch, stopped)
