@@ -403,6 +403,25 @@ def main(module, argv=None):
     if args.save:
         weights = {name: engine.params[offset:offset + int(np.prod(shape))].reshape(shape)
                    for name, shape, offset, _ in module.PARAMS}
-        np.savez(args.save, **weights)
-        print(f"saved weights to {args.save}")
+        path = args.save if args.save.endswith(".npz") else args.save + ".npz"
+        save_npz_atomic(path, weights)
+        print(f"saved weights to {path}")
     return 0
+
+
+def save_npz_atomic(path, arrays):
+    """np.savez into a temporary file beside `path`, then rename: a crash leaves the old file whole."""
+    import tempfile
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npz.tmp", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -91,35 +91,42 @@ def test_standalone_script_reports_divergence_in_one_line(tmp_path: Path) -> Non
 
 # -- SIGKILL while writing -------------------------------------------------------------------
 
-# Imports nncompile.jit without the package's __init__ (no SymPy), so a child starts in ~0.1 s.
+# Imports nncompile.jit / nncompile.runtime without the package's __init__ (no SymPy), so a
+# child starts in ~0.1 s.  Writer "jit": the atomic writer behind `nncompile run --save`,
+# `generate -o` and the JIT cache; writer "runtime": the one in standalone scripts.
 _WRITER = r"""
 import sys, types, io
 import numpy as np
 package = types.ModuleType("nncompile"); package.__path__ = [sys.argv[1]]; sys.modules["nncompile"] = package
-from nncompile import jit
+from nncompile import jit, runtime
 from pathlib import Path
 target = Path(sys.argv[2])
-def version(k):
-    buffer = io.BytesIO()
-    np.savez(buffer, W=np.full((512, 1024), float(k)), k=np.array(k))
-    return buffer.getvalue()
-jit.write_bytes_atomic(target, version(0))
+def save(k):
+    arrays = {"W": np.full((512, 1024), float(k)), "k": np.array(k)}
+    if sys.argv[3] == "runtime":
+        runtime.save_npz_atomic(str(target), arrays)
+    else:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        jit.write_bytes_atomic(target, buffer.getvalue())
+save(0)
 print("ready", flush=True)
 k = 1
 while True:
-    jit.write_bytes_atomic(target, version(k))
+    save(k)
     k += 1
 """
 
 
-def test_sigkill_while_saving_weights_never_leaves_a_torn_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["jit", "runtime"])
+def test_sigkill_while_saving_weights_never_leaves_a_torn_file(writer: str, tmp_path: Path) -> None:
     """Kill a process at random points while it rewrites a 4 MB weights file: the file on disk
-    is always a complete earlier version (the atomic writer behind --save and the JIT cache)."""
+    is always a complete earlier version."""
     target = tmp_path / "weights.npz"
     rng = random.Random(7)
     seen = set()
-    for _ in range(12):
-        child = subprocess.Popen([sys.executable, "-c", _WRITER, str(ROOT / "nncompile"), str(target)],
+    for _ in range(20):
+        child = subprocess.Popen([sys.executable, "-c", _WRITER, str(ROOT / "nncompile"), str(target), writer],
                                  stdout=subprocess.PIPE, text=True)
         assert child.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.25))
