@@ -506,6 +506,7 @@ from its checkpoint ends with the same bits as one never interrupted.
 """
 import hashlib
 import math
+import os
 
 import numpy as np
 
@@ -518,7 +519,10 @@ class TrainingError(ValueError):
 
 
 class Diverged(TrainingError):
-    """The loss stopped being finite; the state after the last good epoch was restored."""
+    """The loss stopped being finite; the state after the last good epoch was restored.
+
+    `history` holds the records of the epochs that finished.
+    """
 
     def __init__(self, message, history=()):
         super().__init__(message)
@@ -534,6 +538,7 @@ def init_flat(module, seed=0, scheme="auto"):
     """
     if scheme not in INIT_SCHEMES:
         raise TrainingError(f"unknown init scheme {scheme!r} (choose from {', '.join(INIT_SCHEMES)})")
+    ensure_memory(module.N_PARAMS * 8, f"the {module.N_PARAMS} parameters of the model")
     rng = np.random.default_rng(seed)
     flat = np.zeros(module.N_PARAMS, dtype=np.float64)
     for name, shape, offset, auto in module.PARAMS:
@@ -552,11 +557,24 @@ def init_flat(module, seed=0, scheme="auto"):
     return flat.astype(module.DTYPE)
 
 
+def numeric_array(values, what):
+    """`values` as a real numeric (or boolean) array; ragged, text, object or complex data refused."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError) as exc:
+        raise TrainingError(f"{what} cannot be read as an array ({exc})") from None
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise TrainingError(f"{what} must be numeric, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise TrainingError(f"{what} must be real numbers, got dtype {array.dtype}")
+    if array.ndim == 0:
+        raise TrainingError(f"{what} must be an array with one row per example, got a single number")
+    return array
+
+
 def check_inputs(X, width, dtype):
     """Inputs as a C-contiguous (N, width) array of the program's dtype, finite."""
-    X = np.asarray(X)
-    if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-        raise TrainingError(f"inputs must be numeric, got dtype {X.dtype}")
+    X = numeric_array(X, "inputs")
     if X.ndim == 1 and width == 1:
         X = X.reshape(-1, 1)
     if X.ndim != 2 or X.shape[1] != width:
@@ -578,9 +596,7 @@ def all_finite(a):
 
 def encode_targets(Y, encoding, width, dtype, rows):
     """Targets as a float (N, width) array: labels become one-hot rows for cross-entropy."""
-    Y = np.asarray(Y)
-    if Y.dtype == object or not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool):
-        raise TrainingError(f"targets must be numeric, got dtype {Y.dtype}")
+    Y = numeric_array(Y, "targets")
     if Y.shape[0] != rows:
         raise TrainingError(f"targets have {Y.shape[0]} rows but inputs have {rows}")
     if encoding == "onehot" and (Y.ndim == 1 or (Y.ndim == 2 and Y.shape[1] == 1 and width > 1)):
@@ -613,6 +629,46 @@ def to_host(array):
     return array if isinstance(array, np.ndarray) else array.get()
 
 
+def available_memory():
+    """Bytes this process may still allocate, or None where the system does not say.
+
+    Linux: MemAvailable from /proc/meminfo, lowered by a cgroup (container) memory limit,
+    since a container is killed at its limit whatever the host has free.
+    """
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            found += [int(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (("memory.max", "memory.current"),  # cgroup v2, then v1
+                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            with open("/sys/fs/cgroup/" + limit, encoding="ascii") as a, \
+                    open("/sys/fs/cgroup/" + usage, encoding="ascii") as b:
+                found.append(max(int(a.read()) - int(b.read()), 0))
+        except (OSError, ValueError):  # absent, or "max" (no limit)
+            pass
+    if not found and hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
+        found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return min(found) if found else None
+
+
+def human_bytes(nbytes):
+    """A byte count for people: 12.5 MiB, 1.50 GiB, 1,048,576.00 GiB."""
+    if nbytes < 2**30 // 10:
+        return f"{nbytes / 2**20:,.1f} MiB"
+    return f"{nbytes / 2**30:,.2f} GiB"
+
+
+def ensure_memory(nbytes, what, advice="use a smaller model"):
+    """Refuse, before allocating, buffers larger than the memory available (when it is known)."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise TrainingError(f"{what} needs {human_bytes(nbytes)} of memory but only {human_bytes(free)} "
+                            f"is available: {advice}")
+
+
 class Engine:
     """A compiled module bound to flat parameter, gradient and optimizer-state vectors.
 
@@ -624,6 +680,9 @@ class Engine:
     def __init__(self, module, params=None, max_workspaces=None):
         self.module = module
         self.xp = getattr(module, "xp", np)
+        if self.xp is np:  # a GPU's memory is the device's business (CuPy reports it when allocating)
+            ensure_memory(2 * module.N_PARAMS * np.dtype(module.DTYPE).itemsize,
+                          f"the parameter and gradient vectors of {module.N_PARAMS} entries")
         self.params = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else self.device(params)
         self.grads = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE)
         self.state = {}
@@ -640,11 +699,13 @@ class Engine:
         if ws is None:
             if self.max_workspaces and len(self._workspaces) >= self.max_workspaces:
                 self._workspaces.pop(next(iter(self._workspaces)))
+            if self.xp is np:
+                ensure_memory(self.module.workspace_bytes(n), f"a batch of {n} rows", "use a smaller batch")
             try:
                 ws = self.module.build(n, self.params, self.grads, self.state)
             except MemoryError:
-                need = self.module.workspace_bytes(n) / 2**30
-                raise TrainingError(f"a batch of {n} rows needs {need:.2f} GiB of buffers, more than "
+                need = human_bytes(self.module.workspace_bytes(n))
+                raise TrainingError(f"a batch of {n} rows needs {need} of buffers, more than "
                                     "this machine can allocate: use a smaller batch") from None
             self._workspaces[n] = ws
         return ws
@@ -656,6 +717,9 @@ class Engine:
             if name in self.state:
                 self.state[name].fill(0.0)
             else:
+                if self.xp is np:
+                    ensure_memory(self.module.N_PARAMS * np.dtype(self.module.DTYPE).itemsize,
+                                  f"the {optimizer} state vector {name!r}")
                 self.state[name] = self.xp.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
                 self._workspaces.clear()  # built closures hold no reference to the new vector
 
@@ -762,6 +826,8 @@ def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=N
             step += 1
             if on_batch is not None:
                 on_batch(size)
+    if not bool(engine.xp.isfinite(engine.params).all()):  # the last update itself overflowed
+        raise Diverged(f"the parameters became NaN or infinite at update {step - 1} with learning rate {lr:g}")
     return total / updates, updates, step
 
 
@@ -862,6 +928,7 @@ def _check_resumable(path, saved, settings):
                             "(only the number of epochs may change)")
 
 
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")  # a diverging run is reported in one line
 def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimizer="sgd", hyper=(),
         seed=0, schedule="constant", validation=None, patience=None, min_delta=0.0, evaluate=True,
         callback=None, step_size=10, gamma=None, monitor=None, checkpoint=None, checkpoint_every=None,
@@ -1009,9 +1076,15 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or used; one line says why."""
 
 
-def write_bytes_atomic(path, data):
-    """Write `data` to `path` so that a reader sees the old file or the new one, never a part."""
+def write_bytes_atomic(path, data, folder_mode=None):
+    """Write `data` to `path` so that a reader sees the old file or the new one, never a part.
+
+    The folder must exist, unless `folder_mode` is given: then it is created with that mode
+    (the JIT cache uses 0o700, private to the user).
+    """
     folder = os.path.dirname(os.path.abspath(path))
+    if folder_mode is not None:
+        os.makedirs(folder, mode=folder_mode, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -1478,6 +1551,11 @@ class _Printer:
             print(describe(record, self.metric), flush=True)
 
 
+def printable(message):
+    """An error on one line: line breaks and other control characters shown escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(message))
+
+
 def main(module, argv=None):
     """Command line of a standalone script: train on a .npz file, print progress, save weights."""
     parser = argparse.ArgumentParser(description=f"Train model {module.MODEL!r} (generated by nncompile).")
@@ -1510,10 +1588,10 @@ def main(module, argv=None):
         print(f"interrupted{saved}", file=sys.stderr)
         return 130
     except Diverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 1
     except (TrainingError, CheckpointError, PlotUnavailable, OSError, KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     summary = final_summary(engine, X, T, validation, history, best_epoch, stopped)
     if args.json:

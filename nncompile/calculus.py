@@ -15,11 +15,12 @@ from functools import lru_cache
 import sympy as sp
 
 from .rules import A, W, X, Y, ElementwiseFunction, LossFunction, Regulariser
-from .symbolic import stabilize
+from .symbolic import expansion_terms, stabilize
 
 #: Functions whose presence makes a formula non-differentiable somewhere.
 _KINKED = (sp.Abs, sp.Max, sp.Min, sp.Heaviside, sp.sign, sp.Piecewise)
 _SIMPLIFY_LIMIT = 40  # sympy.simplify is tried only on expressions at most this big
+_EXPAND_LIMIT = 200   # expand/factor are tried only where expansion gives at most this many terms
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,20 @@ def _policy(expr: sp.Expr) -> sp.Expr:
                         lambda e: sp.Heaviside(e.args[0], 0))
 
 
+def _expanded(expr: sp.Expr) -> sp.Expr:
+    """sympy.expand, skipped where it would blow up (a power of a long sum)."""
+    return sp.expand(expr) if expansion_terms(expr) <= _EXPAND_LIMIT else expr
+
+
+def _factored(expr: sp.Expr) -> sp.Expr:
+    """sympy.factor (which expands first), skipped where expanding would blow up."""
+    return sp.factor(expr) if expansion_terms(expr) <= _EXPAND_LIMIT else expr
+
+
 def _simplified(expr: sp.Expr) -> sp.Expr:
-    options = [expr, sp.expand(expr)]
-    if sp.count_ops(expr) <= _SIMPLIFY_LIMIT and not expr.has(sp.Piecewise):
+    small = expansion_terms(expr) <= _EXPAND_LIMIT
+    options = [expr, sp.expand(expr)] if small else [expr]
+    if small and sp.count_ops(expr) <= _SIMPLIFY_LIMIT and not expr.has(sp.Piecewise):
         options.append(sp.simplify(expr))
     return _cheapest(*options)
 
@@ -91,8 +103,8 @@ def kinks_of(expr: sp.Expr, stated: str | None) -> tuple[str, ...]:
     if not found:
         return ()
     return (f"uses {', '.join(found)}, not differentiable where its argument switches branch: "
-            "the derivative there follows SymPy's rules with Heaviside(0) = 0, sign(0) = 0 and "
-            "Piecewise taking the first branch whose condition holds",)
+            "the derivative there follows SymPy's rules with Heaviside(0) = 0, sign(0) = 0, "
+            "Piecewise taking the first branch whose condition holds, and 0 for the derivative of a step",)
 
 
 @lru_cache(maxsize=256)
@@ -112,7 +124,7 @@ def activation(fn: ElementwiseFunction) -> LocalDerivative:
 @lru_cache(maxsize=256)
 def loss_gradient(loss: LossFunction) -> tuple[sp.Expr, sp.Expr]:
     """dl/dy as SymPy gives it, and simplified (for display)."""
-    raw = sp.diff(loss.expr, Y)
+    raw = _policy(sp.diff(loss.expr, Y))
     return raw, _simplified(raw)
 
 
@@ -123,8 +135,8 @@ def output_delta(fn: ElementwiseFunction, loss: LossFunction) -> OutputDelta:
     chain = sp.diff(loss.expr, Y).subs(Y, A) * local.raw
     composite, fired = stabilize(loss.expr.subs(Y, fn.expr))
     delta = _simplified(_policy(sp.diff(composite, X)))
-    delta = _cheapest(delta, delta.subs(local.stable, A), sp.factor(delta.subs(local.stable, A)))
-    value = _cheapest(composite, sp.expand(composite), composite.subs(local.stable, A))
+    delta = _cheapest(delta, delta.subs(local.stable, A), _factored(delta.subs(local.stable, A)))
+    value = _cheapest(composite, _expanded(composite), composite.subs(local.stable, A))
     kinks = kinks_of(loss.expr, None) + local.kinks
     return OutputDelta(chain, delta, value, tuple(dict.fromkeys(local.rewrites + tuple(fired))), kinks)
 

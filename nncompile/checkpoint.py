@@ -18,10 +18,15 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or used; one line says why."""
 
 
-def write_bytes_atomic(path, data):
-    """Write `data` to `path` so that a reader sees the old file or the new one, never a part."""
+def write_bytes_atomic(path, data, folder_mode=None):
+    """Write `data` to `path` so that a reader sees the old file or the new one, never a part.
+
+    The folder must exist, unless `folder_mode` is given: then it is created with that mode
+    (the JIT cache uses 0o700, private to the user).
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    if folder_mode is not None:
+        os.makedirs(folder, mode=folder_mode, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:

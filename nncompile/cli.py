@@ -17,7 +17,7 @@ import numpy as np
 from . import __version__
 from .errors import DivergenceError, NncompileError
 from .nn import Sequential
-from .script import add_training_flags
+from .script import add_training_flags, printable
 
 EXIT_USER_ERROR = 2
 EXIT_FAILED = 1
@@ -117,16 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except DivergenceError as exc:
-        print(f"nncompile: error: {exc}", file=sys.stderr)
+        print(f"nncompile: error: {printable(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except NncompileError as exc:
-        print(f"nncompile: error: {exc}", file=sys.stderr)
+        print(f"nncompile: error: {printable(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("nncompile: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+
+
 
 
 def dump_json(obj: object) -> str:

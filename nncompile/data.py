@@ -97,7 +97,7 @@ def _load_npz(path: Path) -> Dataset:
 
 def _load_csv(path: Path, target: bool = True) -> Dataset:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark, as spreadsheets write, is skipped
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path.name} cannot be read as text ({exc})") from None
     rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
@@ -135,6 +135,8 @@ def _checked(name: str, X: np.ndarray, y: np.ndarray) -> Dataset:
     for label, arr in (("X", X), ("y", y)):
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise DataError(f"{name}: {label} must be numeric, got dtype {arr.dtype}")
+        if np.issubdtype(arr.dtype, np.complexfloating):
+            raise DataError(f"{name}: {label} must be real numbers, got dtype {arr.dtype}")
     if X.ndim != 2:
         raise DataError(f"{name}: X must be a 2-D array (rows, features), got shape {X.shape}")
     if X.shape[0] == 0:
@@ -192,5 +194,7 @@ def split(ds: Dataset, test_fraction: float, seed: int = 0) -> tuple[Dataset, Da
     """A shuffled (train, test) split; the test part holds round(test_fraction·N) rows."""
     order = np.random.default_rng(seed).permutation(len(ds))
     n_test = int(round(test_fraction * len(ds)))
+    if n_test >= len(ds):
+        raise DataError(f"holding out {test_fraction:g} of {len(ds)} rows leaves none to train on")
     test, train = order[:n_test], order[n_test:]
     return (Dataset(ds.name, ds.X[train], ds.y[train]), Dataset(ds.name, ds.X[test], ds.y[test]))

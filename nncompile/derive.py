@@ -28,7 +28,10 @@ from .symbolic import symbol
 
 N = symbol(BATCH)
 GSCALE = symbol("gscale")  # gradient scale: 1 for gradients, lr when plain SGD folds it in
-RESERVED = {"lr", "step", BATCH, "gscale", "L", "L_data"}
+# Names a hyperparameter (a step-function argument) must not take: the compiler's own scalars
+# and the generated module's globals it would shadow.
+RESERVED = {"lr", "step", BATCH, "gscale", "L", "L_data", "n", "np", "math", "types", "sys", "DTYPE",
+            "params", "grads", "state"}
 #: Names the generated code itself uses; an optimizer hyperparameter may not take them.
 GENERATED_NAMES = re.compile(r"(?:[cs]\d+|_cse\d*|np|math|types|n|DTYPE|params|grads|state|state_\w+)\Z")
 
@@ -94,6 +97,7 @@ def derive(model: Sequential, dtype: str = "float64", optimizers: Sequence[Optim
     if model.loss is None:
         raise ModelError(f"model {model.name} has no loss: pass loss=nn.MSE() (or another loss) "
                          "to Sequential")
+    model.check_names()
     b = _Builder(model, dtype)
     b.buffer("X", (BATCH, model.input_dim), "input")
     b.buffer("T", (BATCH, model.output_dim), "target")

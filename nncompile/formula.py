@@ -4,10 +4,17 @@ Strings are never evaluated: `sympy.sympify` on a raw string calls `eval`, so in
 text is parsed by Python's `ast` (which only builds a tree) and walked against a
 whitelist: the allowed symbols, numbers, + - * / ** ^ and the functions in
 `symbolic.SUPPORTED_FUNCTIONS`.  Anything else is refused with a message naming it.
+
+Every formula, however it was given (string, SymPy expression or callable), must also
+stay within limits that keep a compile fast and the generated code finite: at most
+MAX_NODES SymPy nodes nested at most MAX_DEPTH deep, numeric exponents and polynomial
+degree at most MAX_EXPONENT (SymPy expands products of powers), and constants that fit
+in a float64.
 """
 from __future__ import annotations
 
 import ast
+import keyword
 import math
 import re
 from typing import Callable, Mapping, Union
@@ -21,7 +28,9 @@ FormulaLike = Union[str, sp.Expr, Callable[..., object], int, float]
 
 MAX_LENGTH = 2000
 MAX_NODES = 400
+MAX_DEPTH = 32  # nesting; a compile's cost grows faster than linearly with it
 MAX_EXPONENT = 64
+MAX_CONSTANT = 1e300  # a constant beyond this would print as inf in float64 code
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CONSTANTS = {"pi": sp.pi, "e": sp.E, "E": sp.E}
 # "x^2" means a power, as on paper; rewritten before parsing so it binds like "**".
@@ -36,18 +45,42 @@ _BINARY = {
 
 
 def check_identifier(name: object, what: str) -> str:
-    """Names reach generated source; accept only plain identifiers, or say why not."""
+    """Names reach generated source; accept only plain ASCII identifiers that are not keywords."""
     if not isinstance(name, str) or not IDENTIFIER.match(name) or len(name) > 64:
         raise FormulaError(
-            f"{what} {name!r} is not a valid name: use letters, digits and underscores, "
+            f"{what} {shown(name)} is not a valid name: use letters, digits and underscores, "
             "not starting with a digit, at most 64 characters")
+    if keyword.iskeyword(name):
+        raise FormulaError(f"{what} {name!r} is not a valid name: it is a Python keyword")
     return name
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """`repr(value)` cut to `limit` characters: messages stay one short line whatever the input."""
+    text = repr(value) if isinstance(value, str) else f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 4] + "...'"
+
+
 def _power(base: sp.Expr, exponent: sp.Expr) -> sp.Expr:
-    if exponent.is_number and (not exponent.is_finite or abs(exponent) > MAX_EXPONENT):
-        raise FormulaError(f"exponent {exponent} is too large (at most {MAX_EXPONENT} in absolute value)")
+    _check_exponent(exponent)
+    if base.is_number and exponent.is_number and base != 0:
+        magnitude = float(abs(exponent)) * abs(math.log10(float(abs(sp.Float(base, 15)))))
+        if magnitude > 300:
+            raise FormulaError(f"constant power is too large (about 10^{magnitude:.0f})")
     return sp.Pow(base, exponent)
+
+
+def _check_exponent(exponent: sp.Expr) -> None:
+    if exponent.is_number and (not exponent.is_finite or abs(exponent) > MAX_EXPONENT):
+        raise FormulaError(f"exponent {_short(exponent)} is too large (at most {MAX_EXPONENT} in absolute value)")
+
+
+def _short(expr: sp.Basic) -> str:
+    try:
+        text = sp.sstr(expr)
+    except ValueError:  # a number with more digits than Python will print
+        return "(a huge number)"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class _Builder(ast.NodeVisitor):
@@ -69,7 +102,7 @@ class _Builder(ast.NodeVisitor):
         if isinstance(value, float) and not math.isfinite(value):
             raise FormulaError(f"constant {value!r} is not finite")
         if isinstance(value, int) and abs(value) > 10**15:
-            raise FormulaError(f"integer constant {value} is too large")
+            raise FormulaError(f"integer constant {_short(sp.Integer(value))} is too large (at most 10^15)")
         return sp.Integer(value) if isinstance(value, int) else sp.Float(value)
 
     def visit_Name(self, node: ast.Name) -> sp.Expr:
@@ -78,7 +111,7 @@ class _Builder(ast.NodeVisitor):
         if node.id in _CONSTANTS:
             return _CONSTANTS[node.id]
         allowed = ", ".join(sorted(self.symbols))
-        raise FormulaError(f"unknown name {node.id!r} in formula (allowed symbols: {allowed})")
+        raise FormulaError(f"unknown name {shown(node.id)} in formula (allowed symbols: {allowed})")
 
     def visit_BinOp(self, node: ast.BinOp) -> sp.Expr:
         op = _BINARY.get(type(node.op))
@@ -95,16 +128,16 @@ class _Builder(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> sp.Expr:
         if not isinstance(node.func, ast.Name) or node.func.id not in SUPPORTED_FUNCTIONS:
-            name = node.func.id if isinstance(node.func, ast.Name) else _describe(node.func)
+            name = shown(node.func.id) if isinstance(node.func, ast.Name) else repr(_describe(node.func))
             known = ", ".join(sorted(SUPPORTED_FUNCTIONS))
-            raise FormulaError(f"function {name!r} is not allowed in a formula (known: {known})")
+            raise FormulaError(f"function {name} is not allowed in a formula (known: {known})")
         if node.keywords or not node.args:
             raise FormulaError(f"{node.func.id}() takes positional arguments only")
         args = [self.visit(a) for a in node.args]
         try:
             return SUPPORTED_FUNCTIONS[node.func.id](*args)
-        except (TypeError, ValueError) as exc:
-            raise FormulaError(f"{node.func.id}() with {len(args)} argument(s): {exc}") from None
+        except (TypeError, ValueError):
+            raise FormulaError(f"{node.func.id}() does not take {len(args)} argument(s)") from None
 
 
 def _describe(node: ast.AST) -> str:
@@ -127,10 +160,10 @@ def parse(text: str, symbols: Mapping[str, sp.Symbol]) -> sp.Expr:
         raise FormulaError("formula is empty")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        raise FormulaError(f"formula {shown!r} does not parse: {exc.msg}") from None
-    except (RecursionError, MemoryError, ValueError):
+    except (SyntaxError, ValueError) as exc:  # ValueError: a NUL character, before Python 3.11.4
+        reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        raise FormulaError(f"formula {shown(text, 60)} does not parse: {reason}") from None
+    except (RecursionError, MemoryError):
         raise FormulaError("formula is nested too deeply") from None
     nodes = sum(1 for _ in ast.walk(tree))
     if nodes > MAX_NODES:
@@ -178,9 +211,64 @@ def _checked(expr: sp.Basic, symbols: Mapping[str, sp.Symbol], what: str) -> sp.
                            f"(allowed: {', '.join(symbols)})")
     expr = expr.xreplace({s: symbols[n] for n, s in by_name.items()})
     if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan, sp.I):
-        raise FormulaError(f"{what}: the formula is not finite and real ({expr})")
+        raise FormulaError(f"{what}: the formula is not finite and real ({_short(expr)})")
     bad = unsupported_functions(expr)
     if bad:
         raise FormulaError(f"{what}: function(s) {', '.join(bad)} cannot be compiled "
                            f"(known: {', '.join(sorted(SUPPORTED_FUNCTIONS))})")
+    _check_limits(expr, what)
     return expr
+
+
+def _check_limits(expr: sp.Expr, what: str) -> None:
+    """Size, exponents, polynomial degree and constants within the module's limits."""
+    nodes = list(sp.preorder_traversal(expr))
+    if len(nodes) > MAX_NODES:
+        raise FormulaError(f"{what}: the formula is too large ({len(nodes)} nodes, at most {MAX_NODES})")
+    depth = _depth(expr)
+    if depth > MAX_DEPTH:
+        raise FormulaError(f"{what}: the formula is nested too deeply (depth {depth}, at most {MAX_DEPTH})")
+    try:
+        for node in nodes:
+            if node.is_Pow:
+                _check_exponent(node.exp)
+            if isinstance(node, sp.Expr) and node.is_number:
+                value = node.evalf(15)
+                if not value.is_real or not abs(value) <= MAX_CONSTANT:
+                    raise FormulaError(f"constant {_short(node)} is not a finite float64 number")
+    except FormulaError as exc:
+        raise FormulaError(f"{what}: {exc}") from None
+    degree = _max_degree(expr)
+    if degree > MAX_EXPONENT:
+        raise FormulaError(f"{what}: the formula has polynomial degree {degree}, more than {MAX_EXPONENT} "
+                           "(expanding it would be slow)")
+
+
+def _depth(expr: sp.Basic) -> int:
+    depth: dict[sp.Basic, int] = {}
+    for node in sp.postorder_traversal(expr):
+        depth[node] = 1 + max((depth[arg] for arg in node.args), default=0)
+    return depth[expr]
+
+
+def _max_degree(expr: sp.Expr) -> int:
+    """The largest polynomial degree SymPy's expand could reach in any part of `expr`.
+
+    A function call or a non-integer power counts as one opaque factor (its argument is
+    a part of its own); products add degrees, sums take the largest, x**k multiplies by |k|.
+    """
+    degree: dict[sp.Basic, int] = {}
+    for node in sp.postorder_traversal(expr):
+        if not isinstance(node, sp.Expr) or not node.free_symbols:
+            degree[node] = 0
+        elif node.is_Symbol:
+            degree[node] = 1
+        elif node.is_Pow and node.exp.is_Integer:
+            degree[node] = abs(int(node.exp)) * degree[node.base]
+        elif node.is_Mul:
+            degree[node] = sum(degree[arg] for arg in node.args)
+        elif node.is_Add:
+            degree[node] = max(degree[arg] for arg in node.args)
+        else:
+            degree[node] = 1
+    return max(degree.values(), default=0)

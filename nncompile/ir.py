@@ -9,6 +9,7 @@ Shapes use the string "N" for the batch size, fixed when a backend binds a works
 """
 from __future__ import annotations
 
+import keyword
 from dataclasses import dataclass, field
 from typing import Iterator, Union
 
@@ -256,12 +257,23 @@ class Program:
         return sum(b.size(n) for b in self.buffers.values()) * itemsize
 
     def validate(self) -> None:
-        """Check that every op reads buffers or scalars that exist; raise AssertionError if not."""
+        """Check that every op reads buffers or scalars that exist and that every name printed
+        into code is a plain identifier ("layer.W" for parameters); raise AssertionError if not."""
+        names = [self.name, *self.buffers, *self.functions, *self.optimizers]
+        names += [n for fn in self.functions.values() for n in fn.scalars]
+        names += [n for o in self.optimizers.values() for n in (*o.state, *dict(o.defaults))]
+        names += [part for p in self.params for part in p.name.split(".")]
+        bad = [n for n in names if not _identifier(n)]
+        assert not bad, f"names that are not plain identifiers: {bad}"
         for fn in self.functions.values():
             known = set(self.buffers) | set(fn.scalars) | {BATCH}
             for op in fn.ops:
                 missing = [n for n in op.inputs + op.outputs if n and n not in known]
                 assert not missing, f"{fn.name}: {op.kind} {op.formula!r} uses unknown {missing}"
+
+
+def _identifier(name: object) -> bool:
+    return isinstance(name, str) and name.isascii() and name.isidentifier() and not keyword.iskeyword(name)
 
 
 def last_uses(ops: tuple[Op, ...]) -> dict[str, int]:

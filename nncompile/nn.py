@@ -221,6 +221,7 @@ class Sequential:
             raise ModelError(f"loss must be an nncompile loss such as nn.MSE(), got {type(loss).__name__}")
         self.loss = loss
         self._name_layers()
+        self.check_names()
         self.widths = self._check_widths()
         self._check_loss()
 
@@ -238,6 +239,18 @@ class Sequential:
         parts += [layer.spec() for layer in self.layers]
         parts.append(self.loss.spec() if self.loss else "loss:none")
         return "\n".join(parts)
+
+    def check_names(self) -> None:
+        """Every name that reaches generated code is a plain identifier (checked again at compile,
+        so a name changed after declaration cannot slip through)."""
+        _name(self.name, "model name")
+        for layer in self.layers:
+            if layer.name is not None:
+                _name(layer.name, "layer name")
+            if isinstance(layer, Activation):
+                _name(layer.function.name, "activation name")
+        if self.loss is not None:
+            _name(self.loss.name, "loss name")
 
     def _name_layers(self) -> None:
         seen: set[str] = set()

@@ -51,9 +51,10 @@ def compile(model: Sequential, backend: str = "numpy", dtype: str = "float64",  
     optimizers = _checked_optimizers(optimizers)
     be = backends.get(backend)
     backends.require(be)
-    from .backends.templating import generator_digest
+    from .backends.templating import templates_digest
     key = jit.key_of(__version__, str(RULES_VERSION), be.NAME, dtype, repr(sorted(options.items())),
-                     generator_digest(), model.spec(), *(opt.key() for opt in optimizers))
+                     templates_digest(), jit.compiler_digest(), model.spec(),
+                     *(opt.key() for opt in optimizers))
     derived: dict[str, object] = {}
 
     def render() -> str:
@@ -153,9 +154,12 @@ class CompiledProgram:
             raise DataError(f"params {what} (expected {', '.join(self.param_names)})")
         flat = np.empty(self.n_params, dtype=self.dtype)
         for name, shape, offset, _ in self.module.PARAMS:
-            value = np.asarray(params[name])
+            with data_errors():
+                value = runtime.numeric_array(params[name], f"params[{name!r}]")
             if value.shape != tuple(shape):
                 raise DataError(f"params[{name!r}] has shape {value.shape} but the model needs {tuple(shape)}")
+            if not np.isfinite(value).all():
+                raise DataError(f"params[{name!r}] contains NaN or infinite values")
             flat[offset:offset + value.size] = value.ravel()
         return flat
 

@@ -57,6 +57,7 @@ class Progress:
         if "val_" + str(self.metric) in record:
             shown["val_acc"] = f"{100 * record['val_' + self.metric]:.1f}%"
         shown.update(headline(record.get("diagnostics", {})))
+        shown["ex/s"] = f"{self.speed:,.0f}"
         self.bar.set_postfix(shown, refresh=False)
         self.bar.update(1)
         self.done_epochs = record["epoch"]

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
         if args.save and exc.result is not None:
             _save(args.save, exc.result.params)
-            print(f"saved the last good weights to {args.save}", file=sys.stderr)
+            raise DivergenceError(f"{exc}; saved them to {args.save}", exc.result) from None
         raise
     except KeyboardInterrupt:
         progress.close()

@@ -183,3 +183,51 @@ def unsupported_functions(expr: sp.Expr) -> list[str]:
     """Names of the operations in `expr` that no backend can print."""
     return sorted({type(node).__name__ for node in sp.preorder_traversal(expr)
                    if not isinstance(node, SUPPORTED_CLASSES + _STRUCTURE)})
+
+
+_TERMS_CAP = 10**9
+
+
+def expansion_terms(expr: sp.Expr) -> int:
+    """Upper bound on the terms `sympy.expand` can produce in any part of `expr`.
+
+    Expansion is where a short formula can cost minutes: (sin(x) + cos(x) + x + 1)**16
+    has 969 terms once expanded.  Sums add term counts, products multiply them, an integer
+    power k of m terms gives at most C(m + k - 1, k); a polynomial of degree d in v
+    generators (symbols or opaque calls such as sin(x)) has at most C(d + v, v) terms.
+    """
+    info: dict[sp.Basic, tuple[int, int, frozenset]] = {}  # node -> (terms, degree, generators)
+    largest = 1
+    for node in sp.postorder_traversal(expr):
+        if not isinstance(node, sp.Expr) or not node.free_symbols:
+            terms, degree, gens = 1, 0, frozenset()
+        elif node.is_Pow and node.exp.is_Integer:
+            base_terms, base_degree, gens = info[node.base]
+            k = abs(int(node.exp))
+            terms, degree = _comb(base_terms + k - 1, k), base_degree * k
+        elif node.is_Add or node.is_Mul:
+            parts = [info[arg] for arg in node.args]
+            gens = frozenset().union(*(g for _, _, g in parts))
+            if node.is_Add:
+                terms, degree = sum(t for t, _, _ in parts), max(d for _, d, _ in parts)
+            else:
+                terms, degree = 1, sum(d for _, d, _ in parts)
+                for t, _, _ in parts:
+                    terms = min(terms * t, _TERMS_CAP)
+        else:  # a symbol, a function call or a non-integer power: one opaque generator
+            terms, degree, gens = 1, 1, frozenset([node])
+        terms = min(terms, _comb(degree + len(gens), len(gens)))
+        info[node] = (terms, degree, gens)
+        largest = max(largest, terms)
+    return largest
+
+
+def _comb(n: int, k: int) -> int:
+    """C(n, k), or _TERMS_CAP once it is larger (computed incrementally, so always quick)."""
+    k = min(k, n - k)
+    result = 1
+    for i in range(k):
+        result = result * (n - i) // (i + 1)
+        if result >= _TERMS_CAP:
+            return _TERMS_CAP
+    return result

@@ -57,6 +57,7 @@ def test_corrupted_entry_is_rebuilt_not_imported(cache: Path) -> None:
 
 
 def test_atomic_write_leaves_no_temporaries(cache: Path) -> None:
+    (cache / "a").mkdir()
     jit.write_atomic(cache / "a" / "b.py", "x = 1\n")
     assert (cache / "a" / "b.py").read_text() == "x = 1\n"
     assert [p.name for p in (cache / "a").iterdir()] == ["b.py"]

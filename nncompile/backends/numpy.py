@@ -181,6 +181,7 @@ def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
 def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[list, int, int]:
     """Workspace lines (code, comment) and the per-row and fixed element counts allocated."""
     lines = _param_views(program, layout)
+    aliases: list[tuple[str, str]] = []  # after every buffer they may name is allocated
     per_row, fixed = 0, 0
     transposed = {op.x for op in program.iter_ops() if isinstance(op, LinearGrad)}
     for name, buf in program.buffers.items():
@@ -188,8 +189,11 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
             continue
         root, width = layout.root(name), buf.shape[-1]
         if root != name:
-            lines.append((f"{name} = {root}", f"shares storage: {root} is dead when {name} is written"))
-        elif name in layout.augmented:
+            aliases.append((f"{name} = {root}", f"shares storage: {root} is dead when {name} is written"))
+            if name in transposed:
+                aliases.append((f"{name}T = {name}.T", "transposed view, no copy"))
+            continue
+        if name in layout.augmented:
             lines += [(f"{name}_aug = np.empty((n, {width + 1}), dtype=DTYPE)", f"{name} with a ones column"),
                       (f"{name}_aug[:, {width}] = 1.0", "the column that multiplies the bias row"),
                       (f"{name} = {name}_aug[:, :{width}]", "view"),
@@ -200,6 +204,7 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
             per_row, fixed = _count(buf.shape, per_row, fixed)
         if name in transposed and name not in layout.augmented:
             lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
+    lines += aliases
     for name, (shape, kind) in pool.declared.items():
         dtype = "np.bool_" if kind == "bool" else "DTYPE"
         lines.append((f"{name} = np.empty({_shape_n(shape)}, dtype={dtype})", "scratch"))

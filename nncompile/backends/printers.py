@@ -427,7 +427,8 @@ class UfuncPrinter(Printer):
             value = self._child(base, dest, free)
             exponent = self._emit(e)
             self._call("power", [value, exponent], dest, expr)
-            self._release(value, exponent)
+            self._release(value)
+            self._release(exponent)
 
     def _unary(self, ufunc: str, arg: sp.Expr, dest: str, free: bool, expr: sp.Expr,
                extra: Sequence[str] = ()) -> None:

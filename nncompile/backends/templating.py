@@ -24,13 +24,22 @@ def template_dir() -> Path:
     raise FileNotFoundError(f"nncompile templates not found beside {PACKAGE}")
 
 
+def comment_text(text: object) -> str:
+    """`text` made safe inside a ``#`` comment: anything unprintable (a line break, a NUL) is escaped.
+
+    Comments carry formulas and file names; a newline in one would end the comment and
+    turn the rest into code.
+    """
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
+
+
 def commented(line: tuple[str, str], indent: int = 0) -> str:
     """``code  # comment`` with comments aligned at a fixed column."""
     code, comment = line
     if not comment:
         return code
     pad = max(COMMENT_COLUMN - indent - len(code), 2)
-    return f"{code}{' ' * pad}# {comment}"
+    return f"{code}{' ' * pad}# {comment_text(comment)}"
 
 
 @lru_cache(maxsize=1)
@@ -45,6 +54,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["pyrepr"] = repr
     env.filters["commented"] = commented
+    env.filters["comment"] = comment_text
     return env
 
 
@@ -54,15 +64,11 @@ def render(name: str, **context: object) -> str:
 
 
 @lru_cache(maxsize=1)
-def generator_digest() -> str:
-    """Hash of every template and every module of the package: part of the JIT cache key.
-
-    Any change to a rule, the derivation, a printer or a template changes the key, so a
-    cached module can never be stale (a version number alone would rely on discipline).
-    """
+def templates_digest() -> str:
+    """Hash of every template's text: part of the JIT cache key (with jit.compiler_digest)."""
     digest = hashlib.sha256()
-    for root, pattern in ((template_dir(), "*.j2"), (PACKAGE, "*.py")):
-        for path in sorted(root.rglob(pattern)):
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(path.read_bytes())
+    root = template_dir()
+    for path in sorted(root.rglob("*.j2")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
