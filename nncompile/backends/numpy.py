@@ -17,7 +17,8 @@ import numpy as np
 
 from ..ir import BATCH, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, last_uses
 from .interface import interface
-from .printers import Scalars, ScratchPool, UfuncPrinter, shape_text
+from .printers import Scalars, ScratchPool, shape_text
+from .ufunc_printer import UfuncPrinter
 from .templating import render
 
 NAME = "numpy"
