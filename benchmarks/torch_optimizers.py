@@ -48,12 +48,12 @@ def torch_run(start: dict, X: np.ndarray, y: np.ndarray, batches: list, name: st
 
 def nncompile_run(prog, start: dict, X: np.ndarray, y: np.ndarray, batches: list, name: str) -> list[dict]:
     """Parameters after each update, from nncompile's generated fused step (as nc.train calls it)."""
-    from nncompile import runtime
+    from nncompile import loop
     lr, hyper, _ = SETTINGS[name]
     engine = prog.engine(start)
     engine.reset_state(name)
     Xc, T = prog.prepare(X, y)
-    values = runtime.hyperparameters(prog.module, name, hyper)
+    values = loop.hyperparameters(prog.module, name, hyper)
     after = []
     for step, idx in enumerate(batches, 1):
         ws = engine.workspace(len(idx))

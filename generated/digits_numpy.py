@@ -491,7 +491,7 @@ def build(n, params, grads, state):
 # ----------------------------------------------------------------------------------
 # nncompile/runtime.py, embedded verbatim.
 # ----------------------------------------------------------------------------------
-"""NumPy-only training runtime: initialisation, targets, batching, the epoch loop and its state.
+"""NumPy-only training runtime: initialisation, data checks, memory, the engine.
 
 `nncompile generate` embeds this file verbatim in standalone scripts, so it imports
 nothing but the standard library and NumPy, and it talks to a compiled program only
@@ -499,19 +499,14 @@ through the generated module's interface: MODEL, DTYPE, PARAMS, N_PARAMS, OPTIMI
 METRIC, TARGET_ENCODING, OUTPUT_DIM and build(n, params, grads, state), plus `xp`, the
 array module its buffers live in, when that is not NumPy (CuPy for the CUDA backend: the
 engine's vectors and the training data then stay on the GPU, copied there once).
-
-Everything an epoch changes lives in the engine's flat vectors and in a `Loop`, and a
-checkpoint (written by `checkpoint.Checkpoint`) saves both, so an interrupted run resumed
-from its checkpoint ends with the same bits as one never interrupted.
+The epoch loop itself is in loop.py, embedded right after this file.
 """
-import hashlib
 import math
 import os
 
 import numpy as np
 
 INIT_SCHEMES = ("auto", "normal", "xavier", "he")
-SCHEDULES = ("constant", "step", "exponential", "cosine")
 
 
 class TrainingError(ValueError):
@@ -755,6 +750,28 @@ def count_correct(metric, output, T):
     if metric == "binary_accuracy":
         return int(((output > 0.5) == (T > 0.5)).sum())
     return 0
+
+
+# ----------------------------------------------------------------------------------
+# nncompile/loop.py, embedded verbatim.
+# ----------------------------------------------------------------------------------
+"""The epoch loop: schedules, batching, the loop's own state, checkpoints' contents, `fit`.
+
+Embedded verbatim in standalone scripts right after runtime.py (NumPy and the standard
+library only).  Everything an epoch changes lives in the engine's flat vectors and in a
+`Loop`, and a checkpoint (written by `checkpoint.Checkpoint`) saves both, so an
+interrupted run resumed from its checkpoint ends with the same bits as one never
+interrupted.
+"""
+import hashlib
+import math
+
+import numpy as np
+
+if __package__ == "nncompile":  # in a generated script runtime.py is embedded above this file
+    from .runtime import Diverged, TrainingError, to_host
+
+SCHEDULES = ("constant", "step", "exponential", "cosine")
 
 
 def schedule_lr(schedule, lr, epoch, epochs, step_size=10, gamma=None):
@@ -1059,7 +1076,7 @@ class _Run:
 """Checkpoint files: the training state as one .npz (flat vectors + a JSON header), written atomically.
 
 NumPy and the standard library only: `nncompile generate` embeds this file in standalone
-scripts.  What goes in a checkpoint is decided by `runtime.Loop`; this module only stores
+scripts.  What goes in a checkpoint is decided by `loop.Loop`; this module only stores
 and reads it, so that a half-written file is never seen (temporary file, then rename).
 """
 import io
@@ -1391,8 +1408,9 @@ if __package__ == "nncompile":  # in a generated script these are defined above,
     from .checkpoint import Checkpoint, CheckpointError, write_bytes_atomic
     from .diagnostics import Monitor, headline, new_warnings
     from .plot import PlotUnavailable, render_png
-    from .runtime import (INIT_SCHEMES, SCHEDULES, Diverged, Engine, TrainingError, check_inputs,
-                          encode_targets, fit, hyperparameters, init_flat, to_host)
+    from .loop import SCHEDULES, fit, hyperparameters
+    from .runtime import (INIT_SCHEMES, Diverged, Engine, TrainingError, check_inputs, encode_targets,
+                          init_flat, to_host)
 
 #: Training settings when neither a flag nor the model file's `training` dict gives one.
 DEFAULTS = {"mode": "minibatch", "batch_size": 32, "epochs": 30, "lr": 0.1, "optimizer": "sgd",

@@ -1,7 +1,7 @@
 """Checkpoint files: the training state as one .npz (flat vectors + a JSON header), written atomically.
 
 NumPy and the standard library only: `nncompile generate` embeds this file in standalone
-scripts.  What goes in a checkpoint is decided by `runtime.Loop`; this module only stores
+scripts.  What goes in a checkpoint is decided by `loop.Loop`; this module only stores
 and reads it, so that a half-written file is never seen (temporary file, then rename).
 """
 import io

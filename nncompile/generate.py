@@ -18,7 +18,7 @@ from .rules import Optimizer
 
 
 #: NumPy-only modules a script embeds, in this order (later ones use names of earlier ones).
-RUNTIME_MODULES = ("runtime.py", "checkpoint.py", "diagnostics.py", "plot.py", "script.py")
+RUNTIME_MODULES = ("runtime.py", "loop.py", "checkpoint.py", "diagnostics.py", "plot.py", "script.py")
 _RULE = "# " + "-" * 82
 
 

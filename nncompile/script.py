@@ -15,8 +15,9 @@ if __package__ == "nncompile":  # in a generated script these are defined above,
     from .checkpoint import Checkpoint, CheckpointError, write_bytes_atomic
     from .diagnostics import Monitor, headline, new_warnings
     from .plot import PlotUnavailable, render_png
-    from .runtime import (INIT_SCHEMES, SCHEDULES, Diverged, Engine, TrainingError, check_inputs,
-                          encode_targets, fit, hyperparameters, init_flat, to_host)
+    from .loop import SCHEDULES, fit, hyperparameters
+    from .runtime import (INIT_SCHEMES, Diverged, Engine, TrainingError, check_inputs, encode_targets,
+                          init_flat, to_host)
 
 #: Training settings when neither a flag nor the model file's `training` dict gives one.
 DEFAULTS = {"mode": "minibatch", "batch_size": 32, "epochs": 30, "lr": 0.1, "optimizer": "sgd",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from . import runtime, script
+from . import loop, runtime, script
 from .checkpoint import Checkpoint, CheckpointError
 from .diagnostics import Monitor, new_warnings
 from .errors import DataError, DivergenceError, TrainingWarning
@@ -90,11 +90,11 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
         Xv, Tv = prog.prepare(*validation)
     with data_errors():
         optimizer, named = script.torch_style(optimizer, script.hyper_names(dict(hyperparameters)))
-        hyper = runtime.hyperparameters(prog.module, optimizer, named)
+        hyper = loop.hyperparameters(prog.module, optimizer, named)
         if val_split and validation is None:
             Xc, T, (Xv, Tv) = script.validation_split(Xc, T, val_split, seed)
-        runtime.batch_size_for(mode, batch_size, Xc.shape[0])
-        runtime.check_schedule(schedule, step_size, gamma)
+        loop.batch_size_for(mode, batch_size, Xc.shape[0])
+        loop.check_schedule(schedule, step_size, gamma)
     if params is not None and resume is not None:
         raise DataError("give params or resume, not both: a checkpoint holds its own parameters")
     engine = prog.engine(params if params is not None else prog.init_params(seed, init))
@@ -103,7 +103,7 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
     record_warnings = _WarningLog(callback)
     try:
         with data_errors():
-            history, best_epoch, stopped = runtime.fit(
+            history, best_epoch, stopped = loop.fit(
                 engine, Xc, T, mode, batch_size, epochs, lr, optimizer, hyper, seed, schedule,
                 None if Xv is None else (Xv, Tv), patience, min_delta, evaluate, record_warnings,
                 step_size, gamma, monitor, checkpoint and Checkpoint(checkpoint), checkpoint_every,

@@ -8,7 +8,7 @@ import pytest
 
 import nncompile as nc
 from nncompile import data, nn
-from nncompile.runtime import schedule_lr
+from nncompile.loop import schedule_lr
 
 
 @pytest.fixture(scope="module")
