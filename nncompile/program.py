@@ -98,6 +98,12 @@ class CompiledProgram:
         from .derive import derive
         return derive(self.model, self.dtype)
 
+    @cached_property
+    def formulas(self) -> object:
+        """The gradient formulas layer by layer (`formulas.Formulas`): SymPy objects, derived on first use."""
+        from .formulas import Formulas
+        return Formulas.of(self.derivation)
+
     @property
     def graph(self) -> object:
         """The explicit forward + backward graph: the Program IR."""

@@ -45,6 +45,10 @@ class sigmoid(sp.Function):  # noqa: N801  (SymPy function classes are lower cas
     def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
         return r"\sigma\left(%s\right)" % printer._print(self.args[0])
 
+    def _numpycode(self, printer: sp.printing.numpy.NumPyPrinter) -> str:
+        """For `sympy.lambdify`: the tanh form, which cannot overflow."""
+        return f"(0.5 + 0.5*{printer._module_format('numpy.tanh')}(0.5*({printer._print(self.args[0])})))"
+
     def _eval_is_real(self) -> bool | None:
         return self.args[0].is_real
 
@@ -70,6 +74,10 @@ class softplus(sp.Function):  # noqa: N801
 
     def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
         return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+
+    def _numpycode(self, printer: sp.printing.numpy.NumPyPrinter) -> str:
+        """For `sympy.lambdify`: log(1 + e^x) as logaddexp(0, x), which cannot overflow."""
+        return f"{printer._module_format('numpy.logaddexp')}(0, {printer._print(self.args[0])})"
 
     def _eval_is_real(self) -> bool | None:
         return self.args[0].is_real
