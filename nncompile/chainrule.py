@@ -15,7 +15,7 @@ from .calculus import LocalDerivative, loss_gradient, regulariser_gradient
 from .derive import Derivation, LayerRecord
 from .formulas import (A_OUT, T_TARGET, Y_PRED, Z, ActivationFormulas, Formulas, LayerFormulas, LossFormulas,
                        _chain, named)
-from .kinks import Kink, kinks
+from .kinks import kinks
 from .nn import Sequential
 from .notation import LAMBDA, Partial, softmax, tensor
 from .rules import ACTIVATIONS, A, LAM, REGULARISERS, T, W, X, Y
@@ -29,15 +29,10 @@ def activation_formulas(local: LocalDerivative, name: str) -> ActivationFormulas
     names = {X: Z, A: A_OUT}
     derivative = local.derivative.xreplace(names)
     found = kinks(local.function.xreplace(names), Z, derivative, local.evaluated.xreplace(names), A_OUT)
-    notes = tuple(_kink_sentence(k, name) for k in found) or local.kinks
+    notes = tuple(k.sentence(name) for k in found) or local.kinks
     return ActivationFormulas(name, local.function.xreplace(names), local.stable.xreplace(names),
                               local.raw.xreplace(names), derivative, local.evaluated.xreplace(names),
                               local.rewrites, found, notes)
-
-
-def _kink_sentence(kink: Kink, name: str) -> str:
-    side = {kink.left: ", the left derivative", kink.right: ", the right derivative"}.get(kink.chosen, "")
-    return kink.sentence(name) + side
 
 
 # -- the loss ------------------------------------------------------------------------------
@@ -59,14 +54,14 @@ def _loss(output: LayerRecord, derivation: Derivation, constants: dict) -> LossF
         delta_raw = sp.Eq(delta.lhs, sp.Mul(raw[-1].xreplace(arrays), 1 / (N * per_element), evaluate=False),
                           evaluate=False)
         written = output.loss.expr.xreplace({Y: named(act, Z), T: T_TARGET})
-        rows.append(_chain(written, local.value.xreplace(names)))
+        rows.append(("evaluated as", _chain(written, local.value.xreplace(names))))
         rewrites = local.rewrites
     elif output.rule == "softmax_cross_entropy":
         chain = raw = _cross_entropy_chain()
         delta_raw, rewrites = delta, ()
         notes.insert(0, "rows of T sum to 1 (one-hot labels or a distribution), so sum_j t_j = 1")
         if not any(r.kind == "softmax" and r.out == output.out for r in derivation.records):
-            rows.append((tensor(output.out), softmax(tensor(output.inp))))
+            rows.append(("where", (tensor(output.out), softmax(tensor(output.inp)))))
     else:
         grad_raw, grad = loss_gradient(output.loss)
         lhs = sp.Derivative(sp.Function(output.layer)(Y_PRED, T_TARGET), Y_PRED)
@@ -74,7 +69,7 @@ def _loss(output: LayerRecord, derivation: Derivation, constants: dict) -> LossF
         chain, raw = _chain(lhs, grad_raw.xreplace(names), grad.xreplace(names)), _chain(lhs, grad_raw.xreplace(names))
         delta_raw, rewrites = delta, ()
     dl = sp.diff(element, Y_PRED)
-    found = [_kink_sentence(k, output.layer) for k in kinks(element, Y_PRED, dl, dl)]
+    found = [k.sentence(output.layer) for k in kinks(element, Y_PRED, dl, dl)]
     found += _penalty_kinks(model)
     for sym, value in constants.items():
         notes.append(f"{sym.name.replace('lambda', 'lambda_')} = {value:g} (the model's "
@@ -108,7 +103,7 @@ def _penalty_kinks(model: Sequential) -> list[str]:
             reg = REGULARISERS[name]
             expr = reg.expr.xreplace({LAM: sp.Float(strength)})
             grad = regulariser_gradient(reg).xreplace({LAM: sp.Float(strength)})
-            out += [_kink_sentence(k, f"the {name} penalty") for k in kinks(expr, W, grad, grad)]
+            out += [k.sentence(name) for k in kinks(expr, W, grad, grad)]
     return out
 
 

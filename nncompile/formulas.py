@@ -45,6 +45,8 @@ def _chain(*exprs: sp.Basic) -> tuple[sp.Basic, ...]:
 
 def named(name: str, arg: sp.Expr) -> sp.Expr:
     """f(arg) with f shown by name: SymPy's own function when the registry has one, else a named f."""
+    if name == "identity":
+        return arg
     cls = SUPPORTED_FUNCTIONS.get(name)
     if isinstance(cls, type) and issubclass(cls, sp.Function):
         return cls(arg, evaluate=False)
@@ -112,7 +114,7 @@ class LossFormulas:
     notes: tuple[str, ...]
     code: tuple[str, ...]
     constants: dict[sp.Symbol, float] = field(default_factory=dict)
-    rows: tuple[tuple[sp.Basic, ...], ...] = ()   # other facts: how the loss is evaluated, p = softmax(z)
+    rows: tuple[tuple[str, tuple[sp.Basic, ...]], ...] = ()   # (label, chain): how it is evaluated, p = softmax(z)
 
     def _repr_latex_(self) -> str:
         return _latex_block([(self.loss.lhs, self.loss.rhs), self.chain, (self.delta.lhs, self.delta.rhs)])

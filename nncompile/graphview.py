@@ -3,7 +3,8 @@
 Shows one entry point of the Program IR (by default ``loss_and_grad``: forward, loss and
 backward): each op, what it reads, what it writes, the output's shape, and its FLOPs for
 a batch size, with totals per stage.  In DOT each stage has its own colour, backward ops
-have dashed red borders, and parameters, gradients and data have their own node shapes.  PNG goes through the `graphviz` package and Graphviz's ``dot`` program.
+have dashed red borders, and parameters, gradients and data have their own node shapes.
+PNG goes through the `graphviz` package and Graphviz's ``dot`` program.
 """
 from __future__ import annotations
 
@@ -117,8 +118,9 @@ def png(dot_source: str, path: Path) -> int:
     try:
         data = graphviz.Source(dot_source).pipe(format="png")
     except graphviz.ExecutableNotFound:
-        raise GraphError("--png needs Graphviz's dot program on the PATH (Debian/Ubuntu: apt-get install graphviz; "
-                         "macOS: brew install graphviz); `nncompile graph --dot` prints the DOT text without it") from None
+        raise GraphError("--png needs Graphviz's dot program on the PATH (Debian/Ubuntu: apt-get install "
+                         "graphviz; macOS: brew install graphviz); `nncompile graph --dot` prints the DOT text "
+                         "without it") from None
     except graphviz.CalledProcessError as exc:
         raise GraphError(f"Graphviz's dot failed: {exc.stderr.decode(errors='replace').strip()[:200]}") from None
     try:

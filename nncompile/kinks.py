@@ -36,8 +36,9 @@ class Kink:
         return low <= float(self.chosen) <= high
 
     def sentence(self, name: str) -> str:
-        """One line for people, e.g. "relu is not differentiable at z = 0 (...): relu'(0) = 0 is used"."""
-        kind = "a subgradient" if self.is_subgradient else "a chosen value"
+        """One line for people, e.g. "relu is not differentiable at z = 0 (...): the code uses relu'(0) = 0"."""
+        side = {self.left: "the left derivative", self.right: "the right derivative"}.get(self.chosen)
+        kind = side or ("a subgradient" if self.is_subgradient else "a chosen value")
         return (f"{name} is not differentiable at {self.variable} = {_short(self.point)} (derivative "
                 f"{_short(self.left)} from the left, {_short(self.right)} from the right): the code uses "
                 f"{name}'({_short(self.point)}) = {_short(self.chosen)}, {kind}")

@@ -19,7 +19,7 @@ from .formulas import Formulas, LayerFormulas, mode_of
 from .mathprint import show
 
 FORMATS = ("text", "unicode", "latex", "markdown")
-_LABEL = 12
+_LABEL = 13
 _WIDTH = 100
 
 LEGEND = {
@@ -80,7 +80,7 @@ def _eq(eq: sp.Eq) -> tuple[sp.Basic, ...]:
 def _loss_section(formulas: Formulas, mode: str) -> Section:
     loss = formulas.loss
     section = Section(f"loss: {loss.name} (mean over the batch)", [Row("loss", _eq(loss.loss))])
-    section.items += [Row("where", row) for row in loss.rows]
+    section.items += [Row(label, row) for label, row in loss.rows]
     chain = loss.raw_chain if mode == "raw" else loss.chain
     if mode == "simplified":
         chain = (chain[0], chain[-1])
@@ -209,7 +209,9 @@ def _latex(doc: Document, standalone: bool) -> str:
             if isinstance(item, Row):
                 first, *rest = [show(e, "latex") for e in item.exprs]
                 flush()
-                rows.append(f"{first} &= {' = '.join(rest)} \\tag*{{\\small {latex_escape(item.label)}}} \\\\")
+                tag = f"\\tag*{{\\small {latex_escape(item.label)}}}"
+                rows.append(f"{first} &= {rest[0]} {tag} \\\\")
+                rows += [f"&= {e} \\notag \\\\" for e in rest[1:]]
             elif isinstance(item, Note):
                 text.append(rf"\noindent{{\small {latex_escape(item.text)}}}")
             else:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import sympy as sp
-from sympy.core.parameters import evaluate
 
 from .calculus import regulariser_gradient
 from .derive import Derivation, LayerRecord
@@ -129,9 +128,8 @@ class _Expansion:
         self.weights: dict[int, list[list[Entry]]] = {}
         self.memo: dict[tuple[int, int], tuple] = {}
         self.expanded: dict[Entry, sp.Expr] | None = None
+        self.wrt = max(i for i, r in enumerate(self.layers) if r.out == self.output.inp)
         self._forward()
-        wrt = [i for i, r in enumerate(self.layers) if r.out == self.output.inp]
-        self.wrt = wrt[-1]
 
     def _forward(self) -> None:
         h: tuple[sp.Expr, ...] = self.inputs
@@ -214,11 +212,8 @@ class _Expansion:
         if self.expanded is None:
             self.expanded = {}
             for sym, definition in self.defs:
-                with evaluate(False):  # Max(0, u) would search its huge arguments for common zeros
-                    self.expanded[sym] = _steps(definition).xreplace(self.expanded)
-        steps = _steps(expr)
-        with evaluate(False):
-            return steps.xreplace(self.expanded)
+                self.expanded[sym] = _steps(definition).xreplace(self.expanded)
+        return _steps(expr).xreplace(self.expanded)
 
 
 def _softmax(z: tuple[sp.Expr, ...]) -> list[sp.Expr]:
@@ -230,10 +225,11 @@ _STEP = {">": (1, 0), ">=": (1, 1), "<": (-1, 0), "<=": (-1, 1)}
 
 
 def _steps(expr: sp.Expr) -> sp.Expr:
-    """Piecewise branches on u > 0 (and the like) written with Heaviside steps, the same values everywhere.
+    """max, min and Piecewise branches on u > 0 (and the like) written with Heaviside steps: same values.
 
     Substituted into a condition, a Piecewise turns it into an if-then-else that SymPy's
-    `Sum` then folds out of the sum (minutes for a LeakyReLU network); steps stay as they are.
+    `Sum` then folds out of the sum, and Max(0, u) searches its arguments for common
+    zeros: both take minutes once the forward pass is written out; steps stay as they are.
     """
     def convert(pw: sp.Piecewise) -> sp.Expr:
         result = pw.args[-1].expr if pw.args[-1].cond is sp.true else pw
@@ -244,6 +240,7 @@ def _steps(expr: sp.Expr) -> sp.Expr:
             step = sp.Heaviside(sign * (c.lhs - c.rhs), at_zero)
             result = e * step + result * (1 - step)
         return result
+    expr = expr.replace(lambda e: isinstance(e, (sp.Max, sp.Min)), lambda e: e.rewrite(sp.Piecewise))
     return expr.replace(lambda e: isinstance(e, sp.Piecewise), convert)
 
 
@@ -277,8 +274,7 @@ def expand(derivation: Derivation, mode: str = "simplified", params: list[str] |
                 data = sp.Add(*[sp.Mul(*lead, *p, evaluate=False) for p in paths], evaluate=False)
                 penalty = _penalty(entry, model) if entries else sp.S.Zero
                 explicit = ex.substitute(data)
-                with evaluate(False):
-                    mean = sp.Sum(explicit.xreplace(rows), (ROW, 0, N - 1)) / N
+                mean = sp.Sum(explicit.xreplace(rows), (ROW, 0, N - 1)) / N
                 gradients.append(ScalarGradient(name, index, entry, data + penalty if penalty else data, len(paths),
                                                 explicit + penalty, mean + penalty))
     _check_nodes(model.name, gradients)

@@ -42,6 +42,9 @@ class sigmoid(sp.Function):  # noqa: N801  (SymPy function classes are lower cas
     def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
         return 1 / (1 + sp.exp(-arg))
 
+    def _eval_evalf(self, prec: int) -> sp.Expr | None:
+        return (1 / (1 + sp.exp(-self.args[0])))._eval_evalf(prec) if self.args[0].is_number else None
+
     def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
         return r"\sigma\left(%s\right)" % printer._print(self.args[0])
 
@@ -71,6 +74,9 @@ class softplus(sp.Function):  # noqa: N801
 
     def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
         return sp.log(1 + sp.exp(arg))
+
+    def _eval_evalf(self, prec: int) -> sp.Expr | None:
+        return sp.log(1 + sp.exp(self.args[0]))._eval_evalf(prec) if self.args[0].is_number else None
 
     def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
         return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])

@@ -373,20 +373,20 @@ class UfuncPrinter(Printer):
         elif e == -1:
             value = self._child(base, dest, free)
             self._call("divide", ["1.0", value], dest, expr)
-            self._release(value)
+            self._release(*{value} - {dest})
         elif e.is_negative:
             self._print(1 / sp.Pow(base, -e, evaluate=False), dest=dest, free=free)
         else:
             value = self._child(base, dest, free)
             exponent = self._emit(e)
             self._call("power", [value, exponent], dest, expr)
-            self._release(value, exponent)
+            self._release(*sorted({value, exponent} - {dest}))
 
     def _unary(self, ufunc: str, arg: sp.Expr, dest: str, free: bool, expr: sp.Expr,
                extra: Sequence[str] = ()) -> None:
         value = self._child(arg, dest, free)
         self._call(ufunc, [value, *extra], dest, expr)
-        self._release(value)
+        self._release(*{value} - {dest})  # dest may be a scratch the caller still holds
 
     def _print_Function(self, expr: sp.Function, dest: str, free: bool) -> None:
         ufunc = next((name for cls, name in UNARY_UFUNCS.items() if isinstance(expr, cls)), None)
@@ -400,7 +400,7 @@ class UfuncPrinter(Printer):
         u = expr.args[0]
         value = self._child(u, work, True)
         self._call("multiply", [value, "0.5"], work, u / 2)
-        self._release(value)
+        self._release(*{value} - {work, dest})
         self._call("tanh", [work], work, sp.tanh(u / 2))
         self._call("multiply", [work, "0.5"], work, sp.tanh(u / 2) / 2)
         self._call("add", [work, "0.5"], dest, expr)
