@@ -18,11 +18,11 @@ import sympy as sp
 from . import calculus
 from .calculus import LocalDerivative, OutputDelta
 from .errors import ModelError
-from .notation import LAMBDA, LOSS, MatProd, Partial, SumK, SumN, SumAll, Transposed, softmax, tensor
 from .ir import (BATCH, Buffer, Function, Linear, LinearGrad, Map, MatMulT, Op, OptimizerSpec,
                  ParamSpec, Program, Reduce)
 from .nn import (BinaryCrossEntropy, CrossEntropy, Dense, Activation, Sequential, Softmax,
                  SoftmaxCrossEntropy)
+from .notation import LAMBDA, LOSS, MatProd, Partial, SumAll, SumK, SumN, Transposed, softmax, tensor
 from .rules import ACTIVATIONS, A, OPTIMIZERS, REGULARISERS, LAM, T, W, X, LossFunction, Optimizer
 from .symbolic import symbol
 

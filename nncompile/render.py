@@ -26,17 +26,19 @@ LEGEND = {
     "text": "notation: X holds the inputs (one row per example, N rows) and T the targets; layer k computes "
             "zk = a(k-1) @ Wk + bk and ak = f(zk), with a0 = X; dzk = dL/dzk is layer k's delta and dak = dL/dak; "
             "*, / and ** act elementwise, @ is the matrix product, .T the transpose, sum_n(...) sums over the rows, "
-            "sum(...) over every element; activations are differentiated in z, with a = f(z).",
+            "sum(...) over every element; Heaviside(u, 0) is the unit step, 0 for u <= 0; activations are "
+            "differentiated in z, with a = f(z).",
     "unicode": "notation: X holds the inputs (one row per example, N rows) and T the targets; layer k computes "
                "zₖ = aₖ₋₁·Wₖ + bₖ and aₖ = f(zₖ), with a₀ = X; δₖ = ∂L/∂zₖ is layer k's delta; ⊙ is the "
                "elementwise product, · the matrix product, ᵀ the transpose, Σₙ sums over the rows, Σ over every "
-               "element; activations are differentiated in z, with a = f(z).",
+               "element; H(u) is the unit step, 0 for u ≤ 0; activations are differentiated in z, with a = f(z).",
 }
 LEGEND_LATEX = (r"$X$ holds the inputs (one row per example, $N$ rows) and $T$ the targets; layer $k$ computes "
                 r"$z_k = a_{k-1} W_k + b_k$ and $a_k = f(z_k)$, with $a_0 = X$; "
                 r"$\delta_k = \partial L / \partial z_k$ is layer $k$'s delta; $\odot$ is the elementwise product, "
                 r"juxtaposition the matrix product, ${}^{\top}$ the transpose, $\sum_n$ sums over the rows, "
-                r"$\sum$ over every element; activations are differentiated in $z$, with $a = f(z)$.")
+                r"$\sum$ over every element; $H(u)$ is the unit step, 0 for $u \le 0$; activations are differentiated in "
+                r"$z$, with $a = f(z)$.")
 
 
 @dataclass
