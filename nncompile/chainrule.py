@@ -136,9 +136,10 @@ def _layer(group: list[LayerRecord], index: int, incoming: sp.Eq, incoming_raw: 
     forward, forms = [], []
     for record in group:
         if record.kind == "activation":
+            form = activation_formulas(record.local, record.layer)
+            if not record.local.is_identity and group.index(record) > group.index(dense):
+                forms.append(form)  # before the first Dense layer: input preprocessing, no gradient
             if not record.local.is_identity:
-                form = activation_formulas(record.local, record.layer)
-                forms.append(form)
                 forward.append(form.forward(tensor(record.inp), tensor(record.out)))
         else:
             forward.append((record.forward.lhs, record.forward.rhs))
@@ -156,7 +157,8 @@ def _layer(group: list[LayerRecord], index: int, incoming: sp.Eq, incoming_raw: 
         else:
             raw_steps += record.backward
     grads = dict(zip((f"{dense.layer}.W", f"{dense.layer}.b"), dense.backward[:2]))
-    after = [r.layer for r in group if r.kind != "dense" and not (r.kind == "activation" and r.local.is_identity)]
+    after = [r.layer for r in group[group.index(dense) + 1:]
+             if not (r.kind == "activation" and r.local.is_identity)]
     description = f"{weight_shape[0]} -> {weight_shape[1]}, " + (" + ".join(after) or "linear")
     return LayerFormulas(dense.layer, index, tuple(forward), tuple(forms), _combine(steps), _combine(raw_steps),
                          tuple(steps), grads, tuple(code), description)

@@ -28,6 +28,8 @@ MODELS = {
     "kinks_l1_l2": lambda: nn.Sequential(nn.Dense(4), nn.ReLU(), nn.Dense(3), nn.LeakyReLU(0.1), nn.Dense(2),
                                          input_dim=3, loss=nn.Loss("abs(y - t)", name="mae"), l1=1e-3, l2=1e-2,
                                          name="kinks"),
+    "odd_shapes": lambda: nn.Sequential(nn.Tanh(), nn.Dense(3), nn.Dense(4), nn.Softmax(), nn.Dense(2), nn.Sigmoid(),
+                                        input_dim=2, loss=nn.BinaryCrossEntropy(), name="odd"),
     "mish_two_activations": lambda: nn.Sequential(nn.Dense(4), nn.Activation("x*tanh(log(1 + exp(x)))", name="mish"),
                                                   nn.Tanh(), nn.Dense(2), nn.Identity(), input_dim=2, loss=nn.MSE(),
                                                   name="mish2"),

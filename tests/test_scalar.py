@@ -30,6 +30,9 @@ MODELS = {
                                           loss=nn.MSE(), name="three_s"),
     "softmax_mse": lambda: nn.Sequential(nn.Dense(2), nn.Tanh(), nn.Dense(2), nn.Softmax(), input_dim=1,
                                          loss=nn.MSE(), name="smse_s"),
+    "odd_shapes": lambda: nn.Sequential(nn.Tanh(), nn.Dense(2), nn.Dense(2), nn.Sigmoid(), nn.Tanh(), nn.Dense(1),
+                                        nn.Identity(), input_dim=2, loss=nn.Loss("(y - t)**4", name="quartic"),
+                                        name="odd_s"),
 }
 
 
