@@ -67,12 +67,22 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("derive", help="print the gradient formulas, layer by layer")
     p.add_argument("model")
-    p.add_argument("--format", choices=("text", "unicode", "latex"), default=None)
-    p.add_argument("--scalar", action="store_true", help="expand every weight's gradient (small networks)")
+    p.add_argument("--format", choices=("text", "unicode", "latex", "markdown"), default=None,
+                   help="default: unicode on a terminal, text otherwise")
+    p.add_argument("--standalone", action="store_true", help="with --format latex: a complete document")
+    p.add_argument("--scalar", action="store_true",
+                   help="every weight's gradient as an explicit scalar expression (small networks: at most "
+                        "64 parameters, 3 Dense layers, 10 units per layer)")
+    p.add_argument("--layer", action="append", metavar="NAME", help="only this layer (repeatable; 'loss' too)")
+    p.add_argument("--param", action="append", metavar="NAME", help="only this parameter, e.g. dense1.W")
+    p.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=None,
+                   help="only the simplified forms (--no-simplify: only the raw chain-rule products; "
+                        "default: both)")
 
     p = sub.add_parser("graph", help="print the explicit forward + backward graph")
     p.add_argument("model")
     p.add_argument("--dot", action="store_true", help="Graphviz DOT instead of a table")
+    p.add_argument("--png", metavar="FILE", help="draw the graph into a PNG file (needs Graphviz)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for FLOP counts")
     p.add_argument("--function", default="loss_and_grad", help="entry point to show")
 

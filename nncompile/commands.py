@@ -14,20 +14,46 @@ from .cli import CliError, load_model
 
 def derive(args: argparse.Namespace) -> int:
     from .derive import derive as run_derivation
-    from .formulas import render
+    from .formulas import Formulas
     model, _ = load_model(args.model)
     fmt = args.format or ("unicode" if sys.stdout.isatty() else "text")
-    print(render(run_derivation(model), fmt))
+    if args.standalone and fmt != "latex":
+        raise CliError("--standalone makes a LaTeX document: use it with --format latex")
+    formulas = Formulas.of(run_derivation(model))
+    if args.scalar:
+        params = _scalar_params(formulas, args.layer, args.param)
+        text = formulas.scalar(args.simplify is not False, params).render(fmt, params, args.standalone)
+    else:
+        text = formulas.render(fmt, args.simplify, args.layer, args.param, args.standalone)
+    try:
+        print(text)
+    except UnicodeEncodeError:
+        raise CliError("this terminal cannot show Unicode: use --format text") from None
     return 0
+
+
+def _scalar_params(formulas: object, layers: list[str] | None, params: list[str] | None) -> list[str] | None:
+    """The parameters --layer/--param select for the scalar view (None: all)."""
+    if layers is None and params is None:
+        return None
+    formulas.check_names(layers, params)
+    chosen = [p for lay in reversed(formulas.layers) if lay.name in (layers or []) for p in lay.gradients]
+    return chosen + [p for p in params or [] if p not in chosen]
 
 
 def graph(args: argparse.Namespace) -> int:
     from .derive import derive as run_derivation
-    from .graphview import dot, table
+    from .graphview import dot, png, table
     model, _ = load_model(args.model)
     program = run_derivation(model).program
     if args.function not in program.functions:
         raise CliError(f"unknown entry point {args.function!r} (choose from {', '.join(program.functions)})")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    if args.png:
+        size = png(dot(program, args.function), Path(args.png))
+        print(f"wrote {args.png} ({size:,} bytes)", file=sys.stderr)
+        return 0
     print(dot(program, args.function) if args.dot else table(program, args.function, args.batch_size))
     return 0
 

@@ -5,7 +5,9 @@ multiply the incoming delta by f' in its cheapest form; the output layer uses th
 composed with the last activation (σ + BCE gives σ(z) - t, softmax + cross-entropy gives
 p - t), scaled by 1/N once so that every gradient comes out as a mean.
 
-Besides the IR this records, per layer, the formulas a person reads (`Derivation`).
+Besides the IR this records, per layer, the formulas a person reads (`Derivation`): SymPy
+equations over the derivation's named arrays (`notation`), with the IR formulas of the ops
+that implement them, which are the comments of the generated code.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from .ir import (BATCH, Buffer, Function, Linear, LinearGrad, Map, MatMulT, Op, 
                  ParamSpec, Probe, Program, Reduce)
 from .nn import (BinaryCrossEntropy, CrossEntropy, Dense, Activation, Sequential, Softmax,
                  SoftmaxCrossEntropy)
-from .rules import ACTIVATIONS, A, OPTIMIZERS, REGULARISERS, LAM, T, W, X, Optimizer
+from .notation import LAMBDA, LOSS, MatProd, Partial, SumAll, SumK, SumN, Transposed, softmax, tensor
+from .rules import ACTIVATIONS, A, OPTIMIZERS, REGULARISERS, LAM, T, W, X, LossFunction, Optimizer
 from .symbolic import symbol
 
 N = symbol(BATCH)
@@ -38,17 +41,27 @@ GENERATED_NAMES = re.compile(r"(?:[cs]\d+|_cse\d*|np|math|types|n|DTYPE|params|g
 
 @dataclass
 class LayerRecord:
-    """What the derivation did at one layer, for people: forward, local derivative, deltas."""
+    """What the derivation did at one layer, for people.
+
+    `forward` and `backward` are equations over `notation.NamedArray`s (buffer names),
+    the backward ones in the order the code runs them; `code` holds the formulas of the IR
+    ops that implement them.  An "output" record (the loss) says by `rule` how its delta
+    was found: "composite" (loss∘activation simplified, see `output`), "softmax_cross_entropy"
+    (p - t) or "loss_gradient" (dl/dp, then back through the softmax layer).
+    """
 
     layer: str
-    kind: str
-    forward: str
+    kind: str  # "dense", "activation", "softmax" or "output"
+    forward: sp.Eq
     inp: str = ""
     out: str = ""
     local: LocalDerivative | None = None
     output: OutputDelta | None = None
-    backward: list[str] = field(default_factory=list)
+    backward: list[sp.Eq] = field(default_factory=list)
+    code: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    loss: LossFunction | None = None
+    rule: str = ""
 
 
 @dataclass
@@ -124,7 +137,8 @@ def _forward(b: _Builder) -> list[tuple[object, str, str, int]]:
             out = f"z{k}"
             b.buffer(out, (BATCH, width))
             b.forward.append(Linear(f"{out} = {h} @ W{k} + b{k}", layer.name, "forward", out, h, f"W{k}", f"b{k}"))
-            b.records.append(LayerRecord(layer.name, "dense", f"{out} = {h} @ W{k} + b{k}", h, out))
+            b.records.append(LayerRecord(layer.name, "dense", sp.Eq(tensor(out), sp.Add(
+                MatProd(tensor(h), tensor(f"W{k}")), tensor(f"b{k}"), evaluate=False)), h, out))
         elif isinstance(layer, Activation):
             local = calculus.activation(layer.function)
             out = h if local.is_identity else _next_name(b, f"a{dense_index}")
@@ -134,12 +148,12 @@ def _forward(b: _Builder) -> list[tuple[object, str, str, int]]:
                 b.forward.append(Map(f"{out} = {sp.sstr(expr)}", layer.function.name, "forward", out, expr))
                 if i < len(b.model.layers) - 1:
                     _probe(b, layer, local, h, out, b.model.dense_layers[dense_index - 1].name)
-            b.records.append(LayerRecord(layer.function.name, "activation",
-                                         f"{out} = {sp.sstr(local.function.subs(X, symbol(h)))}", h, out, local))
+            b.records.append(LayerRecord(layer.function.name, "activation", sp.Eq(
+                tensor(out), local.function.xreplace({X: tensor(h)}), evaluate=False), h, out, local))
         elif isinstance(layer, Softmax):
             out = _next_name(b, f"p{dense_index}")
             _softmax(b, h, out, width, b.forward, "softmax")
-            b.records.append(LayerRecord("softmax", "softmax", f"{out} = softmax({h}) = exp({h})/rowsum(exp({h}))",
+            b.records.append(LayerRecord("softmax", "softmax", sp.Eq(tensor(out), softmax(tensor(h)), evaluate=False),
                                          h, out))
         trail.append((layer, h, out, dense_index))
         h = out
@@ -209,9 +223,10 @@ def _output(b: _Builder, trail: list) -> tuple[str, int]:
         b.buffer(dz, (BATCH, b.model.output_dim))
         b.backward.append(Map(f"{dz} = ({p} - T)/N   [softmax + cross-entropy: dL/dz = p - t]",
                               "loss", "backward", dz, (symbol(p) - ts) * scale))
-        b.records.append(LayerRecord(loss.name, "output", f"L = -sum(T*log(softmax({logits})))/N",
-                                     backward=[f"d{logits} = ({p} - T)/N"],
-                                     notes=["softmax + cross-entropy: log-softmax via log-sum-exp, dL/dz = p - t"]))
+        _output_record(b, "softmax_cross_entropy", -SumAll(tensor("T") * sp.log(softmax(tensor(logits)))) / N,
+                       logits, p, sp.Mul(tensor(p) - tensor("T"), 1 / N, evaluate=False),
+                       notes=[f"evaluated as sum(T*(logsumexp({logits}) - {logits}))/N: log-softmax by "
+                              "log-sum-exp, never log(softmax(z))"])
         start = last if isinstance(layer, Softmax) else last + 1
         return dz, start
     fn = layer.function if isinstance(layer, Activation) else ACTIVATIONS["identity"]
@@ -230,9 +245,18 @@ def _output(b: _Builder, trail: list) -> tuple[str, int]:
     b.backward.append(Map(f"{dz} = ({sp.sstr(delta)})/{_n_text(per_element)}   "
                           f"[d {loss.name}({h_out}, T)/d{pre}]", "loss", "backward", dz,
                           delta * scale / per_element))
-    b.records.append(LayerRecord(loss.name, "output", f"L = mean({sp.sstr(loss.function.expr)})",
-                                 output=composite, backward=[f"{dz} = {sp.sstr(delta)} / {_n_text(per_element)}"]))
+    arrays = {X: tensor(pre), A: tensor(h_out), T: tensor("T"), calculus.Y: tensor(h_out)}
+    _output_record(b, "composite", SumAll(loss.function.expr.xreplace(arrays)) / (N * per_element), pre, h_out,
+                   sp.Mul(composite.delta.xreplace(arrays), 1 / (N * per_element), evaluate=False), output=composite)
     return dz, last if isinstance(layer, Activation) else last + 1
+
+
+def _output_record(b: _Builder, rule: str, written: sp.Expr, wrt: str, out: str, delta: sp.Expr,
+                   **extra: object) -> None:
+    """The loss's record: L as written, and the first delta d<wrt> that the code computes."""
+    b.records.append(LayerRecord(b.model.loss.name, "output", sp.Eq(LOSS, written, evaluate=False), wrt, out,
+                                 backward=[sp.Eq(tensor(f"d{wrt}"), delta, evaluate=False)],
+                                 code=[b.backward[-1].formula], loss=b.model.loss.function, rule=rule, **extra))
 
 
 def _n_text(per_element: int) -> str:
@@ -250,10 +274,12 @@ def _softmax_output(b: _Builder, trail: list, loss: object, data_loss: str) -> t
                              data_loss, value, "sum", None))
     dp = f"d{p}"
     b.buffer(dp, (BATCH, b.model.output_dim))
-    b.backward.append(Map(f"{dp} = dl/dy({p}, T)/N", "loss", "backward", dp,
-                          grad_raw.xreplace({calculus.Y: ps, T: ts}) * GSCALE / (N * per_element)))
-    b.records.append(LayerRecord(loss.name, "output", f"L = mean({sp.sstr(loss.function.expr)})",
-                                 backward=[f"{dp} = dl/dy({p}, T)/N"]))
+    grad = grad_raw.xreplace({calculus.Y: ps, T: ts})
+    b.backward.append(Map(f"{dp} = ({sp.sstr(grad)})/{_n_text(per_element)}   [d {loss.name}({p}, T)/d{p}]",
+                          "loss", "backward", dp, grad * GSCALE / (N * per_element)))
+    arrays = {calculus.Y: tensor(p), T: tensor("T")}
+    _output_record(b, "loss_gradient", SumAll(loss.function.expr.xreplace(arrays)) / (N * per_element), p, p,
+                   sp.Mul(grad_raw.xreplace(arrays), 1 / (N * per_element), evaluate=False))
     return dp, len(trail)  # the softmax layer itself is walked back by _backward
 
 
@@ -274,21 +300,26 @@ def _backward(b: _Builder, trail: list, delta: str, start: int) -> None:
 def _dense_backward(b: _Builder, layer: Dense, x: str, dz: str, k: int, first: bool, record: LayerRecord) -> str:
     b.backward.append(LinearGrad(f"dW{k} = {x}.T @ {dz};  db{k} = sum_rows({dz})", layer.name, "backward",
                                  f"dW{k}", f"db{k}", x, dz))
-    record.backward.append(f"dL/dW{k} = {x}.T @ {dz}")
-    record.backward.append(f"dL/db{k} = sum_rows({dz})")
+    record.code.append(b.backward[-1].formula)
+    weight_grad = [MatProd(Transposed(tensor(x)), tensor(dz))]
     for reg_name, strength in (("l2", b.model.l2), ("l1", b.model.l1)):
         if strength:
             reg = REGULARISERS[reg_name]
             grad = calculus.regulariser_gradient(reg).xreplace({LAM: sp.Float(strength), W: symbol(f"W{k}")})
             b.backward.append(Map(f"dW{k} += {sp.sstr(grad)}   [{reg_name} penalty]", layer.name, "backward",
                                   f"dW{k}", symbol(f"dW{k}") + GSCALE * grad))
-            record.backward.append(f"dL/dW{k} += {sp.sstr(grad)}   ({reg_name})")
+            record.code.append(b.backward[-1].formula)
+            named = {LAM: LAMBDA[reg_name], W: tensor(f"W{k}")}
+            weight_grad.append(calculus.regulariser_gradient(reg).xreplace(named))
+    record.backward += [sp.Eq(Partial(LOSS, tensor(f"W{k}")), sp.Add(*weight_grad, evaluate=False)),
+                        sp.Eq(Partial(LOSS, tensor(f"b{k}")), SumN(tensor(dz)))]
     if first:
         return ""
     dx = f"d{x}"
     b.buffer(dx, b.buffers[x].shape)
     b.backward.append(MatMulT(f"{dx} = {dz} @ W{k}.T", layer.name, "backward", dx, dz, f"W{k}"))
-    record.backward.append(f"{dx} = {dz} @ W{k}.T")
+    record.code.append(b.backward[-1].formula)
+    record.backward.append(sp.Eq(tensor(dx), MatProd(tensor(dz), Transposed(tensor(f"W{k}")))))
     return dx
 
 
@@ -304,7 +335,9 @@ def _activation_backward(b: _Builder, layer: Activation, z: str, a: str, da: str
     b.backward.append(Map(f"{dz} = {product}   [{layer.function.name}'({z}) = "
                           f"{sp.sstr(local.derivative.xreplace({X: symbol(z)}))}]",
                           layer.function.name, "backward", dz, expr))
-    record.backward.append(f"{dz} = {product}")
+    record.code.append(b.backward[-1].formula)
+    record.backward.append(sp.Eq(tensor(dz), sp.Mul(tensor(da), local.evaluated.xreplace(
+        {X: tensor(z), A: tensor(a)}), evaluate=False)))
     return dz
 
 
@@ -316,7 +349,9 @@ def _softmax_backward(b: _Builder, z: str, p: str, dp: str, record: LayerRecord)
                              symbol(dp) * symbol(p), "sum", 1))
     b.backward.append(Map(f"{dz} = {p}*({dp} - {r})   [softmax Jacobian-vector product]", "softmax",
                           "backward", dz, symbol(p) * (symbol(dp) - symbol(r))))
-    record.backward.append(f"{dz} = {p}*({dp} - rowsum({dp}*{p}))")
+    record.code += [op.formula for op in b.backward[-2:]]
+    dps, ps = tensor(dp), tensor(p)
+    record.backward.append(sp.Eq(tensor(dz), sp.Mul(ps, dps - SumK(dps * ps), evaluate=False)))
     return dz
 
 
@@ -337,7 +372,20 @@ def _regularisation(b: _Builder) -> sp.Expr:
     if total != symbol("L_data"):
         b.buffer("L", (), "scalar")
         b.loss_ops.append(Map(f"L = {sp.sstr(total)}", "loss", "loss", "L", total))
+    _penalty_record(b)
     return total
+
+
+def _penalty_record(b: _Builder) -> None:
+    """The output record's loss gets the penalty terms, in λ₁ and λ₂ (their values are on the model)."""
+    record = next(r for r in b.records if r.kind == "output")
+    terms = [record.forward.rhs]
+    for reg_name, strength in (("l2", b.model.l2), ("l1", b.model.l1)):
+        if strength:
+            reg = REGULARISERS[reg_name]
+            terms += [SumAll(reg.expr.xreplace({LAM: LAMBDA[reg_name], W: tensor(p.buffer)}))
+                      for p in b.params if p.regularized]
+    record.forward = sp.Eq(LOSS, sp.Add(*terms, evaluate=False), evaluate=False)
 
 
 def _update_ops(b: _Builder, opt: Optimizer) -> tuple[list[Op], tuple[str, ...]]:

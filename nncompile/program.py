@@ -128,6 +128,12 @@ class CompiledProgram:
             return self
         return compile(self.model, self.backend, self.dtype, self.optimizers + (optimizer,), **self.options)
 
+    @cached_property
+    def formulas(self) -> object:
+        """The gradient formulas layer by layer (`formulas.Formulas`): SymPy objects, derived on first use."""
+        from .formulas import Formulas
+        return Formulas.of(self.derivation)
+
     @property
     def graph(self) -> object:
         """The explicit forward + backward graph: the Program IR."""

@@ -42,8 +42,15 @@ class sigmoid(sp.Function):  # noqa: N801  (SymPy function classes are lower cas
     def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
         return 1 / (1 + sp.exp(-arg))
 
+    def _eval_evalf(self, prec: int) -> sp.Expr | None:
+        return (1 / (1 + sp.exp(-self.args[0])))._eval_evalf(prec) if self.args[0].is_number else None
+
     def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
         return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+
+    def _numpycode(self, printer: sp.printing.numpy.NumPyPrinter) -> str:
+        """For `sympy.lambdify`: the tanh form, which cannot overflow."""
+        return f"(0.5 + 0.5*{printer._module_format('numpy.tanh')}(0.5*({printer._print(self.args[0])})))"
 
     def _eval_is_real(self) -> bool | None:
         return self.args[0].is_real
@@ -68,8 +75,15 @@ class softplus(sp.Function):  # noqa: N801
     def _eval_rewrite_as_exp(self, arg: sp.Expr, **kwargs: object) -> sp.Expr:
         return sp.log(1 + sp.exp(arg))
 
+    def _eval_evalf(self, prec: int) -> sp.Expr | None:
+        return sp.log(1 + sp.exp(self.args[0]))._eval_evalf(prec) if self.args[0].is_number else None
+
     def _latex(self, printer: sp.printing.latex.LatexPrinter) -> str:
         return r"\operatorname{softplus}\left(%s\right)" % printer._print(self.args[0])
+
+    def _numpycode(self, printer: sp.printing.numpy.NumPyPrinter) -> str:
+        """For `sympy.lambdify`: log(1 + e^x) as logaddexp(0, x), which cannot overflow."""
+        return f"{printer._module_format('numpy.logaddexp')}(0, {printer._print(self.args[0])})"
 
     def _eval_is_real(self) -> bool | None:
         return self.args[0].is_real
