@@ -14,6 +14,7 @@ in a float64.
 from __future__ import annotations
 
 import ast
+import warnings
 import keyword
 import math
 import re
@@ -159,7 +160,9 @@ def parse(text: str, symbols: Mapping[str, sp.Symbol]) -> sp.Expr:
     if not text.strip():
         raise FormulaError("formula is empty")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():  # Python's parser warns on "1x" etc.; we report errors ourselves
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError) as exc:  # ValueError: a NUL character, before Python 3.11.4
         reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
         raise FormulaError(f"formula {shown(text, 60)} does not parse: {reason}") from None
