@@ -75,21 +75,35 @@ def data(cfg: Config, dtype: str, rng: np.random.Generator) -> tuple[np.ndarray,
     return X, T
 
 
-def median_time(fn: Callable[[], object], budget: float) -> float:
-    """Median seconds per call over repeats that each last ~budget/7 seconds."""
+def _calls_per_repeat(fn: Callable[[], object], seconds: float) -> int:
     fn()
     start, calls = time.perf_counter(), 0
     while time.perf_counter() - start < 0.02:
         fn()
         calls += 1
-    per_repeat = max(1, int(calls * (budget / 7) / max(time.perf_counter() - start, 1e-9)))
-    samples = []
+    return max(1, int(calls * seconds / max(time.perf_counter() - start, 1e-9)))
+
+
+def median_time(fn: Callable[[], object], budget: float) -> float:
+    """Median seconds per call over 7 repeats that each last ~budget/7 seconds."""
+    return interleaved({"fn": fn}, budget)["fn"]
+
+
+def interleaved(fns: dict[str, Callable[[], object]], budget: float) -> dict[str, float]:
+    """Median seconds per call of each function, measured in alternating rounds.
+
+    Taking turns (7 rounds of ~budget/7 s each) spreads any slow patch of a shared machine
+    over every contender instead of charging it to whichever ran at that moment.
+    """
+    repeats = {name: _calls_per_repeat(fn, budget / 7) for name, fn in fns.items()}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(7):
-        t0 = time.perf_counter()
-        for _ in range(per_repeat):
-            fn()
-        samples.append((time.perf_counter() - t0) / per_repeat)
-    return statistics.median(samples)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(repeats[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / repeats[name])
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def generated_step(cfg: Config, dtype: str, params: dict, X: np.ndarray, T: np.ndarray, lr: float):
@@ -184,20 +198,19 @@ def run(cfg: Config, dtype: str, budget: float, with_torch: bool) -> dict:
     lr = 1e-3
     gen, prog, _ = generated_step(cfg, dtype, params, X, T, lr)
     hand = hand_step(cfg, params, X, T, lr)
-    first = {"generated": gen(), "hand": hand()}
-    times = {"generated": median_time(gen, budget), "hand": median_time(hand, budget)}
+    contenders = {"generated": gen, "hand": hand}
     if with_torch:
         import torch
-        tstep = torch_step(cfg, dtype, params, X, T, lr)
-        first["torch"] = tstep()
-        threads = torch.get_num_threads()
-        times["torch"] = median_time(tstep, budget)
-        if threads > 1:  # torch's thread pool can collapse on tiny ops; credit it with its best setting
-            torch.set_num_threads(1)
-            times["torch"] = min(times["torch"], median_time(tstep, budget))
-            torch.set_num_threads(threads)
+        contenders["torch"] = torch_step(cfg, dtype, params, X, T, lr)
+    first = {name: fn() for name, fn in contenders.items()}
     if len(cfg.sizes) > 3:
-        times["gemm"] = median_time(gemm_floor(cfg, dtype, X), budget)
+        contenders["gemm"] = gemm_floor(cfg, dtype, X)
+    times = interleaved(contenders, budget * len(contenders))
+    if with_torch and torch.get_num_threads() > 1:
+        threads = torch.get_num_threads()  # torch's pool can collapse on tiny ops: credit its best setting
+        torch.set_num_threads(1)
+        times["torch"] = min(times["torch"], median_time(contenders["torch"], budget))
+        torch.set_num_threads(threads)
     times["trainer_ratio"] = trainer_overhead(cfg, dtype, prog, params, times["generated"])
     times["first_loss_agree"] = max(abs(v - first["generated"]) / max(abs(first["generated"]), 1e-12)
                                     for v in first.values())
