@@ -171,7 +171,8 @@ def gemm_floor(cfg: Config, dtype: str, X: np.ndarray) -> Callable[[], None]:
     return run
 
 
-def trainer_overhead(cfg: Config, dtype: str, prog: nc.CompiledProgram, params: dict, step_time: float) -> float:
+def trainer_overhead(cfg: Config, dtype: str, prog: nc.CompiledProgram, params: dict,
+                     step: Callable[[], object]) -> float:
     """nc.train (minibatch, 3 epochs, no per-epoch evaluation) / (raw step time x updates made).
 
     The data set holds 200 batches (40 for mnist, 8 for wide); the ratio includes shuffling,
@@ -187,7 +188,8 @@ def trainer_overhead(cfg: Config, dtype: str, prog: nc.CompiledProgram, params: 
     def train() -> None:
         nc.train(prog, Xd, yd, mode="minibatch", batch_size=cfg.batch, epochs=3, lr=1e-3, params=params,
                  evaluate=False)
-    return median_time(train, 1.0) / (step_time * batches * 3)
+    times = interleaved({"step": step, "train": train}, 2.0)
+    return times["train"] / (times["step"] * batches * 3)
 
 
 def run(cfg: Config, dtype: str, budget: float, with_torch: bool) -> dict:
@@ -211,7 +213,7 @@ def run(cfg: Config, dtype: str, budget: float, with_torch: bool) -> dict:
         torch.set_num_threads(1)
         times["torch"] = min(times["torch"], median_time(contenders["torch"], budget))
         torch.set_num_threads(threads)
-    times["trainer_ratio"] = trainer_overhead(cfg, dtype, prog, params, times["generated"])
+    times["trainer_ratio"] = trainer_overhead(cfg, dtype, prog, params, gen)
     times["first_loss_agree"] = max(abs(v - first["generated"]) / max(abs(first["generated"]), 1e-12)
                                     for v in first.values())
     return times
