@@ -11,8 +11,6 @@ that implement them, which are the comments of the generated code.
 """
 from __future__ import annotations
 
-import keyword
-import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -21,22 +19,14 @@ import sympy as sp
 from . import calculus
 from .calculus import LocalDerivative, OutputDelta
 from .errors import ModelError
-from .ir import (BATCH, Buffer, Function, Linear, LinearGrad, Map, MatMulT, Op, OptimizerSpec,
-                 ParamSpec, Probe, Program, Reduce)
-from .nn import (BinaryCrossEntropy, CrossEntropy, Dense, Activation, Sequential, Softmax,
-                 SoftmaxCrossEntropy)
+from .entrypoints import GSCALE, assemble, optimizer_set
+from .ir import BATCH, Buffer, Linear, LinearGrad, Map, MatMulT, Op, ParamSpec, Probe, Program, Reduce
+from .nn import CrossEntropy, Dense, Activation, Sequential, Softmax, SoftmaxCrossEntropy
 from .notation import LAMBDA, LOSS, MatProd, Partial, SumAll, SumK, SumN, Transposed, softmax, tensor
-from .rules import ACTIVATIONS, A, OPTIMIZERS, REGULARISERS, LAM, T, W, X, LossFunction, Optimizer
+from .rules import ACTIVATIONS, A, REGULARISERS, LAM, T, W, X, LossFunction, Optimizer
 from .symbolic import symbol
 
 N = symbol(BATCH)
-GSCALE = symbol("gscale")  # gradient scale: 1 for gradients, lr when plain SGD folds it in
-# Names a hyperparameter (a step-function argument) must not take: the compiler's own scalars
-# and the generated module's globals it would shadow.
-RESERVED = {"lr", "step", BATCH, "gscale", "L", "L_data", "n", "np", "math", "types", "sys", "DTYPE",
-            "params", "grads", "state"}
-#: Names the generated code itself uses; an optimizer hyperparameter may not take them.
-GENERATED_NAMES = re.compile(r"(?:[cs]\d+|_cse\d*|np|math|types|n|DTYPE|params|grads|state|state_\w+)\Z")
 
 
 @dataclass
@@ -117,8 +107,8 @@ def derive(model: Sequential, dtype: str = "float64", optimizers: Sequence[Optim
     trail = _forward(b)
     delta, start = _output(b, trail)
     _backward(b, trail, delta, start)
-    loss_value = _regularisation(b)
-    program = _program(b, trail[-1][2], loss_value, _optimizers(optimizers))
+    _regularisation(b)
+    program = assemble(b, trail[-1][2], optimizer_set(optimizers))
     return Derivation(model, b.records, model.loss.name, program)
 
 
@@ -355,8 +345,8 @@ def _softmax_backward(b: _Builder, z: str, p: str, dp: str, record: LayerRecord)
     return dz
 
 
-def _regularisation(b: _Builder) -> sp.Expr:
-    """Penalty terms of the loss: one scalar reduction per regularised weight."""
+def _regularisation(b: _Builder) -> None:
+    """Penalty terms of the loss: one scalar reduction per regularised weight, then L."""
     total = symbol("L_data")
     for reg_name, strength in (("l2", b.model.l2), ("l1", b.model.l1)):
         if not strength:
@@ -373,7 +363,6 @@ def _regularisation(b: _Builder) -> sp.Expr:
         b.buffer("L", (), "scalar")
         b.loss_ops.append(Map(f"L = {sp.sstr(total)}", "loss", "loss", "L", total))
     _penalty_record(b)
-    return total
 
 
 def _penalty_record(b: _Builder) -> None:
@@ -386,86 +375,3 @@ def _penalty_record(b: _Builder) -> None:
             terms += [SumAll(reg.expr.xreplace({LAM: LAMBDA[reg_name], W: tensor(p.buffer)}))
                       for p in b.params if p.regularized]
     record.forward = sp.Eq(LOSS, sp.Add(*terms, evaluate=False), evaluate=False)
-
-
-def _update_ops(b: _Builder, opt: Optimizer) -> tuple[list[Op], tuple[str, ...]]:
-    """The optimizer's update rule on the flat vectors, with g pre-scaled by lr when folded."""
-    names = {"p": "params", "g": "grads", "lr": "lr", "t": "step"}
-    names.update({s: f"state_{s}" for s in opt.state})
-    clash = RESERVED.intersection(opt.defaults) | set(b.buffers).intersection(opt.defaults)
-    clash |= {h for h in opt.defaults if keyword.iskeyword(h) or GENERATED_NAMES.match(h)}
-    if clash:
-        raise ModelError(f"optimizer {opt.name}: hyperparameter name(s) {', '.join(sorted(clash))} "
-                         "clash with names the compiler uses")
-    ops: list[Op] = []
-    for target, expr in opt.updates:
-        syms = {s: symbol(names.get(s.name, s.name)) for s in expr.free_symbols}
-        e = expr.xreplace(syms)
-        if opt.folds_lr:
-            e = e.xreplace({symbol("grads"): symbol("grads") / symbol("lr")})
-        out = names[target]
-        ops.append(Map(f"{target} = {sp.sstr(expr)}", opt.name, "update", out, e))
-    return ops, ("lr", "step") + tuple(opt.defaults)
-
-
-def _optimizers(extra: Sequence[Optimizer]) -> dict[str, Optimizer]:
-    """Built-in optimizers, then the user's; a user rule may not reuse a built-in's name."""
-    chosen = dict(OPTIMIZERS)
-    for opt in extra:
-        if not isinstance(opt, Optimizer):
-            raise ModelError(f"optimizers must be nncompile Optimizer rules, got {type(opt).__name__}")
-        if opt.name in chosen and chosen[opt.name] != opt:
-            what = "a built-in optimizer" if opt.name in OPTIMIZERS else "given twice with different rules"
-            raise ModelError(f"optimizer name {opt.name!r} is {what}: give your rule another name")
-        chosen[opt.name] = opt
-    return chosen
-
-
-def _program(b: _Builder, output: str, loss_value: sp.Expr, optimizers: dict[str, Optimizer]) -> Program:
-    model = b.model
-    size = sum(p.size for p in b.params)
-    b.buffer("params", (size,), "param")
-    b.buffer("grads", (size,), "grad")
-    encoding, metric = _task(model)
-    prog = Program(model.name, b.dtype, "X", "T", output, metric, encoding, b.buffers, tuple(b.params))
-    one = {GSCALE: sp.S.One}
-    fwd = tuple(b.forward)
-    backward_1 = tuple(_subs(op, one) for op in b.backward)
-    prog.functions["forward"] = Function("forward", fwd, doc="forward pass: writes the output buffer")
-    prog.functions["loss"] = Function("loss", fwd + tuple(b.loss_ops), returns="L",
-                                      doc="forward pass and loss (with penalties), no gradients")
-    prog.functions["loss_and_grad"] = Function(
-        "loss_and_grad", fwd + tuple(b.loss_ops) + backward_1, returns="L",
-        doc="loss and the gradient of every parameter (means over the batch)")
-    prog.functions["diagnose"] = Function(
-        "diagnose", fwd + tuple(op for _, op in b.probes) + tuple(b.loss_ops) + backward_1, returns="L",
-        doc="loss, gradients, and f'(z) of every hidden activation, for training diagnostics",
-        results=tuple(probe.buffer for probe, _ in b.probes))
-    prog.probes = tuple(probe for probe, _ in b.probes)
-    for name, opt in optimizers.items():
-        for state in opt.state:
-            b.buffer(f"state_{state}", (size,), "state")
-        update, scalars = _update_ops(b, opt)
-        scale = {GSCALE: symbol("lr")} if opt.folds_lr else one
-        backward = tuple(_subs(op, scale) for op in b.backward)
-        fname = f"step_{name}"
-        prog.functions[fname] = Function(fname, fwd + tuple(b.loss_ops) + backward + tuple(update), scalars,
-                                         "L", doc=f"one training step with {name}: loss, gradients, update")
-        prog.optimizers[name] = OptimizerSpec(name, fname, opt.state, tuple(opt.defaults.items()))
-    prog.validate()
-    return prog
-
-
-def _subs(op: Op, mapping: dict) -> Op:
-    if isinstance(op, Map) and op.expr.has(GSCALE):
-        return Map(op.formula, op.layer, op.stage, op.out, op.expr.xreplace(mapping))
-    return op
-
-
-def _task(model: Sequential) -> tuple[str, str | None]:
-    """How targets are encoded and which metric fits, from the loss."""
-    if isinstance(model.loss, (CrossEntropy, SoftmaxCrossEntropy)):
-        return "onehot", "accuracy"
-    if isinstance(model.loss, BinaryCrossEntropy):
-        return "binary", "binary_accuracy"
-    return "real", None

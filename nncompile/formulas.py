@@ -13,7 +13,7 @@ Printing is `render`'s job; the scalar view (every weight, for small networks) i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import sympy as sp
 
@@ -22,6 +22,9 @@ from .errors import ModelError
 from .kinks import Kink
 from .mathprint import show
 from .symbolic import SUPPORTED_FUNCTIONS
+
+if TYPE_CHECKING:  # the scalar view imports this module
+    from .scalar import ScalarFormulas
 
 #: The scalar symbols of local derivatives: z the input of an activation, a = f(z) its
 #: output, y a prediction and t a target of the loss.
@@ -204,7 +207,7 @@ class Formulas:
                 return ParamFormulas(name, layer.gradients[name], deltas)
         raise KeyError(f"no parameter {name!r} (parameters: {', '.join(self.param_names)})")
 
-    def scalar(self, simplify: bool = True, params: list[str] | None = None) -> "ScalarFormulas":  # noqa: F821
+    def scalar(self, simplify: bool = True, params: list[str] | None = None) -> ScalarFormulas:
         """Every weight's gradient as an explicit scalar expression (small networks only); see `scalar`."""
         from .scalar import expand
         self.check_names(None, params)

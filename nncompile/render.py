@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import sympy as sp
 from sympy.printing.latex import latex_escape
 
 from .formulas import Formulas, LayerFormulas, mode_of
 from .mathprint import show
+
+if TYPE_CHECKING:  # the scalar view imports this module
+    from .scalar import ScalarFormulas
 
 FORMATS = ("text", "unicode", "latex", "markdown")
 _LABEL = 13
@@ -140,7 +143,7 @@ def document(formulas: Formulas, simplify: bool | None = None, layers: list[str]
     return Document(f"Backpropagation for model {formulas.model}", intro, sections)
 
 
-def scalar_document(scalar: "ScalarFormulas", params: list[str] | None = None) -> Document:  # noqa: F821
+def scalar_document(scalar: ScalarFormulas, params: list[str] | None = None) -> Document:
     """The scalar view laid out: the per-example forward pass, then each parameter's entries."""
     from .scalar import LOSS_MEAN, LOSS_ONE
     from .notation import Partial
