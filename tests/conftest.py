@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import nncompile as nc
+from nncompile import nn
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
@@ -32,3 +35,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if problem is not None:
         for item in gpu:
             item.add_marker(pytest.mark.skip(reason=problem))
+
+
+@pytest.fixture(scope="session")
+def digits_prog() -> nc.CompiledProgram:
+    """A small digits classifier (64-16 tanh-10 softmax), compiled once for the session."""
+    return nc.compile(nn.Sequential(nn.Dense(16), nn.Tanh(), nn.Dense(10), nn.Softmax(), input_dim=64,
+                                    loss=nn.CrossEntropy(), name="digits_small"))
+

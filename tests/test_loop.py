@@ -12,9 +12,8 @@ from nncompile.loop import schedule_lr
 
 
 @pytest.fixture(scope="module")
-def prog() -> nc.CompiledProgram:
-    return nc.compile(nn.Sequential(nn.Dense(16), nn.Tanh(), nn.Dense(10), nn.Softmax(), input_dim=64,
-                                    loss=nn.CrossEntropy(), name="loop_mlp"))
+def prog(digits_prog: nc.CompiledProgram) -> nc.CompiledProgram:
+    return digits_prog
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,6 @@ from nncompile import data, nn
 
 
 @pytest.fixture(scope="module")
-def digits_prog() -> nc.CompiledProgram:
-    return nc.compile(nn.Sequential(nn.Dense(16), nn.Tanh(), nn.Dense(10), nn.Softmax(), input_dim=64,
-                                    loss=nn.CrossEntropy(), name="digits_small"))
-
-
-@pytest.fixture(scope="module")
 def digits_data() -> data.Dataset:
     ds = data.digits()
     return data.Dataset("digits", ds.X[:203], ds.y[:203])
