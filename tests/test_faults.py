@@ -210,3 +210,34 @@ def test_ensure_memory_message() -> None:
     with pytest.raises(runtime.TrainingError, match=expected):
         runtime.ensure_memory(2**50, "x", "y")
     runtime.ensure_memory(1, "x")
+
+
+def test_sigkill_during_checkpointed_training_leaves_a_resumable_checkpoint(tmp_path: Path) -> None:
+    """A real `nncompile run --checkpoint` saving every epoch, killed with SIGKILL at random moments:
+    each time the checkpoint on disk loads whole, and the next run resumes from it.  A wide model
+    on 32 rows makes writing the (~8 MB) checkpoint most of every epoch, so the kills land mid-write."""
+    from nncompile.checkpoint import Checkpoint
+    model = tmp_path / "wide.py"
+    model.write_text("from nncompile import nn\nmodel = nn.Sequential(nn.Dense(1000), nn.Tanh(), nn.Dense(2), "
+                     "nn.Softmax(), input_dim=500, loss=nn.CrossEntropy(), name='wide')\n")
+    rows = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rows.normal(size=(32, 500)), y=rows.integers(0, 2, 32))
+    ck = tmp_path / "ck.npz"
+    rng = random.Random(11)
+    epochs_seen = []
+    for _ in range(8):
+        resume = ["--resume", str(ck)] if ck.exists() else []
+        child = subprocess.Popen([sys.executable, "-m", "nncompile.cli", "run", str(model), "--data", "d.npz",
+                                  "--test-split", "0", "--epochs", "100000", "--optimizer", "adam", "--lr", "1e-4",
+                                  "--checkpoint", str(ck), "--checkpoint-every", "1", "--quiet", "--no-diagnostics",
+                                  *resume], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while not ck.exists() and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.3, 0.9))  # now it rewrites the checkpoint back to back
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        arrays, meta = Checkpoint(ck).load()
+        assert np.isfinite(arrays["params"]).all() and meta["epoch"] >= 1
+        epochs_seen.append(meta["epoch"])
+    assert epochs_seen == sorted(epochs_seen), "each resumed run continues from the previous checkpoint"
