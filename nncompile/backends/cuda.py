@@ -26,10 +26,10 @@ import numpy as np
 import sympy as sp
 
 from ..errors import BackendError
-from ..ir import BATCH, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
+from ..ir import Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
 from .cprinter import C_TYPES
 from .fusion import Stmt, comment, group
-from .interface import interface
+from .interface import allocation_shape, count_elements, interface, names_tuple, shape_text
 from .kernels import Kernel, KernelWriter
 from .templating import render
 
@@ -161,41 +161,27 @@ class _Lowering:
         name, _ = self.kernels[key]
         args = [{"n": "n32", "hp": f"hp_{fn.name}.values"}.get(arg, arg) for _, arg in kernel.params]
         geometry = GEOMETRY[kernel.kind].format(size=kernel.size)
-        return {"code": f"k.{name}({geometry}, {_tuple(args)})",
+        return {"code": f"k.{name}({geometry}, {names_tuple(args)})",
                 "formulas": [comment(f) for f in kernel.formulas]}
-
-
-def _tuple(items: list[str]) -> str:
-    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 def _allocations(program: Program, uses_ones: bool) -> tuple[list[tuple[str, str]], int, int]:
     """Driver lines binding every buffer, and the per-row and fixed element counts allocated."""
     lines: list[tuple[str, str]] = []
     for p in program.params:
-        end, shape = p.offset + p.size, _shape_text(p.shape)
+        end, shape = p.offset + p.size, shape_text(p.shape)
         lines += [(f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name),
                   (f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}")]
     per_row, fixed = 0, 0
     for name, buf in program.buffers.items():
         if buf.role in ("param", "grad", "state"):
             continue
-        shape = tuple("n" if d == BATCH else d for d in buf.shape)
-        lines.append((f"{name} = cp.zeros({_shape_text(shape)}, dtype=DTYPE)", buf.role))
-        size = int(np.prod([d for d in buf.shape if d != BATCH])) if buf.shape else 1
-        if BATCH in buf.shape:
-            per_row += size
-        else:
-            fixed += size
+        lines.append((f"{name} = cp.zeros({allocation_shape(buf.shape)}, dtype=DTYPE)", buf.role))
+        per_row, fixed = count_elements(buf.shape, per_row, fixed)
     if uses_ones:
         lines.append(("ones = cp.ones((n,), dtype=DTYPE)", "colsum(dz) = dz.T @ ones: bias gradients"))
         per_row += 1
     return lines, per_row, fixed
-
-
-def _shape_text(shape: tuple) -> str:
-    inner = ", ".join(str(d) for d in shape)
-    return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
 def context(program: Program, cuda_graphs: bool = True) -> dict:

@@ -6,12 +6,31 @@ computing them once here keeps the backends' contexts, and the modules, alike.
 from __future__ import annotations
 
 from .. import __version__
-from ..ir import Program
+from ..ir import BATCH, Program
 
 
 def names_tuple(names: list[str]) -> str:
     """Python source of a tuple of names: (), (a,), (a, b)."""
     return f"({names[0]},)" if len(names) == 1 else f"({', '.join(names)})"
+
+
+def shape_text(shape: tuple) -> str:
+    """Python source of a shape tuple: (3,), (n, 4)."""
+    inner = ", ".join(str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def allocation_shape(shape: tuple) -> str:
+    """A buffer's shape as build(n, ...) writes it: the batch dimension is the variable n."""
+    return shape_text(tuple("n" if d == BATCH else d for d in shape))
+
+
+def count_elements(shape: tuple, per_row: int, fixed: int) -> tuple[int, int]:
+    """Add a buffer's elements to the per-row (batch-sized) or fixed count, for workspace_bytes."""
+    size = 1
+    for d in shape:
+        size *= 1 if d == BATCH else int(d)
+    return (per_row + size, fixed) if BATCH in shape else (per_row, fixed + size)
 
 
 def interface(program: Program, backend: str) -> dict:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir import BATCH, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, last_uses
-from .interface import interface
-from .printers import Scalars, ScratchPool, shape_text
+from .interface import allocation_shape, count_elements, interface, shape_text
+from .printers import Scalars, ScratchPool
 from .ufunc_printer import UfuncPrinter
 from .templating import render
 
@@ -201,28 +201,19 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
                       (f"{name}_augT = {name}_aug.T", "transposed view, no copy")]
             per_row += width + 1
         else:
-            lines.append((f"{name} = np.empty({_shape_n(buf.shape)}, dtype=DTYPE)", buf.role))
-            per_row, fixed = _count(buf.shape, per_row, fixed)
+            lines.append((f"{name} = np.empty({allocation_shape(buf.shape)}, dtype=DTYPE)", buf.role))
+            per_row, fixed = count_elements(buf.shape, per_row, fixed)
         if name in transposed and name not in layout.augmented:
             lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
     lines += aliases
     for name, (shape, kind) in pool.declared.items():
         dtype = "np.bool_" if kind == "bool" else "DTYPE"
-        lines.append((f"{name} = np.empty({_shape_n(shape)}, dtype={dtype})", "scratch"))
-        per_row, fixed = _count(shape, per_row, fixed)
+        lines.append((f"{name} = np.empty({allocation_shape(shape)}, dtype={dtype})", "scratch"))
+        per_row, fixed = count_elements(shape, per_row, fixed)
     for name, shape in sorted(pool.ones.items()):
-        lines.append((f"{name} = np.ones({_shape_n(shape)}, dtype=DTYPE)", "sums are dot products with ones"))
-        per_row, fixed = _count(shape, per_row, fixed)
+        lines.append((f"{name} = np.ones({allocation_shape(shape)}, dtype=DTYPE)", "sums are dot products with ones"))
+        per_row, fixed = count_elements(shape, per_row, fixed)
     return lines, per_row, fixed
-
-
-def _shape_n(shape: tuple) -> str:
-    return shape_text(tuple("n" if d == BATCH else d for d in shape))
-
-
-def _count(shape: tuple, per_row: int, fixed: int) -> tuple[int, int]:
-    size = int(np.prod([d for d in shape if d != BATCH])) if shape else 1
-    return (per_row + size, fixed) if BATCH in shape else (per_row, fixed + size)
 
 
 def context(program: Program, fold_bias: bool = True, optimize: bool = True) -> dict:

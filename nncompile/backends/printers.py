@@ -34,12 +34,6 @@ def broadcast(shapes: Sequence[Shape]) -> Shape:
     return tuple(out)
 
 
-def shape_text(shape: Shape) -> str:
-    """Python source for a shape tuple, with the batch dim as the variable N."""
-    inner = ", ".join(str(d) for d in shape)
-    return f"({inner},)" if len(shape) == 1 else f"({inner})"
-
-
 class ScalarPrinter(PythonCodePrinter):
     """Scalar Python for hoisted expressions (lr/N, 1 - beta1**step, ...)."""
 
