@@ -1583,6 +1583,13 @@ def write_bytes_atomic(path, data, folder_mode=None):
         raise
 
 
+def save_npz_atomic(path, arrays):
+    """np.savez of `arrays` written with `write_bytes_atomic`: weights, predictions, checkpoints."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
 class Checkpoint:
     """One checkpoint file: `save(arrays, meta)` replaces it atomically, `load()` reads it back."""
 
@@ -1591,10 +1598,8 @@ class Checkpoint:
 
     def save(self, arrays, meta):
         header = json.dumps(dict(meta, format=CHECKPOINT_FORMAT), sort_keys=True).encode("utf-8")
-        buffer = io.BytesIO()
-        np.savez(buffer, meta=np.frombuffer(header, dtype=np.uint8), **arrays)
         try:
-            write_bytes_atomic(self.path, buffer.getvalue())
+            save_npz_atomic(self.path, dict(arrays, meta=np.frombuffer(header, dtype=np.uint8)))
         except OSError as exc:
             raise CheckpointError(f"cannot write checkpoint {self.path}: {exc.strerror or exc}") from None
 
@@ -1864,14 +1869,13 @@ file, in that order, after the compiled program; in a script the names imported 
 are therefore already defined, and the import runs only inside the nncompile package.
 """
 import argparse
-import io
 import json
 import sys
 
 import numpy as np
 
 if __package__ == "nncompile":  # in a generated script these are defined above, in the same file
-    from .checkpoint import Checkpoint, CheckpointError, write_bytes_atomic
+    from .checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
     from .diagnostics import Monitor, headline, new_warnings
     from .plot import PlotUnavailable, render_png
     from .loop import SCHEDULES, fit, hyperparameters
@@ -2087,9 +2091,7 @@ def main(module, argv=None):
         flat = to_host(engine.params)
         weights = {name: flat[offset:offset + int(np.prod(shape))].reshape(shape)
                    for name, shape, offset, _ in module.PARAMS}
-        buffer = io.BytesIO()
-        np.savez(buffer, **weights)
-        write_bytes_atomic(args.save, buffer.getvalue())
+        save_npz_atomic(args.save, weights)
         print(f"saved weights to {args.save}", file=sys.stderr)
     return 0
 

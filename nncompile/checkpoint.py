@@ -42,6 +42,13 @@ def write_bytes_atomic(path, data, folder_mode=None):
         raise
 
 
+def save_npz_atomic(path, arrays):
+    """np.savez of `arrays` written with `write_bytes_atomic`: weights, predictions, checkpoints."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
 class Checkpoint:
     """One checkpoint file: `save(arrays, meta)` replaces it atomically, `load()` reads it back."""
 
@@ -50,10 +57,8 @@ class Checkpoint:
 
     def save(self, arrays, meta):
         header = json.dumps(dict(meta, format=CHECKPOINT_FORMAT), sort_keys=True).encode("utf-8")
-        buffer = io.BytesIO()
-        np.savez(buffer, meta=np.frombuffer(header, dtype=np.uint8), **arrays)
         try:
-            write_bytes_atomic(self.path, buffer.getvalue())
+            save_npz_atomic(self.path, dict(arrays, meta=np.frombuffer(header, dtype=np.uint8)))
         except OSError as exc:
             raise CheckpointError(f"cannot write checkpoint {self.path}: {exc.strerror or exc}") from None
 

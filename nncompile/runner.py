@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import data as datasets
-from . import jit, script
-from .checkpoint import Checkpoint, CheckpointError
+from . import script
+from .checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
 from .cli import CliError, dump_json, load_model
 from .diagnostics import summary_rows
 from .errors import DivergenceError, TrainingWarning
@@ -159,12 +159,6 @@ def _aligned(rows: list[list[str]], text_columns: int = 1) -> list[str]:
                       for i, (cell, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
 
 
-def _save(path: str, params: dict) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **params)
-    _write(path, buffer.getvalue())
-
-
 def _plot(path: str, history: list[dict], metric: str | None, title: str) -> None:
     try:
         png = render_png(history, metric, title)
@@ -175,7 +169,14 @@ def _plot(path: str, history: list[dict], metric: str | None, title: str) -> Non
 
 def _write(path: str, data: bytes) -> None:
     try:
-        jit.write_bytes_atomic(Path(path), data)
+        write_bytes_atomic(path, data)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _save(path: str, arrays: dict) -> None:
+    try:
+        save_npz_atomic(path, arrays)
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}") from None
 
@@ -219,9 +220,7 @@ def _write_predictions(path: str | None, columns: dict[str, np.ndarray]) -> None
         arrays = {"output": np.column_stack([v for k, v in columns.items() if k.startswith("output_")])}
         if "label" in columns:
             arrays["label"] = columns["label"]
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        _write(path, buffer.getvalue())
+        _save(path, arrays)
         return
     text = io.StringIO()
     text.write(",".join(columns) + "\n")

@@ -5,14 +5,13 @@ file, in that order, after the compiled program; in a script the names imported 
 are therefore already defined, and the import runs only inside the nncompile package.
 """
 import argparse
-import io
 import json
 import sys
 
 import numpy as np
 
 if __package__ == "nncompile":  # in a generated script these are defined above, in the same file
-    from .checkpoint import Checkpoint, CheckpointError, write_bytes_atomic
+    from .checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
     from .diagnostics import Monitor, headline, new_warnings
     from .plot import PlotUnavailable, render_png
     from .loop import SCHEDULES, fit, hyperparameters
@@ -228,9 +227,7 @@ def main(module, argv=None):
         flat = to_host(engine.params)
         weights = {name: flat[offset:offset + int(np.prod(shape))].reshape(shape)
                    for name, shape, offset, _ in module.PARAMS}
-        buffer = io.BytesIO()
-        np.savez(buffer, **weights)
-        write_bytes_atomic(args.save, buffer.getvalue())
+        save_npz_atomic(args.save, weights)
         print(f"saved weights to {args.save}", file=sys.stderr)
     return 0
 
