@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    from nncompile.backends.cupy_support import device_problem
+    from nncompile.backends.cuda.cupy_support import device_problem
     problem = device_problem()
     if problem:
         print(f"cuda_vs_torch: {problem}", file=sys.stderr)

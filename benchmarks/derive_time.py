@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nncompile import nn
 from nncompile.derive import derive
-from nncompile.formulas import Formulas
+from nncompile.explain.formulas import Formulas
 
 MODEL_FILE = """from nncompile import nn
 layers = []

@@ -48,7 +48,7 @@ def torch_run(start: dict, X: np.ndarray, y: np.ndarray, batches: list, name: st
 
 def nncompile_run(prog, start: dict, X: np.ndarray, y: np.ndarray, batches: list, name: str) -> list[dict]:
     """Parameters after each update, from nncompile's generated fused step (as nc.train calls it)."""
-    from nncompile import loop
+    from nncompile.runtime import loop
     lr, hyper, _ = SETTINGS[name]
     engine = prog.engine(start)
     engine.reset_state(name)

@@ -16,12 +16,12 @@ import types
 import numpy as np
 
 # ---------------------------------------------------------------------------------
-# CuPy support: nncompile/backends/cupy_support.py, embedded verbatim.
+# CuPy support: nncompile/backends/cuda/cupy_support.py, embedded verbatim.
 # ---------------------------------------------------------------------------------
 """CuPy support for generated CUDA programs: device check, kernels, cuBLAS calls, CUDA graphs.
 
 The CUDA backend embeds this file verbatim in every module and script it writes (as
-`nncompile generate` embeds nncompile/runtime.py), so it imports only the standard
+`nncompile generate` embeds nncompile/runtime/), so it imports only the standard
 library and NumPy.  CuPy is imported on first use: without CuPy or a GPU, a generated
 CUDA program still imports and can be read, and asking it to run says in one line
 what is missing.  Any CuPy build works (cupy-cuda12x, cupy-cuda13x, ...).
@@ -857,10 +857,10 @@ def build(n, params, grads, state):
 
 
 # ---------------------------------------------------------------------------------
-# Training runtime: nncompile/runtime.py, embedded verbatim.
+# Training runtime: nncompile/runtime/, embedded verbatim.
 # ---------------------------------------------------------------------------------
 # ----------------------------------------------------------------------------------
-# nncompile/runtime.py, embedded verbatim.
+# nncompile/runtime/engine.py, embedded verbatim.
 # ----------------------------------------------------------------------------------
 """NumPy-only training runtime: initialisation, data checks, memory, the engine.
 
@@ -1124,11 +1124,11 @@ def count_correct(metric, output, T):
 
 
 # ----------------------------------------------------------------------------------
-# nncompile/loop.py, embedded verbatim.
+# nncompile/runtime/loop.py, embedded verbatim.
 # ----------------------------------------------------------------------------------
 """The epoch loop: schedules, batching, the loop's own state, checkpoints' contents, `fit`.
 
-Embedded verbatim in standalone scripts right after runtime.py (NumPy and the standard
+Embedded verbatim in standalone scripts right after engine.py (NumPy and the standard
 library only).  Everything an epoch changes lives in the engine's flat vectors and in a
 `Loop`, and a checkpoint (written by `checkpoint.Checkpoint`) saves both, so an
 interrupted run resumed from its checkpoint ends with the same bits as one never
@@ -1139,8 +1139,8 @@ import math
 
 import numpy as np
 
-if __package__ == "nncompile":  # in a generated script runtime.py is embedded above this file
-    from .runtime import Diverged, TrainingError, to_host
+if __package__ == "nncompile.runtime":  # in a generated script engine.py is embedded above this file
+    from .engine import Diverged, TrainingError, to_host
 
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 
@@ -1442,7 +1442,7 @@ class _Run:
 
 
 # ----------------------------------------------------------------------------------
-# nncompile/checkpoint.py, embedded verbatim.
+# nncompile/runtime/checkpoint.py, embedded verbatim.
 # ----------------------------------------------------------------------------------
 """Checkpoint files: the training state as one .npz (flat vectors + a JSON header), written atomically.
 
@@ -1524,7 +1524,7 @@ class Checkpoint:
 
 
 # ----------------------------------------------------------------------------------
-# nncompile/diagnostics.py, embedded verbatim.
+# nncompile/runtime/diagnostics.py, embedded verbatim.
 # ----------------------------------------------------------------------------------
 """Why a network does not learn, in numbers and words: saturated and dead units, near-linear
 layers, vanishing or exploding gradients.
@@ -1540,8 +1540,8 @@ import math
 
 import numpy as np
 
-if __package__ == "nncompile":  # in a generated script runtime.py is embedded above this file
-    from .runtime import to_host
+if __package__ == "nncompile.runtime":  # in a generated script engine.py is embedded above this file
+    from .engine import to_host
 
 #: |f'(z)| below this counts as no gradient: a saturated sigmoid/tanh unit, an inactive ReLU.
 FLAT = 0.01
@@ -1712,7 +1712,7 @@ def summary_rows(report):
 
 
 # ----------------------------------------------------------------------------------
-# nncompile/plot.py, embedded verbatim.
+# nncompile/runtime/plot.py, embedded verbatim.
 # ----------------------------------------------------------------------------------
 """Training curves as a PNG: loss and metric per epoch, training and validation.
 
@@ -1765,11 +1765,11 @@ def _curve(ax, epochs, history, key, label):
 
 
 # ----------------------------------------------------------------------------------
-# nncompile/script.py, embedded verbatim.
+# nncompile/runtime/script.py, embedded verbatim.
 # ----------------------------------------------------------------------------------
 """Training flags shared by `nncompile run` and generated scripts, and the scripts' command line.
 
-`nncompile generate` embeds runtime.py, checkpoint.py, diagnostics.py, plot.py and this
+`nncompile generate` embeds engine.py, loop.py, checkpoint.py, diagnostics.py, plot.py and this
 file, in that order, after the compiled program; in a script the names imported below
 are therefore already defined, and the import runs only inside the nncompile package.
 """
@@ -1779,13 +1779,12 @@ import sys
 
 import numpy as np
 
-if __package__ == "nncompile":  # in a generated script these are defined above, in the same file
+if __package__ == "nncompile.runtime":  # in a generated script these are defined above, in the same file
     from .checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
     from .diagnostics import Monitor, headline, new_warnings
-    from .plot import PlotUnavailable, render_png
+    from .engine import INIT_SCHEMES, Diverged, Engine, TrainingError, check_inputs, encode_targets, init_flat, to_host
     from .loop import SCHEDULES, fit, hyperparameters
-    from .runtime import (INIT_SCHEMES, Diverged, Engine, TrainingError, check_inputs, encode_targets,
-                          init_flat, to_host)
+    from .plot import PlotUnavailable, render_png
 
 #: Training settings when neither a flag nor the model file's `training` dict gives one.
 DEFAULTS = {"mode": "minibatch", "batch_size": 32, "epochs": 30, "lr": 0.1, "optimizer": "sgd",

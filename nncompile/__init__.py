@@ -2,16 +2,17 @@
 
 A network declared with `nncompile.nn` is differentiated symbolically (SymPy, chain rule)
 into an explicit backward graph, lowered to NumPy (or CUDA) source, loaded, and trained.
+This module is the public face; the stages live in the subpackages (see the README's
+"How the code is laid out").
 """
-__version__ = "0.1.0"
+from . import nn
+from .dsl.modelfile import load_model
+from .errors import BackendError, DataError, DivergenceError, FormulaError, ModelError, NncompileError, TrainingWarning
+from .program import CompiledProgram, compile  # noqa: A004
+from .symbolic.rules import OPTIMIZERS, Optimizer
+from .train import TrainResult, train
+from .version import __version__
 
-from . import nn  # noqa: E402
-from .errors import (BackendError, DataError, DivergenceError, FormulaError, ModelError,  # noqa: E402
-                     NncompileError, TrainingWarning)
-from .program import CompiledProgram, compile  # noqa: E402,A004
-from .rules import OPTIMIZERS, Optimizer  # noqa: E402
-from .train import TrainResult, train  # noqa: E402
-
-__all__ = ["nn", "compile", "train", "CompiledProgram", "TrainResult", "Optimizer", "OPTIMIZERS",
+__all__ = ["nn", "compile", "train", "load_model", "CompiledProgram", "TrainResult", "Optimizer", "OPTIMIZERS",
            "NncompileError", "ModelError", "FormulaError", "DataError", "BackendError", "DivergenceError",
            "TrainingWarning", "__version__"]

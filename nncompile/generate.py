@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Sequence
 
 from . import backends, runtime
-from .derive import derive
-from .nn import Sequential
-from .rules import Optimizer
-
+from .derive.backprop import derive
+from .dsl.models import Sequential
+from .symbolic.rules import Optimizer
 
 #: NumPy-only modules a script embeds, in this order (later ones use names of earlier ones).
-RUNTIME_MODULES = ("runtime.py", "loop.py", "checkpoint.py", "diagnostics.py", "plot.py", "script.py")
+RUNTIME_MODULES = ("engine.py", "loop.py", "checkpoint.py", "diagnostics.py", "plot.py", "script.py")
 _RULE = "# " + "-" * 82
 
 
@@ -28,7 +27,7 @@ def runtime_source() -> str:
     parts = []
     for name in RUNTIME_MODULES:
         text = (folder / name).read_text(encoding="utf-8").rstrip("\n")
-        parts.append(f"{_RULE}\n# nncompile/{name}, embedded verbatim.\n{_RULE}\n{text}\n")
+        parts.append(f"{_RULE}\n# nncompile/runtime/{name}, embedded verbatim.\n{_RULE}\n{text}\n")
     return "\n\n".join(parts)
 
 

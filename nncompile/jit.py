@@ -19,8 +19,8 @@ import types
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import write_bytes_atomic  # the one atomic writer (embedded in scripts too)
 from .errors import NncompileError
+from .runtime.checkpoint import write_bytes_atomic  # the one atomic writer (embedded in scripts too)
 
 HEADER = "# nncompile-sha256: "
 STALE_SECONDS = 3600  # a temporary file this old belongs to a writer that was killed

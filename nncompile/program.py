@@ -13,11 +13,13 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from . import __version__, backends, jit, runtime
+from . import backends, jit
+from .dsl.models import Sequential
 from .errors import DataError, ModelError
-from .nn import Sequential
-from .rules import OPTIMIZERS as BUILTIN_OPTIMIZERS
-from .rules import RULES_VERSION, Optimizer
+from .runtime import engine as runtime
+from .symbolic.rules import OPTIMIZERS as BUILTIN_OPTIMIZERS
+from .symbolic.rules import RULES_VERSION, Optimizer
+from .version import __version__
 
 DTYPES = ("float32", "float64")
 
@@ -58,7 +60,7 @@ def compile(model: Sequential, backend: str = "numpy", dtype: str = "float64",  
     derived: dict[str, object] = {}
 
     def render() -> str:
-        from .derive import derive
+        from .derive.backprop import derive
         derivation = derive(model, dtype, optimizers)
         derived["derivation"] = derivation
         return be.render_module(derivation.program, **options)
@@ -116,7 +118,7 @@ class CompiledProgram:
     @cached_property
     def derivation(self) -> object:
         """The derivation records and IR (computed on first use after a cache hit)."""
-        from .derive import derive
+        from .derive.backprop import derive
         return derive(self.model, self.dtype, self.optimizers)
 
     def with_optimizer(self, optimizer: Optimizer) -> "CompiledProgram":
@@ -131,7 +133,7 @@ class CompiledProgram:
     @cached_property
     def formulas(self) -> object:
         """The gradient formulas layer by layer (`formulas.Formulas`): SymPy objects, derived on first use."""
-        from .formulas import Formulas
+        from .explain.formulas import Formulas
         return Formulas.of(self.derivation)
 
     @property

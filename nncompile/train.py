@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from . import loop, runtime, script
-from .checkpoint import Checkpoint, CheckpointError
-from .diagnostics import Monitor, new_warnings
 from .errors import DataError, DivergenceError, TrainingWarning
 from .program import CompiledProgram, data_errors
+from .runtime import engine as runtime
+from .runtime import loop, script
+from .runtime.checkpoint import Checkpoint, CheckpointError
+from .runtime.diagnostics import Monitor, new_warnings
 
 if TYPE_CHECKING:  # the trainer never imports SymPy; rules appear here only as a type
-    from .rules import Optimizer
+    from .symbolic.rules import Optimizer
 
 MODES = ("gd", "sgd", "minibatch")
 

@@ -14,7 +14,7 @@ BACKENDS = ("numpy", "cuda")
 
 def expected() -> dict[Path, str]:
     """Every file generated/ should hold, with its exact text."""
-    from nncompile.cli import load_model
+    from nncompile import load_model
     from nncompile.generate import standalone
     files = {}
     for example in EXAMPLES:

@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gpu = [item for item in items if "gpu" in item.keywords]
     if not gpu:
         return
-    from nncompile.backends.cupy_support import device_problem
+    from nncompile.backends.cuda.cupy_support import device_problem
     problem = device_problem()
     if problem is not None:
         for item in gpu:

@@ -10,7 +10,7 @@ from pathlib import Path
 import sympy as sp
 
 from nncompile import nn
-from nncompile.cli import load_model
+from nncompile import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ("xor", "digits", "mish")

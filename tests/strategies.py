@@ -18,8 +18,9 @@ import numpy as np
 import sympy as sp
 from hypothesis import strategies as st
 
-from nncompile import calculus, nn
-from nncompile.rules import X as XSYM
+from nncompile import nn
+from nncompile.symbolic import calculus
+from nncompile.symbolic.rules import X as XSYM
 
 
 def examples(default: int) -> int:

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from nncompile import calculus, rules
-from nncompile.rules import A, T, X, Y
-from nncompile.symbolic import sigmoid, softplus, stabilize
+from nncompile.symbolic import calculus
+from nncompile.symbolic import rules
+from nncompile.symbolic.rules import A, T, X, Y
+from nncompile.symbolic.functions import sigmoid, softplus, stabilize
 
 POINTS = [-30.0, -3.7, -1.0, -0.2, 0.3, 1.0, 2.5, 30.0]
 MODULES = [{"sigmoid": lambda u: 0.5 + 0.5 * np.tanh(0.5 * u), "softplus": lambda u: np.logaddexp(0, u),

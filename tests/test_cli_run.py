@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import nncompile as nc
-from nncompile.cli import load_model, main
+from nncompile import load_model
+from nncompile.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = str(ROOT / "examples" / "digits.py")

@@ -14,7 +14,7 @@ import pytest
 import nncompile as nc
 from cuda_models import matrix
 from nncompile.backends import cuda
-from nncompile.backends.cupy_support import Entry, device_problem, next_key, scalar_key
+from nncompile.backends.cuda.cupy_support import Entry, device_problem, next_key, scalar_key
 from nncompile.backends.templating import render
 from nncompile.cli import main
 from nncompile.derive import derive
@@ -100,7 +100,7 @@ def test_cuda_graphs_can_be_turned_off() -> None:
 
 
 def test_cuda_generation_is_deterministic_across_processes(tmp_path: Path) -> None:
-    code = ("import sys; from nncompile.cli import load_model; from nncompile.generate import standalone;"
+    code = ("import sys; from nncompile import load_model; from nncompile.generate import standalone;"
             "sys.stdout.write(standalone(load_model(sys.argv[1])[0], 'cuda', 'float32', filename='x.py'))")
     outputs = {subprocess.run([sys.executable, "-c", code, str(ROOT / "examples" / "mish.py")], capture_output=True,
                               text=True, check=True, env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin",

@@ -19,7 +19,7 @@ import pytest
 import nncompile as nc
 from cuda_models import NUMPY_FAILS, matrix
 from nncompile import data, nn
-from nncompile.cli import load_model
+from nncompile import load_model
 from nncompile.generate import standalone
 from nncompile.gradcheck import check_gradients, random_batch
 

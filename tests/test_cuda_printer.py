@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from nncompile import calculus
-from nncompile.backends.cprinter import C_TYPES, CudaPrinter
-from nncompile.rules import ACTIVATIONS, LOSSES, A, T, X, leaky_relu
-from nncompile.symbolic import SUPPORTED_FUNCTIONS, expm1, log1p, sigmoid, softplus
+from nncompile.symbolic import calculus
+from nncompile.backends.cuda.cprinter import C_TYPES, CudaPrinter
+from nncompile.symbolic.rules import ACTIVATIONS, LOSSES, A, T, X, leaky_relu
+from nncompile.symbolic.functions import SUPPORTED_FUNCTIONS, expm1, log1p, sigmoid, softplus
 
 CC = shutil.which("cc") or shutil.which("gcc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no host C compiler (cc) to evaluate printed C")

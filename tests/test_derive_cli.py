@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import nncompile as nc
-from nncompile.cli import load_model, main
+from nncompile import load_model
+from nncompile.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

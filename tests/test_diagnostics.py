@@ -9,7 +9,7 @@ import pytest
 
 import nncompile as nc
 from nncompile import data, nn
-from nncompile.diagnostics import Monitor, unit_statistics
+from nncompile.runtime.diagnostics import Monitor, unit_statistics
 
 
 @pytest.fixture(scope="module")

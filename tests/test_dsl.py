@@ -5,7 +5,7 @@ import pytest
 import sympy as sp
 
 from nncompile import FormulaError, ModelError, nn
-from nncompile.formula import to_expr
+from nncompile.symbolic.parse import to_expr
 
 
 def test_names_and_widths() -> None:

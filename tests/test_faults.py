@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import nncompile as nc
-from nncompile import nn, runtime
+from nncompile import nn
+from nncompile.runtime import engine as runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,7 +100,8 @@ _WRITER = r"""
 import sys, types, io
 import numpy as np
 package = types.ModuleType("nncompile"); package.__path__ = [sys.argv[1]]; sys.modules["nncompile"] = package
-from nncompile import checkpoint, jit
+from nncompile import jit
+from nncompile.runtime import checkpoint
 from pathlib import Path
 target = Path(sys.argv[2])
 def save(k):
@@ -166,7 +168,8 @@ _TOO_BIG = r"""
 import resource, sys
 import numpy as np
 import nncompile as nc
-from nncompile import nn, runtime
+from nncompile import nn
+from nncompile.runtime import engine as runtime
 limit = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # even if the check were gone: no swapping, no OOM killer
 model = nn.Sequential(nn.Dense(2**20), nn.Tanh(), nn.Dense(1), input_dim=2, loss=nn.MSE(), name="wide")
@@ -216,7 +219,7 @@ def test_sigkill_during_checkpointed_training_leaves_a_resumable_checkpoint(tmp_
     """A real `nncompile run --checkpoint` saving every epoch, killed with SIGKILL at random moments:
     each time the checkpoint on disk loads whole, and the next run resumes from it.  A wide model
     on 32 rows makes writing the (~8 MB) checkpoint most of every epoch, so the kills land mid-write."""
-    from nncompile.checkpoint import Checkpoint
+    from nncompile.runtime.checkpoint import Checkpoint
     model = tmp_path / "wide.py"
     model.write_text("from nncompile import nn\nmodel = nn.Sequential(nn.Dense(1000), nn.Tanh(), nn.Dense(2), "
                      "nn.Softmax(), input_dim=500, loss=nn.CrossEntropy(), name='wide')\n")

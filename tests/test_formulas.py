@@ -13,8 +13,8 @@ import sympy as sp
 
 import nncompile as nc
 from nncompile import nn
-from nncompile.formulas import A_OUT, Z
-from nncompile.notation import LAMBDA, NamedArray
+from nncompile.explain.equations import A_OUT, Z
+from nncompile.symbolic.notation import LAMBDA, NamedArray
 
 MODELS = {
     "tanh_sigmoid_bce": lambda: nn.Sequential(nn.Dense(5), nn.Tanh(), nn.Dense(1), nn.Sigmoid(), input_dim=3,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nncompile.cli import load_model
+from nncompile import load_model
 from nncompile.generate import standalone
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def test_generated_folder_is_byte_identical_to_the_generator() -> None:
 
 
 def test_generation_is_deterministic_across_processes(tmp_path: Path) -> None:
-    code = ("import sys; from nncompile.cli import load_model; from nncompile.generate import standalone;"
+    code = ("import sys; from nncompile import load_model; from nncompile.generate import standalone;"
             "sys.stdout.write(standalone(load_model(sys.argv[1])[0], filename='x.py'))")
     outputs = {subprocess.run([sys.executable, "-c", code, str(ROOT / "examples" / "mish.py")], capture_output=True,
                               text=True, check=True, env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin",

@@ -42,10 +42,10 @@ def test_docs_quote_the_current_output() -> None:
 
 
 def _formulas() -> list[str]:
-    from nncompile.cli import load_model
+    from nncompile import load_model
     from nncompile.derive import derive
-    from nncompile.formulas import Formulas
-    from nncompile.render import document, latex_rows, scalar_document
+    from nncompile.explain.formulas import Formulas
+    from nncompile.explain.render import document, latex_rows, scalar_document
     rows = []
     for example in golden.EXAMPLES:
         model, _ = load_model(str(ROOT / "examples" / f"{example}.py"))

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from nncompile.cli import load_model, main
+from nncompile import load_model
+from nncompile.cli import main
 from nncompile.derive import derive
-from nncompile.graphview import dot, flops, table
+from nncompile.explain.graph import dot, flops, table
 
 ROOT = Path(__file__).resolve().parent.parent
 XOR = str(ROOT / "examples" / "xor.py")

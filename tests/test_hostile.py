@@ -24,10 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nncompile as nc
-from nncompile import FormulaError, ModelError, NncompileError, calculus, nn
-from nncompile.formula import check_identifier, to_expr
+from nncompile import FormulaError, ModelError, NncompileError, nn
+from nncompile.symbolic import calculus
+from nncompile.symbolic.parse import check_identifier, to_expr
 from nncompile.generate import standalone
-from nncompile.rules import ElementwiseFunction, LossFunction, X, make_optimizer
+from nncompile.symbolic.rules import ElementwiseFunction, LossFunction, X, make_optimizer
 
 from strategies import examples
 

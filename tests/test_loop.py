@@ -8,7 +8,7 @@ import pytest
 
 import nncompile as nc
 from nncompile import data, nn
-from nncompile.loop import schedule_lr
+from nncompile.runtime.loop import schedule_lr
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_interrupted_run_rolls_back_to_the_last_epoch_and_resumes_bit_identicall
     path = tmp_path / "ck.npz"
     with pytest.raises(KeyboardInterrupt):
         _run(prog, digits, checkpoint=path, checkpoint_every=3, callback=ctrl_c)
-    from nncompile.checkpoint import Checkpoint
+    from nncompile.runtime.checkpoint import Checkpoint
     _, meta = Checkpoint(path).load()
     assert meta["epoch"] == 4 and len(meta["history"]) == 4  # epoch 5 was rolled back
     seen: list[int] = []

@@ -15,7 +15,7 @@ import nncompile as nc
 from nncompile import nn
 from nncompile.cli import main
 from nncompile.errors import ModelError
-from nncompile.scalar import LAMBDIFY_MODULES, MAX_NODES, N, TB, XB
+from nncompile.explain.scalar import LAMBDIFY_MODULES, MAX_NODES, N, TB, XB
 
 MODELS = {
     "xor221": lambda: nn.Sequential(nn.Dense(2), nn.Tanh(), nn.Dense(1), nn.Sigmoid(), input_dim=2,

@@ -1,12 +1,12 @@
 """The tables every generated module carries, whatever the backend (see templates/common/).
 
-runtime.py, the trainer and the diagnostics read these names from a compiled module;
+The runtime's engine, the trainer and the diagnostics read these names from a compiled module;
 computing them once here keeps the backends' contexts, and the modules, alike.
 """
 from __future__ import annotations
 
-from .. import __version__
-from ..ir import BATCH, Program
+from ..derive.ir import BATCH, Program
+from ..version import __version__
 
 
 def names_tuple(names: list[str]) -> str:

@@ -1,0 +1,160 @@
+"""CuPy support for generated CUDA programs: device check, kernels, cuBLAS calls, CUDA graphs.
+
+The CUDA backend embeds this file verbatim in every module and script it writes (as
+`nncompile generate` embeds nncompile/runtime/), so it imports only the standard
+library and NumPy.  CuPy is imported on first use: without CuPy or a GPU, a generated
+CUDA program still imports and can be read, and asking it to run says in one line
+what is missing.  Any CuPy build works (cupy-cuda12x, cupy-cuda13x, ...).
+
+Each entry point of a workspace (forward, loss, loss_and_grad, step_<optimizer>) runs
+its launches eagerly on its first call, is captured into a CUDA graph on its second
+and replays that graph afterwards, so a step costs one graph launch however many
+kernels it has.  Scalar arguments (learning rate, step count, hyperparameters) live in
+device memory, where the captured kernels read them: the step count is advanced on
+the device, so consecutive steps upload nothing.
+"""
+import types
+import warnings
+
+import numpy as np
+
+BLOCK = (256,)            # threads per block: elementwise and row kernels (8 rows of 32 lanes)
+ONE = (1,)
+TOTAL_BLOCK = (512,)      # the one block of a full reduction
+MAX_BLOCKS = 8192         # elementwise kernels loop over the rest (grid-stride)
+
+_cupy = None
+
+
+def device_problem():
+    """None when CuPy and a CUDA device are usable here, else one line saying what is missing."""
+    try:
+        import cupy
+    except ImportError as exc:
+        return (f"the cuda backend needs CuPy, which is not installed here ({exc}): install "
+                "nncompile[cuda] (cupy-cuda12x) or the CuPy build for your CUDA version")
+    except Exception as exc:  # a CuPy that cannot load its CUDA libraries
+        return f"the cuda backend needs CuPy, which failed to load: {_first_line(exc)}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver, or a driver older than CuPy's CUDA
+        return f"the cuda backend needs a CUDA device, and CuPy cannot reach one: {_first_line(exc)}"
+    if count < 1:
+        return "the cuda backend needs a CUDA device, and CuPy finds none on this machine"
+    return None
+
+
+def _first_line(exc):
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def cupy_module():
+    """CuPy (with cupy.cublas), imported on first use; RuntimeError naming what is missing."""
+    global _cupy
+    if _cupy is None:
+        problem = device_problem()
+        if problem is not None:
+            raise RuntimeError(problem)
+        import cupy
+        import cupy.cublas  # noqa: F401  (gemm/gemv on row-major arrays)
+        _cupy = cupy
+    return _cupy
+
+
+def load_kernels(source, names):
+    """The named kernels of `source`, compiled by NVRTC through CuPy (which caches binaries on disk)."""
+    module = cupy_module().RawModule(code=source)
+    return types.SimpleNamespace(**{name: module.get_function(name) for name in names})
+
+
+def gemm(transa, transb, a, b, out):
+    """out = op(a) @ op(b) by cuBLAS on C-ordered arrays; op is 'N' (as is) or 'T' (transposed)."""
+    _cupy.cublas.gemm(transa, transb, a, b, out=out)
+
+
+def gemv(transa, a, x, out):
+    """out = op(a) @ x by cuBLAS: with a ones vector x, the column sums of a (a bias gradient)."""
+    _cupy.cublas.gemv(transa, 1.0, a, x, 0.0, out)
+
+
+def grid(size):
+    """Blocks for an elementwise kernel over `size` elements."""
+    return (max(1, min((size + BLOCK[0] - 1) // BLOCK[0], MAX_BLOCKS)),)
+
+
+def rows_grid(rows):
+    """Blocks for a row kernel: one warp (32 lanes) per row."""
+    per_block = BLOCK[0] // 32
+    return (max(1, (rows + per_block - 1) // per_block),)
+
+
+def scalar_key(values, step, advanced):
+    """What a call's scalars must match to need no upload: the step is whatever the device holds
+    when the step kernels advance it, and ignored when no kernel reads it."""
+    return tuple(None if k == step and not advanced else float(v) for k, v in enumerate(values))
+
+
+def next_key(values, step, advanced):
+    """The key the next call matches when its step count is one more than this call's."""
+    key = list(scalar_key(values, step, advanced))
+    if advanced:
+        key[step] += 1.0
+    return tuple(key)
+
+
+class DeviceScalars:
+    """An entry point's scalar arguments in device memory (float64), where its kernels read them."""
+
+    def __init__(self, count, step, advanced):
+        self.values = cupy_module().zeros(count, dtype=np.float64)
+        self.step, self.advanced = step, advanced
+        self.expected = None
+
+    def update(self, values):
+        """Copy `values` to the device unless it already holds them (a consecutive step)."""
+        if scalar_key(values, self.step, self.advanced) != self.expected:
+            self.values.set(np.array(values, dtype=np.float64))
+        self.expected = next_key(values, self.step, self.advanced)
+
+
+class Entry:
+    """One entry point of a workspace: launches run eagerly once, then from a captured CUDA graph."""
+
+    def __init__(self, name, launch, result=None, scalars=None, graphs=True, needs=None):
+        self.name, self.launch, self.result, self.scalars = name, launch, result, scalars
+        self.graphs, self.graph, self.calls = graphs, None, 0
+        self.missing = sorted(key for key, value in (needs or {}).items() if value is None)
+
+    def __call__(self, *values):
+        if self.missing:
+            raise RuntimeError(f"{self.name} needs optimizer state {', '.join(self.missing)}, which this "
+                               "workspace was built without: reset the optimizer state first")
+        if self.scalars is not None:
+            self.scalars.update(values)
+        if self.graph is not None:
+            self.graph.launch()
+        elif self.graphs and self.calls:
+            self._capture_and_launch()
+        else:
+            self.launch()
+        self.calls += 1
+        return self.result
+
+    def _capture_and_launch(self):
+        stream = _cupy.cuda.Stream(non_blocking=True)
+        try:
+            with stream:
+                stream.begin_capture()
+                try:
+                    self.launch()
+                finally:
+                    graph = stream.end_capture()
+        except Exception as exc:  # the CUDA or cuBLAS build cannot capture this sequence
+            warnings.warn(f"{self.name}: CUDA graph capture failed ({_first_line(exc)}); "
+                          "running its kernels one launch at a time", RuntimeWarning, stacklevel=3)
+            self.graphs = False
+            self.launch()
+            return
+        self.graph = graph
+        graph.launch()

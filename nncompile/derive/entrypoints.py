@@ -1,0 +1,111 @@
+"""Entry points of a program: forward, loss, loss_and_grad, diagnose and one step per optimizer.
+
+`derive` produces the op lists (forward, loss, backward, probes); this module assembles
+them into the Program IR's functions.  The backward ops carry a gradient scale `GSCALE`:
+1 for gradients, and the learning rate in plain SGD's step, whose update then becomes a
+single subtraction (p - g), since g arrives already multiplied by lr.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Sequence
+
+import sympy as sp
+
+from ..dsl.losses import BinaryCrossEntropy, CrossEntropy, SoftmaxCrossEntropy
+from ..dsl.models import Sequential
+from ..errors import ModelError
+from ..symbolic.functions import symbol
+from ..symbolic.rules import OPTIMIZERS, Optimizer
+from .ir import BATCH, Function, Map, Op, OptimizerSpec, Program
+
+GSCALE = symbol("gscale")  # gradient scale: 1 for gradients, lr when plain SGD folds it in
+#: The compiler's own scalars: a hyperparameter (a step-function argument) may not take them.
+RESERVED = {"lr", "step", BATCH, "gscale", "L", "L_data", "sys"}
+#: Names the generated code itself uses; an optimizer hyperparameter may not take them either.
+GENERATED_NAMES = re.compile(r"(?:[cs]\d+|_cse\d*|np|math|types|n|DTYPE|params|grads|state|state_\w+)\Z")
+
+
+def _update_ops(b: object, opt: Optimizer) -> tuple[list[Op], tuple[str, ...]]:
+    """The optimizer's update rule on the flat vectors, with g pre-scaled by lr when folded."""
+    names = {"p": "params", "g": "grads", "lr": "lr", "t": "step"}
+    names.update({s: f"state_{s}" for s in opt.state})
+    clash = RESERVED.intersection(opt.defaults) | set(b.buffers).intersection(opt.defaults)
+    clash |= {h for h in opt.defaults if keyword.iskeyword(h) or GENERATED_NAMES.match(h)}
+    if clash:
+        raise ModelError(f"optimizer {opt.name}: hyperparameter name(s) {', '.join(sorted(clash))} "
+                         "clash with names the compiler uses")
+    ops: list[Op] = []
+    for target, expr in opt.updates:
+        syms = {s: symbol(names.get(s.name, s.name)) for s in expr.free_symbols}
+        e = expr.xreplace(syms)
+        if opt.folds_lr:
+            e = e.xreplace({symbol("grads"): symbol("grads") / symbol("lr")})
+        out = names[target]
+        ops.append(Map(f"{target} = {sp.sstr(expr)}", opt.name, "update", out, e))
+    return ops, ("lr", "step") + tuple(opt.defaults)
+
+
+def optimizer_set(extra: Sequence[Optimizer]) -> dict[str, Optimizer]:
+    """Built-in optimizers, then the user's; a user rule may not reuse a built-in's name."""
+    chosen = dict(OPTIMIZERS)
+    for opt in extra:
+        if not isinstance(opt, Optimizer):
+            raise ModelError(f"optimizers must be nncompile Optimizer rules, got {type(opt).__name__}")
+        if opt.name in chosen and chosen[opt.name] != opt:
+            what = "a built-in optimizer" if opt.name in OPTIMIZERS else "given twice with different rules"
+            raise ModelError(f"optimizer name {opt.name!r} is {what}: give your rule another name")
+        chosen[opt.name] = opt
+    return chosen
+
+
+def assemble(b: object, output: str, optimizers: dict[str, Optimizer]) -> Program:
+    """The program's functions from a derivation builder's op lists (see `derive._Builder`)."""
+    model = b.model
+    size = sum(p.size for p in b.params)
+    b.buffer("params", (size,), "param")
+    b.buffer("grads", (size,), "grad")
+    encoding, metric = _task(model)
+    prog = Program(model.name, b.dtype, "X", "T", output, metric, encoding, b.buffers, tuple(b.params))
+    one = {GSCALE: sp.S.One}
+    fwd = tuple(b.forward)
+    backward_1 = tuple(_subs(op, one) for op in b.backward)
+    prog.functions["forward"] = Function("forward", fwd, doc="forward pass: writes the output buffer")
+    prog.functions["loss"] = Function("loss", fwd + tuple(b.loss_ops), returns="L",
+                                      doc="forward pass and loss (with penalties), no gradients")
+    prog.functions["loss_and_grad"] = Function(
+        "loss_and_grad", fwd + tuple(b.loss_ops) + backward_1, returns="L",
+        doc="loss and the gradient of every parameter (means over the batch)")
+    prog.functions["diagnose"] = Function(
+        "diagnose", fwd + tuple(op for _, op in b.probes) + tuple(b.loss_ops) + backward_1, returns="L",
+        doc="loss, gradients, and f'(z) of every hidden activation, for training diagnostics",
+        results=tuple(probe.buffer for probe, _ in b.probes))
+    prog.probes = tuple(probe for probe, _ in b.probes)
+    for name, opt in optimizers.items():
+        for state in opt.state:
+            b.buffer(f"state_{state}", (size,), "state")
+        update, scalars = _update_ops(b, opt)
+        scale = {GSCALE: symbol("lr")} if opt.folds_lr else one
+        backward = tuple(_subs(op, scale) for op in b.backward)
+        fname = f"step_{name}"
+        prog.functions[fname] = Function(fname, fwd + tuple(b.loss_ops) + backward + tuple(update), scalars,
+                                         "L", doc=f"one training step with {name}: loss, gradients, update")
+        prog.optimizers[name] = OptimizerSpec(name, fname, opt.state, tuple(opt.defaults.items()))
+    prog.validate()
+    return prog
+
+
+def _subs(op: Op, mapping: dict) -> Op:
+    if isinstance(op, Map) and op.expr.has(GSCALE):
+        return Map(op.formula, op.layer, op.stage, op.out, op.expr.xreplace(mapping))
+    return op
+
+
+def _task(model: Sequential) -> tuple[str, str | None]:
+    """How targets are encoded and which metric fits, from the loss."""
+    if isinstance(model.loss, (CrossEntropy, SoftmaxCrossEntropy)):
+        return "onehot", "accuracy"
+    if isinstance(model.loss, BinaryCrossEntropy):
+        return "binary", "binary_accuracy"
+    return "real", None

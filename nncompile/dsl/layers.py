@@ -1,0 +1,135 @@
+"""Layers a person declares: Dense, the elementwise activations, Softmax.
+
+Each layer checks its own arguments when declared; `models` checks how they fit together.
+An activation is a registry formula (`symbolic.rules`) or one the person writes, parsed
+by the whitelist parser, never evaluated.
+"""
+from __future__ import annotations
+
+from ..errors import ModelError
+from ..symbolic.parse import FormulaLike, to_expr
+from ..symbolic.rules import ACTIVATIONS, ElementwiseFunction, leaky_relu
+from .checks import identifier, non_negative, positive_int
+
+
+class Layer:
+    """Base class of everything that goes in a `Sequential`."""
+
+    kind = "layer"
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = None if name is None else identifier(name, "layer name")
+
+    def out_features(self, in_features: int) -> int:
+        """Width of this layer's output given its input width."""
+        return in_features
+
+    def spec(self) -> str:
+        """Deterministic description, used in cache keys."""
+        return f"{self.kind}:{self.name}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Dense(Layer):
+    """Affine layer z = x·W + b with W of shape (in, units) and b of shape (units,)."""
+
+    kind = "dense"
+
+    def __init__(self, units: int, name: str | None = None, in_features: int | None = None) -> None:
+        super().__init__(name)
+        self.units = positive_int(units, "Dense units")
+        self.in_features = None if in_features is None else positive_int(in_features, "Dense in_features")
+
+    def out_features(self, in_features: int) -> int:
+        if self.in_features is not None and self.in_features != in_features:
+            raise ModelError(f"layer {self.name}: declared in_features={self.in_features} "
+                             f"but it receives {in_features} features")
+        return self.units
+
+    def spec(self) -> str:
+        return f"dense:{self.name}:{self.units}"
+
+    def __repr__(self) -> str:
+        return f"Dense({self.units}, name={self.name!r})"
+
+
+class Activation(Layer):
+    """Elementwise activation given by formula in x: a string, SymPy expression or callable.
+
+    ``Activation("x*tanh(log(1 + exp(x)))", name="mish")``: its derivative is derived by SymPy.
+    """
+
+    kind = "activation"
+
+    def __init__(self, formula: FormulaLike | ElementwiseFunction, name: str | None = None) -> None:
+        super().__init__(None)
+        if isinstance(formula, ElementwiseFunction):
+            self.function = formula
+        else:
+            fname = identifier(name or "activation", "activation name")
+            self.function = ElementwiseFunction(fname, to_expr(formula, ("x",), f"activation {fname}"))
+
+    def spec(self) -> str:
+        return f"activation:{self.function.key()}"
+
+    def __repr__(self) -> str:
+        if type(self) is not Activation:
+            return f"{type(self).__name__}()"
+        return f"Activation({str(self.function.expr)!r}, name={self.function.name!r})"
+
+
+class Sigmoid(Activation):
+    """Logistic sigmoid 1/(1 + exp(-x))."""
+
+    def __init__(self) -> None:
+        super().__init__(ACTIVATIONS["sigmoid"])
+
+
+class Tanh(Activation):
+    """Hyperbolic tangent."""
+
+    def __init__(self) -> None:
+        super().__init__(ACTIVATIONS["tanh"])
+
+
+class ReLU(Activation):
+    """max(0, x); its derivative at x = 0 is taken as 0."""
+
+    def __init__(self) -> None:
+        super().__init__(ACTIVATIONS["relu"])
+
+
+class Softplus(Activation):
+    """log(1 + exp(x)), evaluated without overflow."""
+
+    def __init__(self) -> None:
+        super().__init__(ACTIVATIONS["softplus"])
+
+
+class Identity(Activation):
+    """x: no activation (costs nothing in the generated code)."""
+
+    def __init__(self) -> None:
+        super().__init__(ACTIVATIONS["identity"])
+
+
+class LeakyReLU(Activation):
+    """x for x > 0, alpha·x otherwise (alpha >= 0); derivative alpha at x = 0."""
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        self.alpha = non_negative(alpha, "LeakyReLU alpha")
+        super().__init__(leaky_relu(self.alpha))
+
+    def __repr__(self) -> str:
+        return f"LeakyReLU(alpha={self.alpha})"
+
+
+class Softmax(Layer):
+    """Row-wise softmax exp(z)/Σ exp(z), computed with the row maximum subtracted."""
+
+    kind = "softmax"
+
+    def spec(self) -> str:
+        return "softmax"

@@ -1,0 +1,190 @@
+"""Assembles `derive`'s records into `formulas.Formulas`: the chain rule layer by layer.
+
+A textbook layer k is a Dense layer with the elementwise layers after it.  Its δₖ = ∂L/∂zₖ
+comes from the step that reaches its output (∂L/∂aₖ = δₖ₊₁·Wₖ₊₁ᵀ, or the loss at the
+output) followed by its activation's derivative: the steps are the records' equations in
+the order the code runs them, and `_combine` writes them as one formula,
+δₖ = (δₖ₊₁·Wₖ₊₁ᵀ) ⊙ f'(zₖ).  The "raw" variant puts SymPy's unsimplified derivatives in.
+"""
+from __future__ import annotations
+
+import sympy as sp
+from sympy.core.parameters import evaluate
+
+from ..derive.backprop import Derivation, LayerRecord
+from ..dsl.models import Sequential
+from ..symbolic.calculus import LocalDerivative, loss_gradient, regulariser_gradient
+from ..symbolic.functions import symbol
+from ..symbolic.kinks import kinks
+from ..symbolic.notation import LAMBDA, Partial, softmax, tensor
+from ..symbolic.rules import ACTIVATIONS, LAM, REGULARISERS, A, T, W, X, Y
+from .equations import A_OUT, T_TARGET, Y_PRED, ActivationFormulas, LayerFormulas, LossFormulas, Z, chain_of, named
+
+N = symbol("N")
+
+
+def activation_formulas(local: LocalDerivative, name: str) -> ActivationFormulas:
+    """Display form of calculus' result: the registry's x becomes z, a stays a."""
+    names = {X: Z, A: A_OUT}
+    derivative = local.derivative.xreplace(names)
+    found = kinks(local.function.xreplace(names), Z, derivative, local.evaluated.xreplace(names), A_OUT)
+    notes = tuple(k.sentence(name) for k in found) or local.kinks
+    return ActivationFormulas(name, local.function.xreplace(names), local.stable.xreplace(names),
+                              local.raw.xreplace(names), derivative, local.evaluated.xreplace(names),
+                              local.rewrites, found, notes)
+
+
+# -- the loss ------------------------------------------------------------------------------
+
+def _loss(output: LayerRecord, derivation: Derivation, constants: dict) -> LossFormulas:
+    model = derivation.model
+    element = output.loss.expr.xreplace({Y: Y_PRED, T: T_TARGET})
+    per_element = sp.Integer(1 if output.loss.per_row_sum else model.output_dim)
+    delta = output.backward[0]
+    notes, rows = list(output.notes), []
+    if output.rule == "composite":
+        act = _output_activation(output, derivation.records)
+        local = output.output
+        names = {X: Z, A: A_OUT, T: T_TARGET}
+        lhs = sp.Derivative(sp.Function(output.layer)(named(act, Z), T_TARGET), Z)
+        chain = chain_of(lhs, local.chain.xreplace(names), local.delta.xreplace(names))
+        raw = chain_of(lhs, local.chain.xreplace(names))
+        arrays = {Z: tensor(output.inp), A_OUT: tensor(output.out), T_TARGET: tensor("T")}
+        delta_raw = sp.Eq(delta.lhs, sp.Mul(raw[-1].xreplace(arrays), 1 / (N * per_element), evaluate=False),
+                          evaluate=False)
+        written = output.loss.expr.xreplace({Y: named(act, Z), T: T_TARGET})
+        rows.append(("evaluated as", chain_of(written, local.value.xreplace(names))))
+        rewrites = local.rewrites
+    elif output.rule == "softmax_cross_entropy":
+        chain = raw = _cross_entropy_chain()
+        delta_raw, rewrites = delta, ()
+        notes.insert(0, "rows of T sum to 1 (one-hot labels or a distribution), so sum_j t_j = 1")
+        if not any(r.kind == "softmax" and r.out == output.out for r in derivation.records):
+            rows.append(("where", (tensor(output.out), softmax(tensor(output.inp)))))
+    else:
+        grad_raw, grad = loss_gradient(output.loss)
+        lhs = sp.Derivative(sp.Function(output.layer)(Y_PRED, T_TARGET), Y_PRED)
+        names = {Y: Y_PRED, T: T_TARGET}
+        chain = chain_of(lhs, grad_raw.xreplace(names), grad.xreplace(names))
+        raw = chain_of(lhs, grad_raw.xreplace(names))
+        delta_raw, rewrites = delta, ()
+    dl = sp.diff(element, Y_PRED)
+    found = [k.sentence(output.layer) for k in kinks(element, Y_PRED, dl, dl)]
+    found += _penalty_kinks(model)
+    for sym, value in constants.items():
+        notes.append(f"{sym.name.replace('lambda', 'lambda_')} = {value:g} (the model's "
+                     f"{'l1' if sym == LAMBDA['l1'] else 'l2'})")
+    return LossFormulas(output.layer, output.forward, element, chain, raw, delta, delta_raw, tuple(rewrites),
+                        tuple(found), tuple(notes), tuple(output.code), dict(constants), tuple(rows))
+
+
+def _output_activation(output: LayerRecord, records: list[LayerRecord]) -> str:
+    """The activation fused into the loss (identity when the model ends with a Dense layer)."""
+    for record in records:
+        if record.kind == "activation" and record.inp == output.inp and record.out == output.out:
+            return record.layer
+    return ACTIVATIONS["identity"].name
+
+
+def _cross_entropy_chain() -> tuple[sp.Basic, ...]:
+    """∂l/∂zₖ for l = -Σⱼ tⱼ log pⱼ, p = softmax(z): Σⱼ (-tⱼ/pⱼ)·pⱼ(δⱼₖ - pₖ) = pₖ Σⱼ tⱼ - tₖ = pₖ - tₖ."""
+    j, k = sp.symbols("j k", integer=True)
+    K = sp.Symbol("K", integer=True, positive=True)
+    pj, pk, tj, tk = (sp.Symbol(n, real=True) for n in ("p_j", "p_k", "t_j", "t_k"))
+    raw = sp.Sum(sp.Mul(-tj / pj, pj, sp.KroneckerDelta(j, k) - pk, evaluate=False), (j, 1, K))
+    middle = sp.Add(sp.Mul(pk, sp.Sum(tj, (j, 1, K)), evaluate=False), -tk, evaluate=False)
+    return (Partial(sp.Symbol("l"), sp.Symbol("z_k", real=True)), raw, middle, pk - tk)
+
+
+def _penalty_kinks(model: Sequential) -> list[str]:
+    out = []
+    for name, strength in (("l1", model.l1), ("l2", model.l2)):
+        if strength:
+            reg = REGULARISERS[name]
+            expr = reg.expr.xreplace({LAM: sp.Float(strength)})
+            grad = regulariser_gradient(reg).xreplace({LAM: sp.Float(strength)})
+            out += [k.sentence(name) for k in kinks(expr, W, grad, grad)]
+    return out
+
+
+# -- the layers ----------------------------------------------------------------------------
+
+def _groups(records: list[LayerRecord]) -> list[list[LayerRecord]]:
+    """Model layers as textbook layers: each Dense with the elementwise layers after it
+    (elementwise layers before the first Dense join the first group)."""
+    groups: list[list[LayerRecord]] = [[]]
+    for record in records:
+        if record.kind == "dense" and any(r.kind == "dense" for r in groups[-1]):
+            groups.append([])
+        groups[-1].append(record)
+    return groups
+
+
+def _combine(steps: list[sp.Eq]) -> sp.Eq:
+    """The recurrence in one formula: each step's left-hand side replaced by its right-hand side."""
+    expr = steps[0].rhs
+    for prev, step in zip(steps, steps[1:]):
+        with evaluate(False):
+            expr = step.rhs.xreplace({prev.lhs: expr})
+    return sp.Eq(steps[-1].lhs, expr, evaluate=False)
+
+
+def _layer(group: list[LayerRecord], index: int, incoming: sp.Eq, incoming_raw: sp.Eq, code: list[str],
+           weight_shape: tuple[int, int]) -> LayerFormulas:
+    """One textbook layer, given the step that reaches its last output (from the next layer or the loss)."""
+    dense = next(r for r in group if r.kind == "dense")
+    forward, forms = [], []
+    for record in group:
+        if record.kind == "activation":
+            form = activation_formulas(record.local, record.layer)
+            if not record.local.is_identity and group.index(record) > group.index(dense):
+                forms.append(form)  # before the first Dense layer: input preprocessing, no gradient
+            if not record.local.is_identity:
+                forward.append(form.forward(tensor(record.inp), tensor(record.out)))
+        else:
+            forward.append((record.forward.lhs, record.forward.rhs))
+    steps, raw_steps = [incoming], [incoming_raw]
+    for record in reversed(group):
+        code += record.code
+        if record.kind == "dense" or not record.backward:
+            continue
+        steps += record.backward
+        if record.kind == "activation":
+            form = activation_formulas(record.local, record.layer)
+            factor = form.factor(tensor(record.inp), tensor(record.out), "raw")
+            raw_steps.append(sp.Eq(record.backward[0].lhs, sp.Mul(raw_steps[-1].lhs, factor, evaluate=False),
+                                   evaluate=False))
+        else:
+            raw_steps += record.backward
+    grads = dict(zip((f"{dense.layer}.W", f"{dense.layer}.b"), dense.backward[:2]))
+    after = [r.layer for r in group[group.index(dense) + 1:]
+             if not (r.kind == "activation" and r.local.is_identity)]
+    description = f"{weight_shape[0]} -> {weight_shape[1]}, " + (" + ".join(after) or "linear")
+    return LayerFormulas(dense.layer, index, tuple(forward), tuple(forms), _combine(steps), _combine(raw_steps),
+                         tuple(steps), grads, tuple(code), description)
+
+
+def build(derivation: Derivation) -> tuple[str, str, LossFormulas, tuple[LayerFormulas, ...], dict]:
+    """(model name, summary, loss, layers, constants) from a derivation's records: the loss, then each
+    layer from the output back; `formulas.Formulas.of` holds them with the derivation."""
+    model = derivation.model
+    output = next(r for r in derivation.records if r.kind == "output")
+    constants = {LAMBDA[n]: v for n, v in (("l1", model.l1), ("l2", model.l2)) if v}
+    loss = _loss(output, derivation, constants)
+    groups = _groups([r for r in derivation.records if r.kind != "output"])
+    layers: list[LayerFormulas] = []
+    incoming, incoming_raw = loss.delta, loss.delta_raw
+    for index in range(len(groups), 0, -1):
+        group = groups[index - 1]
+        dense = next(r for r in group if r.kind == "dense")
+        weight = dense.forward.rhs.args[0].args[1].name
+        layers.append(_layer(group, index, incoming, incoming_raw, [] if layers else list(output.code),
+                             derivation.program.buffers[weight].shape))
+        passed = dense.backward[2:]
+        if not passed:
+            break
+        incoming = incoming_raw = passed[0]
+    parts = ", ".join(f"{lay.name} ({lay.description})" for lay in reversed(layers))
+    penalties = "".join(f", {n} {v:g}" for n, v in (("l1", model.l1), ("l2", model.l2)) if v)
+    summary = f"model {model.name}: {model.input_dim} inputs -> {parts}; loss {loss.name}{penalties}"
+    return model.name, summary, loss, tuple(layers), constants

@@ -1,0 +1,208 @@
+"""SymPy's printers, extended for the derivation's notation (see `notation`).
+
+Three printers, one per output style, each a small subclass of SymPy's own:
+- `TextPrinter` (StrPrinter): ASCII, NumPy-like (``dz1 = (dz2 @ W2.T)*(1 - a1**2)``);
+- `UnicodePrinter` (StrPrinter): one line of mathematics (``δ₁ = (δ₂·W₂ᵀ) ⊙ (1 − a₁²)``);
+- `LatexPrinter`: LaTeX that also renders with matplotlib's mathtext (no environments).
+All three write sums with positive terms first (``a2 - T``, not ``-T + a2``), keep the
+factor order a formula was built with, and print floats short (0.01, not 0.0100000000).
+"""
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
+from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.str import StrPrinter
+
+from ..symbolic.notation import Entry, is_tensor_valued, subscript, superscript
+
+_SETTINGS = {"order": "none", "full_prec": False}
+
+
+def _positive_first(terms: list) -> list:
+    return sorted(terms, key=lambda t: bool(t.could_extract_minus_sign()))
+
+
+def _split_mul(expr: sp.Mul) -> tuple[sp.Expr, list, list]:
+    """A product as (rational coefficient, numerator factors, denominator factors)."""
+    coeff, num, den = sp.S.One, [], []
+    for f in expr.args:
+        if f.is_Rational:
+            coeff *= f
+        elif f.is_Pow and f.exp.is_Rational and f.exp.is_negative:
+            den.append(f.base if f.exp == -1 else sp.Pow(f.base, -f.exp, evaluate=False))
+        else:
+            num.append(f)
+    return coeff, num, den
+
+
+def _kink_free_heaviside(expr: sp.Heaviside) -> bool:
+    return len(expr.args) == 2 and expr.args[1] == 0
+
+
+class TextPrinter(StrPrinter):
+    """ASCII formulas that read like NumPy: ``*`` and ``**`` elementwise, ``@`` a matrix product."""
+
+    _default_settings = {**StrPrinter._default_settings, **_SETTINGS}
+
+    def _as_ordered_terms(self, expr: sp.Expr, order: str | None = None) -> list:
+        return _positive_first(super()._as_ordered_terms(expr, order))
+
+    def _print_Equality(self, expr: sp.Eq) -> str:
+        return f"{self._print(expr.lhs)} = {self._print(expr.rhs)}"
+
+    def _print_Derivative(self, expr: sp.Derivative) -> str:
+        var = self._print(expr.variables[0])
+        return f"d/d{var} {self._print(expr.expr)}"
+
+
+class UnicodePrinter(StrPrinter):
+    """One-line Unicode mathematics: subscripts, superscripts, ·, ⊙, −, ᵀ, Σ, ∂."""
+
+    printmethod = "_unicode"
+    _default_settings = {**StrPrinter._default_settings, **_SETTINGS}
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
+        from sympy.printing.pretty.pretty_symbology import pretty_symbol
+        return pretty_symbol(expr.name)
+
+    def _print_Equality(self, expr: sp.Eq) -> str:
+        return f"{self._print(expr.lhs)} = {self._print(expr.rhs)}"
+
+    def _print_Derivative(self, expr: sp.Derivative) -> str:
+        var = self._print(expr.variables[0])
+        return f"d/d{var} {self._print(expr.expr)}"
+
+    def _print_Add(self, expr: sp.Add, order: str | None = None) -> str:
+        out = ""
+        for i, term in enumerate(_positive_first(list(expr.args))):
+            negative = term.could_extract_minus_sign()
+            text = self.parenthesize(-term if negative else term, PRECEDENCE["Add"], strict=False)
+            out += ("−" if negative else "") + text if i == 0 else (" − " if negative else " + ") + text
+        return out
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        if expr.as_coeff_Mul()[0] < 0:
+            return "−" + self.parenthesize(-expr, PRECEDENCE["Mul"], strict=True)
+        coeff, num, den = _split_mul(expr)
+        if coeff.q != 1:
+            den.insert(0, sp.Integer(coeff.q))
+        if coeff.p != 1 or not num:
+            num.insert(0, sp.Integer(coeff.p))
+        join = " ⊙ " if sum(is_tensor_valued(f) for f in num) >= 2 else "·"
+        top = join.join(self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in num)
+        if not den:
+            return top
+        bottom = "·".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in den)
+        if len(den) > 1:
+            bottom = f"({bottom})"
+        return f"{top}/{bottom}"
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        base, exp = expr.args
+        if exp == sp.S.Half:
+            return f"√{self.parenthesize(base, PRECEDENCE['Pow'], strict=True)}"
+        if exp.is_Rational and exp.is_negative:
+            inverse = base if exp == -1 else sp.Pow(base, -exp, evaluate=False)
+            return f"1/{self.parenthesize(inverse, PRECEDENCE['Mul'], strict=True)}"
+        if exp.is_Integer and exp > 1:
+            if isinstance(base, sp.Function) and not isinstance(base, sp.Heaviside) and len(base.args) == 1:
+                return f"{type(base).__name__}{superscript(str(exp))}({self._print(base.args[0])})"
+            text = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
+            return (f"({text})" if isinstance(base, Entry) else text) + superscript(str(exp))
+        return f"{self.parenthesize(base, PRECEDENCE['Pow'], strict=True)}^" \
+               f"{self.parenthesize(exp, PRECEDENCE['Pow'], strict=True)}"
+
+    def _print_sigmoid(self, expr: sp.Expr) -> str:
+        return f"σ({self._print(expr.args[0])})"
+
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        indices = "".join(self._print(limit[0]) for limit in expr.limits)
+        return f"Σ{subscript(indices)}({self._print(expr.function)})"
+
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        return f"{self._print(expr.base.label)}[{', '.join(self._print(i) for i in expr.indices)}]"
+
+    def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> str:
+        return "δ" + subscript("".join(self._print(i) for i in expr.args))
+
+    def _print_exp(self, expr: sp.exp) -> str:
+        return f"exp({self._print(expr.args[0])})"
+
+    def _print_Heaviside(self, expr: sp.Heaviside) -> str:
+        return f"H({self._print(expr.args[0])})" if _kink_free_heaviside(expr) else super()._print_Function(expr)
+
+    def _print_Max(self, expr: sp.Max) -> str:
+        return f"max({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Min(self, expr: sp.Min) -> str:
+        return f"min({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Abs(self, expr: sp.Abs) -> str:
+        return f"|{self._print(expr.args[0])}|"
+
+    def _print_Relational(self, expr: sp.core.relational.Relational) -> str:
+        op = {"<=": "≤", ">=": "≥", "!=": "≠", "==": "="}.get(expr.rel_op, expr.rel_op)
+        return f"{self._print(expr.lhs)} {op} {self._print(expr.rhs)}"
+
+    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
+        parts = [self._print(e) if c is sp.true else f"{self._print(e)} if {self._print(c)}" for e, c in expr.args]
+        return "{" + "; ".join(p if " if " in p else f"{p} otherwise" for p in parts) + "}"
+
+    def _print_Float(self, expr: sp.Float) -> str:
+        return super()._print_Float(expr).replace("-", "−")
+
+
+class LatexPrinter(_SympyLatexPrinter):
+    """LaTeX with ⊙ for elementwise products of arrays; no environments, so mathtext renders it."""
+
+    _default_settings = {**_SympyLatexPrinter._default_settings, **_SETTINGS}
+
+    def _as_ordered_terms(self, expr: sp.Expr, order: str | None = None) -> list:
+        return _positive_first(super()._as_ordered_terms(expr, order))
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        if expr.as_coeff_Mul()[0] < 0:
+            return "- " + self.parenthesize(-expr, PRECEDENCE["Mul"], strict=True)
+        if sum(is_tensor_valued(f) for f in expr.args) < 2:
+            return super()._print_Mul(expr)
+        coeff, num, den = _split_mul(expr)
+        top = r" \odot ".join(self._factor(f) for f in num)
+        if coeff.p != 1:
+            top = f"{coeff.p} {top}"
+        if coeff.q != 1:
+            den.insert(0, sp.Integer(coeff.q))
+        if not den:
+            return top
+        return rf"\frac{{{top}}}{{{' '.join(self._factor(f) for f in den)}}}"
+
+    def _factor(self, f: sp.Expr) -> str:
+        text = self._print(f)
+        return rf"\left({text}\right)" if precedence(f) < PRECEDENCE["Mul"] else text
+
+    def _hprint_Function(self, func: str) -> str:
+        if "_" in func:  # an activation's name such as leaky_relu, not a subscript
+            return r"\operatorname{" + func.replace("_", r"\_") + "}"
+        return super()._hprint_Function(func)
+
+    def _print_Heaviside(self, expr: sp.Heaviside, exp: object = None) -> str:
+        if not _kink_free_heaviside(expr):
+            return super()._print_Heaviside(expr, exp)
+        tex = rf"H\left({self._print(expr.args[0])}\right)"
+        return f"{tex}^{{{exp}}}" if exp else tex
+
+    def _print_Piecewise(self, expr: sp.Piecewise) -> str:
+        parts = []
+        for e, c in expr.args:
+            cond = r"\mathrm{otherwise}" if c is sp.true else rf"\mathrm{{if}}\ {self._print(c)}"
+            parts.append(rf"{self._print(e)}\ {cond}")
+        return r"\left\{" + r",\ ".join(parts) + r"\right."
+
+
+_TEXT, _UNICODE, _LATEX = TextPrinter(), UnicodePrinter(), LatexPrinter()
+PRINTERS = {"text": _TEXT, "unicode": _UNICODE, "latex": _LATEX}
+
+
+def show(expr: sp.Basic, style: str) -> str:
+    """`expr` in `style`: "text", "unicode" or "latex"."""
+    return PRINTERS[style].doprint(expr)

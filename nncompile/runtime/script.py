@@ -1,0 +1,244 @@
+"""Training flags shared by `nncompile run` and generated scripts, and the scripts' command line.
+
+`nncompile generate` embeds engine.py, loop.py, checkpoint.py, diagnostics.py, plot.py and this
+file, in that order, after the compiled program; in a script the names imported below
+are therefore already defined, and the import runs only inside the nncompile package.
+"""
+import argparse
+import json
+import sys
+
+import numpy as np
+
+if __package__ == "nncompile.runtime":  # in a generated script these are defined above, in the same file
+    from .checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
+    from .diagnostics import Monitor, headline, new_warnings
+    from .engine import INIT_SCHEMES, Diverged, Engine, TrainingError, check_inputs, encode_targets, init_flat, to_host
+    from .loop import SCHEDULES, fit, hyperparameters
+    from .plot import PlotUnavailable, render_png
+
+#: Training settings when neither a flag nor the model file's `training` dict gives one.
+DEFAULTS = {"mode": "minibatch", "batch_size": 32, "epochs": 30, "lr": 0.1, "optimizer": "sgd",
+            "schedule": "constant", "step_size": 10, "gamma": None, "seed": 0, "init": "auto",
+            "val_split": 0.0, "patience": None, "min_delta": 0.0, "checkpoint_every": None}
+#: Optimizer hyperparameters a model file's `training` dict may set (PyTorch's names).
+HYPER_KEYS = ("momentum", "betas", "eps", "alpha", "hyper")
+
+
+def add_training_flags(parser, optimizers=None):
+    """The flags of a training run; all default to None so that other sources can fill them."""
+    g = parser.add_argument_group("training")
+    g.add_argument("--mode", choices=("gd", "sgd", "minibatch"), help="gd: full batch; sgd: one row; "
+                   "minibatch: --batch-size rows per update (default minibatch)")
+    g.add_argument("--batch-size", type=int, help="rows per update in minibatch mode (default 32)")
+    g.add_argument("--epochs", type=int, help="passes over the training data (default 30)")
+    g.add_argument("--lr", type=float, help="learning rate (default 0.1)")
+    g.add_argument("--optimizer", choices=optimizers, help="update rule (default sgd)")
+    g.add_argument("--momentum", type=float, help="momentum/nesterov: momentum (default 0.9)")
+    g.add_argument("--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), help="adam (default 0.9 0.999)")
+    g.add_argument("--eps", type=float, help="adam/rmsprop: eps (default 1e-8)")
+    g.add_argument("--alpha", type=float, help="rmsprop: smoothing constant (default 0.99)")
+    g.add_argument("--hyper", action="append", default=None, metavar="NAME=VALUE",
+                   help="any optimizer hyperparameter by name (repeatable)")
+    g.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule per epoch (default constant)")
+    g.add_argument("--step-size", type=int, help="step schedule: epochs between decays (default 10)")
+    g.add_argument("--gamma", type=float, help="step/exponential schedule: decay factor (default 0.1/0.95)")
+    g.add_argument("--seed", type=int, help="initialisation and shuffling seed (default 0)")
+    g.add_argument("--init", choices=INIT_SCHEMES, help="weight initialisation (default auto)")
+    g.add_argument("--val-split", type=float, help="fraction held out for validation (default 0; "
+                   "0.1 when --patience is given)")
+    g.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
+    g.add_argument("--min-delta", type=float, help="early stopping: smallest improvement that counts")
+    g = parser.add_argument_group("output")
+    g.add_argument("--save", metavar="FILE.npz", help="write the trained weights to this file")
+    g.add_argument("--checkpoint", metavar="FILE", help="save the full training state here (atomically) "
+                   "every --checkpoint-every epochs and on Ctrl-C")
+    g.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 1, "
+                   "or epochs/100 in longer runs)")
+    g.add_argument("--resume", metavar="FILE", help="continue the run saved in this checkpoint")
+    g.add_argument("--plot", metavar="FILE.png", help="plot loss and metric per epoch (needs matplotlib)")
+    g.add_argument("--json", action="store_true", help="print the history and summary as JSON")
+    g.add_argument("--no-diagnostics", action="store_true", help="skip the saturation/dead-unit/gradient checks")
+    g.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def settings_from(args, defaults=None):
+    """(settings, optimizer hyperparameter overrides): flags, else `defaults`, else DEFAULTS."""
+    defaults = dict(defaults or {})
+    unknown = sorted(set(defaults) - set(DEFAULTS) - set(HYPER_KEYS))
+    if unknown:
+        raise TrainingError(f"unknown training setting {unknown[0]!r} (known: {', '.join(DEFAULTS)}, "
+                            f"{', '.join(HYPER_KEYS)})")
+    settings = {k: v for k, v in {**DEFAULTS, **defaults}.items() if k not in HYPER_KEYS}
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    if settings["patience"] is not None and not settings["val_split"]:
+        settings["val_split"] = 0.1
+    hyper = hyper_names({k: defaults[k] for k in HYPER_KEYS if k in defaults})
+    flags = {k: getattr(args, k) for k in HYPER_KEYS if getattr(args, k, None) is not None}
+    if "hyper" in flags:
+        flags["hyper"] = dict(_name_value(item) for item in flags["hyper"])
+    hyper.update(hyper_names(flags))
+    return settings, hyper
+
+
+def hyper_names(given):
+    """PyTorch-style names (betas=(b1, b2)) to the rules' hyperparameter names."""
+    hyper = dict(given.pop("hyper", None) or {})
+    if "betas" in given:
+        betas = given.pop("betas")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TrainingError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        hyper.update(beta1=betas[0], beta2=betas[1])
+    hyper.update(given)
+    return hyper
+
+
+def torch_style(optimizer, hyper):
+    """PyTorch's spellings: SGD with momentum=m (nesterov=True) is the momentum (nesterov) rule.
+
+    Returns (optimizer name, hyperparameters) with `nesterov` resolved; refuses
+    weight_decay, which is the model's l2 here.
+    """
+    hyper = dict(hyper)
+    nesterov = hyper.pop("nesterov", False)
+    if "weight_decay" in hyper:
+        raise TrainingError("weight_decay belongs to the model here: nn.Sequential(..., l2=...) adds l2*W to "
+                            "the gradient, as PyTorch's weight_decay does")
+    if optimizer == "sgd" and "momentum" in hyper:
+        if hyper["momentum"]:
+            return ("nesterov" if nesterov else "momentum"), hyper
+        del hyper["momentum"]
+    if nesterov:
+        if optimizer not in ("momentum", "nesterov"):
+            raise TrainingError("nesterov=True needs SGD with momentum (optimizer 'nesterov', or 'sgd' with "
+                                "momentum > 0)")
+        optimizer = "nesterov"
+    return optimizer, hyper
+
+
+def _name_value(item):
+    name, sep, value = item.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise TrainingError(f"--hyper takes NAME=VALUE with a number, got {item!r}") from None
+
+
+def validation_split(X, T, fraction, seed):
+    """(X_train, T_train, validation) with max(1, round(fraction·N)) shuffled rows held out.
+
+    The shuffle uses seed + 1, so it does not repeat the training shuffles drawn from seed.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise TrainingError(f"val_split must be a fraction in [0, 1), got {fraction!r}")
+    if not fraction:
+        return X, T, None
+    order = np.random.default_rng(seed + 1).permutation(X.shape[0])
+    n_val = max(1, int(round(fraction * X.shape[0])))
+    if n_val >= X.shape[0]:
+        raise TrainingError(f"val_split={fraction} leaves no training rows out of {X.shape[0]}")
+    return X[order[n_val:]], T[order[n_val:]], (X[order[:n_val]], T[order[:n_val]])
+
+
+def describe(record, metric):
+    """One progress line for an epoch record."""
+    parts = [f"epoch {record['epoch']:4d}", f"loss {record['loss']:.6f}"]
+    value = record.get(metric, record.get(f"train_{metric}")) if metric else None
+    if value is not None:
+        parts.append(f"{metric.replace('_', ' ')} {100 * value:.2f}%")
+    if "val_loss" in record:
+        parts.append(f"val loss {record['val_loss']:.6f}")
+    if metric and "val_" + metric in record:
+        parts.append(f"val {metric.replace('_', ' ')} {100 * record['val_' + metric]:.2f}%")
+    parts += [f"{label} {value}" for label, value in headline(record.get("diagnostics", {})).items()]
+    return "  ".join(parts)
+
+
+class _Printer:
+    """Per-epoch lines and each diagnostic warning once, on standard error."""
+
+    def __init__(self, metric, quiet):
+        self.metric, self.quiet, self.active = metric, quiet, None
+
+    def __call__(self, record):
+        if "warnings" in record:
+            for warning in new_warnings(record, self.active):
+                print(f"warning: epoch {record['epoch']}: {warning['message']}", file=sys.stderr, flush=True)
+            self.active = record["warnings"]
+        if not self.quiet:
+            print(describe(record, self.metric), flush=True)
+
+
+def printable(message):
+    """An error on one line: line breaks and other control characters shown escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(message))
+
+
+def main(module, argv=None):
+    """Command line of a standalone script: train on a .npz file, print progress, save weights."""
+    parser = argparse.ArgumentParser(description=f"Train model {module.MODEL!r} (generated by nncompile).")
+    parser.add_argument("--data", required=True, help=".npz file with arrays X and y")
+    add_training_flags(parser, tuple(module.OPTIMIZERS))
+    args = parser.parse_args(argv)
+    try:
+        s, overrides = settings_from(args)
+        with np.load(args.data, allow_pickle=False) as data:
+            X, y = data["X"], data["y"]
+        X = check_inputs(X, module.INPUT_DIM, module.DTYPE)
+        T = encode_targets(y, module.TARGET_ENCODING, module.OUTPUT_DIM, module.DTYPE, X.shape[0])
+        X, T, validation = validation_split(X, T, s["val_split"], s["seed"])
+        s["optimizer"], overrides = torch_style(s["optimizer"], overrides)
+        engine = Engine(module, init_flat(module, s["seed"], s["init"]))
+        engine.reset_state(s["optimizer"])
+        hyper = hyperparameters(module, s["optimizer"], overrides)
+        monitor = None if args.no_diagnostics else Monitor(module, X, T)
+        history, best_epoch, stopped = fit(
+            engine, X, T, s["mode"], s["batch_size"], s["epochs"], s["lr"], s["optimizer"], hyper, s["seed"],
+            s["schedule"], validation, s["patience"], s["min_delta"], True, _Printer(module.METRIC, args.quiet or
+                                                                                      args.json),
+            s["step_size"], s["gamma"], monitor, args.checkpoint and Checkpoint(args.checkpoint),
+            s["checkpoint_every"], args.resume and Checkpoint(args.resume))
+        if args.plot:
+            write_bytes_atomic(args.plot, render_png(history, module.METRIC, f"{module.MODEL} ({s['optimizer']}, "
+                                                                            f"lr {s['lr']:g})"))
+    except KeyboardInterrupt:
+        saved = f"; checkpoint saved to {args.checkpoint} (continue with --resume)" if args.checkpoint else ""
+        print(f"interrupted{saved}", file=sys.stderr)
+        return 130
+    except Diverged as exc:
+        print(f"error: {printable(exc)}", file=sys.stderr)
+        return 1
+    except (TrainingError, CheckpointError, PlotUnavailable, OSError, KeyError, ValueError) as exc:
+        print(f"error: {printable(exc)}", file=sys.stderr)
+        return 2
+    summary = final_summary(engine, X, T, validation, history, best_epoch, stopped)
+    if args.json:
+        print(json.dumps({"history": history, "summary": summary}, indent=2))
+    else:
+        print("final: " + describe(dict(summary, loss=summary["train_loss"], epoch=summary["epochs"]),
+                                   module.METRIC))
+    if args.save:
+        flat = to_host(engine.params)
+        weights = {name: flat[offset:offset + int(np.prod(shape))].reshape(shape)
+                   for name, shape, offset, _ in module.PARAMS}
+        save_npz_atomic(args.save, weights)
+        print(f"saved weights to {args.save}", file=sys.stderr)
+    return 0
+
+
+def final_summary(engine, X, T, validation, history, best_epoch, stopped):
+    """Loss and metric of the final weights (the best ones after early stopping) on each data set."""
+    metric = engine.module.METRIC
+    summary = {"epochs": len(history), "updates": sum(r["updates"] for r in history), "best_epoch": best_epoch,
+               "stopped_early": stopped}
+    sets = [("train", (X, T))] + ([("val", validation)] if validation is not None else [])
+    for prefix, (inputs, targets) in sets:
+        summary[prefix + "_loss"], value = engine.evaluate(inputs, targets)
+        if metric:
+            summary[prefix + "_" + metric] = value
+    return summary
