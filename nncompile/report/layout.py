@@ -4,8 +4,9 @@
    source (an input, the targets) pulled down to just above its first consumer;
 2. edges that skip layers get a dummy node on every layer they cross, so they route
    around boxes rather than through them;
-3. order within layers: barycentre sweeps down and up, keeping the order with the
-   fewest edge crossings seen;
+3. order within layers: for small graphs every order is tried and the one with the fewest
+   crossings kept; larger ones get barycentre sweeps down and up (the order with the fewest
+   crossings seen), then swaps of neighbours while a swap removes a crossing;
 4. x positions: nodes in each layer placed at the mean centre of their neighbours below
    (rounds going up) or above (rounds going down, the last one), pushed apart where they
    would overlap: a chain ends straight, a join centred under what it joins.
@@ -13,9 +14,12 @@ The result is boxes and edge routes (polylines) in the drawing's own units.
 """
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, field
 
 SWEEPS = 12          # barycentre passes (down and up count one each)
+EXHAUSTIVE = 5040    # orders tried one by one at most (small networks get the fewest crossings there are)
 ROUNDS = 6           # x-position rounds
 GAP_X = 28.0         # between boxes of a layer
 GAP_Y = 46.0         # between layers
@@ -142,8 +146,53 @@ def _sweep(rows: list[list[str]], edges: list[tuple[str, str]], downward: bool) 
     return rows
 
 
+def _between(rows: list[list[str]], edges: list[tuple[str, str]], k: int) -> int:
+    """Crossings of the edges between layer k and layer k + 1."""
+    upper = {n: i for i, n in enumerate(rows[k])}
+    lower = {n: i for i, n in enumerate(rows[k + 1])}
+    pairs = [(upper[s], lower[d]) for s, d in edges if s in upper and d in lower]
+    return sum(1 for i, (a, b) in enumerate(pairs) for c, d in pairs[i + 1:] if (a - c) * (b - d) < 0)
+
+
+def _transpose(rows: list[list[str]], edges: list[tuple[str, str]]) -> list[list[str]]:
+    """Swap neighbours within a layer while a swap removes crossings (Graphviz dot's local search)."""
+    rows = [list(r) for r in rows]
+    improved = True
+    while improved:
+        improved = False
+        for k, row in enumerate(rows):
+            near = [j for j in (k - 1, k) if 0 <= j < len(rows) - 1]
+            for i in range(len(row) - 1):
+                before = sum(_between(rows, edges, j) for j in near)
+                row[i], row[i + 1] = row[i + 1], row[i]
+                if sum(_between(rows, edges, j) for j in near) < before:
+                    improved = True
+                else:
+                    row[i], row[i + 1] = row[i + 1], row[i]
+    return rows
+
+
+def _exhaustive(rows: list[list[str]], edges: list[tuple[str, str]]) -> list[list[str]] | None:
+    """The order with the fewest crossings, by trying them all, when there are at most EXHAUSTIVE."""
+    count = 1
+    for row in rows:
+        count *= math.factorial(len(row))
+    if count > EXHAUSTIVE:
+        return None
+    orders = itertools.product(*(itertools.permutations(row) for row in rows))
+    return [list(r) for r in min(orders, key=lambda o: crossings([list(r) for r in o], edges))]
+
+
 def order_layers(rows: list[list[str]], edges: list[tuple[str, str]]) -> list[list[str]]:
-    """Barycentre sweeps; the order with the fewest crossings seen (the first one on ties)."""
+    """The fewest crossings: every order tried for small graphs; else barycentre sweeps, then swaps."""
+    exact = _exhaustive(rows, edges)
+    if exact is not None:
+        return exact
+    return heuristic_order(rows, edges)
+
+
+def heuristic_order(rows: list[list[str]], edges: list[tuple[str, str]]) -> list[list[str]]:
+    """Barycentre sweeps keeping the best order seen, then neighbour swaps (never more crossings than given)."""
     best, best_count = rows, crossings(rows, edges)
     current = rows
     for sweep in range(SWEEPS):
@@ -151,7 +200,7 @@ def order_layers(rows: list[list[str]], edges: list[tuple[str, str]]) -> list[li
         count = crossings(current, edges)
         if count < best_count:
             best, best_count = current, count
-    return best
+    return _transpose(best, edges)
 
 
 def _spread(row: list[str], wanted: dict[str, float], width: dict[str, float]) -> dict[str, float]:
