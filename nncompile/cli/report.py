@@ -23,7 +23,7 @@ def report(args: argparse.Namespace) -> int:
         return run(args)
     from ..derive.backprop import derive
     from ..report.page import build, page_html
-    batch = args.batch_size or 32
+    batch = 32 if args.batch_size is None else args.batch_size
     if batch < 1:
         raise CliError(f"--batch-size must be a positive integer, got {batch}")
     write_page(args.report, page_html(build(model, derive(model, args.dtype), batch=batch, backend=args.backend)))

@@ -44,8 +44,8 @@ def log_ticks(lo: float, hi: float) -> list[float]:
     mantissas = (1, 2, 5) if last - first <= 2 else (1,)
     ticks = [m * 10.0 ** e for e in range(first, last) for m in mantissas] + [10.0 ** last]
     inside = [t for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
-    below = [t for t in ticks if t < lo * (1 - 1e-9)]
-    above = [t for t in ticks if t > hi * (1 + 1e-9)]
+    below = [t for t in ticks if t < lo * (1 - 1e-9)] if not inside or inside[0] > lo * (1 + 1e-9) else []
+    above = [t for t in ticks if t > hi * (1 + 1e-9)] if not inside or inside[-1] < hi * (1 - 1e-9) else []
     return below[-1:] + inside + above[:1]
 
 

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 
 SWEEPS = 12          # barycentre passes (down and up count one each)
-EXHAUSTIVE = 5040    # orders tried one by one at most (small networks get the fewest crossings there are)
+EXHAUSTIVE = 720     # orders tried one by one at most (small networks get the fewest crossings there are)
 ROUNDS = 6           # x-position rounds
 GAP_X = 28.0         # between boxes of a layer
 GAP_Y = 46.0         # between layers
