@@ -195,6 +195,12 @@ def test_curves_read_back_to_the_history(digits_prog: nc.CompiledProgram) -> Non
         assert [round(scale_x.inverse(x)) for x, _ in points] == [r["epoch"] for r in result.history]
         read = [scale_y.inverse(y) for _, y in points]
         expected = [r[key] for r in result.history]
+        chart_view = charts[chart]                 # on the page: inside the plot box, larger values higher up
+        assert all(chart_view.left <= x <= chart_view.right and chart_view.top <= y <= chart_view.bottom
+                   for x, y in points)
+        assert all(x0 < x1 for (x0, _), (x1, _) in zip(points, points[1:]))
+        high, low = int(np.argmax(expected)), int(np.argmin(expected))
+        assert expected[high] == expected[low] or points[high][1] < points[low][1]
         pixels = abs(scale_y.start - scale_y.end)
         for got, want in zip(read, expected):     # points are written to 0.1 px: within 0.05 px of the value
             if scale_y.log:
