@@ -15,7 +15,6 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mathml_reader import evaluate
 from nncompile.derive.backprop import derive
 from nncompile.dsl.modelfile import load_model
 from nncompile.explain import printers
@@ -24,6 +23,8 @@ from nncompile.explain.printers import MathMLPrinter, mathml_chain, show
 from nncompile.explain.render import Row, document, scalar_document
 from nncompile.symbolic.functions import sigmoid, softplus
 from nncompile.symbolic.notation import Entry, NamedArray, Partial, SumAll, SumN, Transposed, tensor
+
+from mathml_reader import evaluate
 from strategies import examples
 
 #: Presentation elements of MathML Core, the ones Chromium lays out (no mfenced).
@@ -131,7 +132,8 @@ def test_random_expressions_read_back_as_printed(expr: sp.Expr) -> None:
     (Partial(sp.Symbol("L"), NamedArray("W2")),
      "<mfrac><mrow><mo>∂</mo><mi>L</mi></mrow><mrow><mo>∂</mo><msub><mi>W</mi><mn>2</mn></msub></mrow></mfrac>"),
     (Transposed(NamedArray("X")), "<msup><mi>X</mi><mi>⊤</mi></msup>"),
-    (SumN(NamedArray("dz1")), "<mrow><munder><mo>∑</mo><mi>n</mi></munder><msub><mi>δ</mi><mn>1</mn></msub></mrow>"),
+    (SumN(NamedArray("dz1")),
+     "<mrow><munder><mo>∑</mo><mi>n</mi></munder><msub><mi>δ</mi><mn>1</mn></msub></mrow>"),
     (sp.Symbol("x") < 0, "<mrow><mi>x</mi><mo>&lt;</mo><mn>0</mn></mrow>"),
     (sp.Float(1e-8) * sp.Symbol("x"), "<mrow><msup><mn>10</mn><mn>−8</mn></msup><mo>·</mo><mi>x</mi></mrow>"),
     (Entry("W1_01"), "<msubsup><mi>W</mi><mn>01</mn><mrow><mo>(</mo><mn>1</mn><mo>)</mo></mrow></msubsup>"),

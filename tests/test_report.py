@@ -32,6 +32,7 @@ from nncompile.report.codemap import FUNCTION, code_map, ops_for
 from nncompile.report.confusion import confusion_matrix, labels_of
 from nncompile.report.page import build, page_html, report_html
 from nncompile.report.runview import RunRecord, run_view
+
 from report_html import parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -341,5 +342,6 @@ def test_a_float32_cuda_program_reports_its_backend_without_a_gpu() -> None:
     model = nn.Sequential(nn.Dense(4), nn.ReLU(), nn.Dense(1), input_dim=3, loss=nn.MSE(), name="tiny")
     report = build(model, derive(model, "float32"), backend="cuda")
     assert ("backend", "cuda, float32") in report.facts
-    assert any(launch.kernel for launch in report.code.launches) and "__global__" in "".join(report.code.kernels.values())
+    assert any(launch.kernel for launch in report.code.launches)
+    assert "__global__" in "".join(report.code.kernels.values())
     assert page_html(report).count("<math") >= 8

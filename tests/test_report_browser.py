@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-import browser as chromium
 from nncompile.cli import main
 from nncompile.derive.backprop import derive
 from nncompile.dsl.modelfile import load_model
 from nncompile.explain.formulas import Formulas
 from nncompile.report.page import derivation_html, write
+
+import browser as chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 8

@@ -122,7 +122,8 @@ def _label(value: float, percent: bool, step: float) -> str:
 
 
 def line_chart(chart_id: str, title: str, epochs: list[int], series: list[tuple[str, str, list[float | None]]],
-               percent: bool = False, log: bool | None = None, fmt: str = "{:.4g}", height: float = HEIGHT) -> ChartView:
+               percent: bool = False, log: bool | None = None, fmt: str = "{:.4g}",
+               height: float = HEIGHT) -> ChartView:
     """A chart of `series` (name, css class, one value per epoch, None where missing) against `epochs`.
 
     `log=None` picks a log scale when every value is positive and they span more than LOG_SPAN.

@@ -138,12 +138,16 @@ def _sweep(rows: list[list[str]], edges: list[tuple[str, str]], downward: bool) 
     order = range(1, len(rows)) if downward else range(len(rows) - 2, -1, -1)
     for k in order:
         fixed = {n: i for i, n in enumerate(rows[k - 1 if downward else k + 1])}
-        def centre(node: str, place: int) -> float:
-            near = [fixed[s] for s, d in edges if d == node and s in fixed] if downward else \
-                [fixed[d] for s, d in edges if s == node and d in fixed]
-            return sum(near) / len(near) if near else float(place)
-        rows[k] = [n for _, _, n in sorted((centre(n, i), i, n) for i, n in enumerate(rows[k]))]
+        rows[k] = [n for _, _, n in sorted((_barycentre(n, i, fixed, edges, downward), i, n)
+                                           for i, n in enumerate(rows[k]))]
     return rows
+
+
+def _barycentre(node: str, place: int, fixed: dict[str, int], edges: list[tuple[str, str]], downward: bool) -> float:
+    """Mean place of `node`'s neighbours in the fixed layer (its own place when it has none there)."""
+    near = [fixed[s] for s, d in edges if d == node and s in fixed] if downward else \
+        [fixed[d] for s, d in edges if s == node and d in fixed]
+    return sum(near) / len(near) if near else float(place)
 
 
 def _between(rows: list[list[str]], edges: list[tuple[str, str]], k: int) -> int:
