@@ -84,6 +84,17 @@ def _excerpt(cmap: CodeMap, ops: set[int]) -> tuple[CodeLine | Gap, ...]:
     return tuple(out)
 
 
+def _merged(spans: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Line ranges with touching ones joined: (193, 196), (197, 198) -> (193, 198)."""
+    out: list[tuple[int, int]] = []
+    for first, last in sorted(spans):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(last, out[-1][1]))
+        else:
+            out.append((first, last))
+    return tuple(out)
+
+
 def _named(doc: Document) -> set[str]:
     return {name for s in doc.sections for item in s.items if isinstance(item, Row) for name in item.writes}
 
@@ -98,7 +109,7 @@ def sections(doc: Document, cmap: CodeMap | None, program: object) -> list[Secti
             if isinstance(item, Row):
                 ops = ops_for(program, cmap.function, item.writes, named) if cmap and item.writes else ()
                 section_ops.update(ops)
-                spans = tuple(cmap.spans[i] for i in ops) if cmap else ()
+                spans = _merged([cmap.spans[i] for i in ops]) if cmap else ()
                 items.append(RowView(item.label, Markup(mathml_chain(item.exprs)),
                                      " = ".join(show(e, "unicode") for e in item.exprs), ops, spans))
             elif isinstance(item, Note):
