@@ -10,6 +10,7 @@ from .errors import CliError
 
 
 def write_page(path: str, html: str) -> None:
+    """Write the page atomically and say where, in one line; one-line error if it cannot be written."""
     from ..report.page import write
     try:
         size = write(path, html)

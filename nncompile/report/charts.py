@@ -68,6 +68,7 @@ class Scale:
         return self.start + self._t(value) * (self.end - self.start)
 
     def inverse(self, pixel: float) -> float:
+        """The value drawn at `pixel`."""
         t = (pixel - self.start) / (self.end - self.start)
         if self.log:
             return 10.0 ** (math.log10(self.lo) + t * (math.log10(self.hi) - math.log10(self.lo)))
@@ -76,12 +77,16 @@ class Scale:
 
 @dataclass(frozen=True)
 class Tick:
+    """A tick at pixel `pos` with its label."""
+
     pos: float
     label: str
 
 
 @dataclass(frozen=True)
 class Marker:
+    """A point of a series with a hover title."""
+
     x: float
     y: float
     title: str
@@ -89,6 +94,8 @@ class Marker:
 
 @dataclass(frozen=True)
 class SeriesView:
+    """One curve: its points as SVG wants them, and its markers."""
+
     name: str
     css: str                 # "train", "val", "lr": colour and dash by CSS
     points: str              # SVG polyline points
@@ -97,6 +104,8 @@ class SeriesView:
 
 @dataclass(frozen=True)
 class ChartView:
+    """A chart: size, plot box, ticks, curves and the scales that placed them."""
+
     id: str
     title: str
     width: float

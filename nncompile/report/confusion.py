@@ -24,6 +24,8 @@ def confusion_matrix(true: np.ndarray, predicted: np.ndarray, classes: int) -> n
 
 @dataclass(frozen=True)
 class ConfusionCell:
+    """One count of the matrix with its shading."""
+
     count: int
     css: str             # "diag", "off" or "zero"
     fill: str            # background: green on the diagonal, red off it, stronger for a larger share of the row
@@ -49,6 +51,7 @@ def _cell(count: int, share: float, diagonal: bool) -> ConfusionCell:
 
 
 def confusion_view(counts: np.ndarray, dataset: str) -> ConfusionView:
+    """The matrix `counts` (true class by row) ready to show, with recall per class and accuracy."""
     totals = counts.sum(axis=1)
     shares = counts / np.maximum(totals, 1)[:, None]
     recall = np.diag(counts) / np.maximum(totals, 1)

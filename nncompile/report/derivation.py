@@ -19,6 +19,8 @@ from .codemap import CodeLine, CodeMap, Launch, ops_for
 
 @dataclass(frozen=True)
 class RowView:
+    """A formula chain as MathML, with the ops (and NumPy line ranges) that compute it."""
+
     is_row: ClassVar[bool] = True
     label: str
     math: Markup
@@ -29,6 +31,8 @@ class RowView:
 
 @dataclass(frozen=True)
 class NoteView:
+    """A note under a formula: a stability rewrite, a kink, or anything else said."""
+
     is_row: ClassVar[bool] = False
     kind: str                              # "rewrite", "kink" or "note"
     text: str
@@ -44,6 +48,8 @@ class Gap:
 
 @dataclass(frozen=True)
 class SectionView:
+    """One section of the derivation: its rows and notes, and the code of its rows."""
+
     id: str
     title: str
     items: tuple[RowView | NoteView, ...]

@@ -18,6 +18,8 @@ PAD = 10.0
 
 @dataclass(frozen=True)
 class NodeView:
+    """A placed box: its corner, size, kind (for its colour) and lines of text."""
+
     id: str
     kind: str
     x: float            # left
@@ -30,6 +32,8 @@ class NodeView:
 
 @dataclass(frozen=True)
 class EdgeView:
+    """An edge as an SVG path, with its label near its start."""
+
     path: str
     label: str
     label_x: float
@@ -38,6 +42,8 @@ class EdgeView:
 
 @dataclass(frozen=True)
 class DiagramView:
+    """The whole diagram: size, boxes, edges, and the crossings its layout could not avoid."""
+
     name: str
     width: float
     height: float

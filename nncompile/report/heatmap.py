@@ -16,6 +16,8 @@ NORM_RGB = (29, 78, 216)
 
 @dataclass(frozen=True)
 class Cell:
+    """One coloured cell with its value as a hover title."""
+
     x: float
     y: float
     fill: str
@@ -24,12 +26,16 @@ class Cell:
 
 @dataclass(frozen=True)
 class RowLabel:
+    """The label of one row (layer and measure)."""
+
     y: float
     text: str
 
 
 @dataclass(frozen=True)
 class HeatmapView:
+    """The heat map: size, row labels, labelled columns, cells, the epochs checked."""
+
     width: float
     height: float
     rows: tuple[RowLabel, ...]

@@ -31,6 +31,8 @@ class Node:
 
 @dataclass(frozen=True)
 class Edge:
+    """Data flowing from node `src` to node `dst`."""
+
     src: str
     dst: str
     label: str = ""         # what flows along it: a shape such as "N×32"
@@ -45,6 +47,7 @@ class Network:
     edges: list[Edge] = field(default_factory=list)
 
     def node(self, node_id: str) -> Node:
+        """The node with id `node_id`."""
         return next(n for n in self.nodes if n.id == node_id)
 
 

@@ -25,6 +25,8 @@ from .templating import render
 
 @dataclass(frozen=True)
 class GraphRow:
+    """One op of the explicit graph as the table shows it (numbers already formatted)."""
+
     index: int
     stage: str
     kind: str

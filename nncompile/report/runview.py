@@ -40,6 +40,8 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class WarningView:
+    """One problem the diagnostics reported: the epochs it was seen in, and its words."""
+
     first: int | None
     last: int | None
     active: bool                  # still reported at the last check
@@ -49,6 +51,8 @@ class WarningView:
 
 @dataclass(frozen=True)
 class RunView:
+    """Everything the run section draws."""
+
     headline: str
     charts: tuple[ChartView, ...]
     heatmap: HeatmapView | None

@@ -18,6 +18,7 @@ def _fixed(value: float, digits: int = 1) -> str:
 
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
+    """The report's Jinja2 environment (built once)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir() / "report")),
         undefined=jinja2.StrictUndefined,
