@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..explain.formulas import Formulas
 from ..explain.graph import op_rows, stage_totals
-from ..explain.render import LEGEND, document
+from ..explain.render import LEGEND, document, scalar_document
+from ..runtime.checkpoint import write_bytes_atomic
 from ..version import __version__
 from .codemap import FUNCTION, CodeMap, code_map
 from .derivation import SectionView, sections
@@ -113,7 +114,6 @@ def derivation_html(formulas: Formulas, simplify: bool | None = None, layers: li
 
 def scalar_html(scalar: object, params: list[str] | None = None) -> str:
     """The scalar view (every weight's gradient, small networks) as a page of MathML."""
-    from ..explain.render import scalar_document
     doc = scalar_document(scalar, params)
     report = Report(doc.title, scalar.model, " ".join(doc.intro), "", sections(doc, None, None))
     return render("page.html.j2", report=report)
@@ -121,7 +121,6 @@ def scalar_html(scalar: object, params: list[str] | None = None) -> str:
 
 def write(path: str | Path, html: str) -> int:
     """Write the page atomically (temporary file, then rename), readable as the umask allows; returns its size."""
-    from ..runtime.checkpoint import write_bytes_atomic
     data = html.encode("utf-8")
     write_bytes_atomic(path, data)
     mask = os.umask(0)
