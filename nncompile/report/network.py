@@ -3,7 +3,7 @@
 Nothing here assumes a chain or integer widths: a node's `shape` is any tuple of
 per-example dimensions (``(64,)``, ``(3, 32, 32)``), and the graph may branch and join.
 `from_model` is the one adapter from a declared model; a new kind of model (functional
-DAGs, convolutions) needs only a new branch there.
+DAGs, convolutions) needs only a new branch there (until then the page has no diagram for it).
 """
 from __future__ import annotations
 
@@ -70,8 +70,15 @@ def _layer_node(layer: object, index: int, width: int, params: dict[str, int]) -
     return Node(f"layer{index}", "layer", type(layer).__name__, (width,)), width
 
 
-def from_model(model: Sequential) -> Network:
-    """The graph of a declared model: input, each layer, and the loss with its targets."""
+def from_model(model: object) -> Network | None:
+    """The graph of a declared model (None for a kind of model this adapter does not know yet)."""
+    if isinstance(model, Sequential):
+        return _sequential(model)
+    return None
+
+
+def _sequential(model: Sequential) -> Network:
+    """A chain: input, each layer in order, and the loss with its targets."""
     net = Network(model.name)
     previous, width, params = "input", model.input_dim, {}
     net.nodes.append(Node("input", "input", "X", (width,), "inputs"))

@@ -67,6 +67,11 @@ def _graph(program: object, batch: int) -> tuple[list[GraphRow], dict[str, str]]
     return view, totals
 
 
+def _diagram(model: object) -> DiagramView | None:
+    net = from_model(model)
+    return None if net is None else diagram(net)
+
+
 def _facts(program: object, backend: str, totals: dict[str, str]) -> list[tuple[str, str]]:
     return [("parameters", f"{program.n_params:,}"), ("backend", f"{backend}, {program.dtype}"),
             ("ops per step", str(len(program.functions[FUNCTION].ops))), ("FLOPs per step", totals["total"])]
@@ -84,7 +89,7 @@ def build(model: object, derivation: object, run: RunRecord | None = None, batch
     cmap = code_map(program, FUNCTION, numpy_options)
     graph, totals = _graph(program, batch)
     return Report(f"nncompile report: {formulas.model}", formulas.model, formulas.summary, LEGEND["unicode"],
-                  sections(document(formulas, simplify), cmap, program), diagram(from_model(model)), graph, totals,
+                  sections(document(formulas, simplify), cmap, program), _diagram(model), graph, totals,
                   batch, cmap, None if run is None else run_view(run), _facts(program, backend, totals))
 
 
