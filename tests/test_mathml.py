@@ -7,12 +7,13 @@ formula reads, evaluated on random arrays of the buffers' shapes, and compared w
 """
 from __future__ import annotations
 
+import math
 from xml.dom.minidom import parseString
 
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from nncompile.derive.backprop import derive
@@ -122,7 +123,9 @@ def _extend(children: st.SearchStrategy) -> st.SearchStrategy:
 @given(st.recursive(_leaves, _extend, max_leaves=8))
 def test_random_expressions_read_back_as_printed(expr: sp.Expr) -> None:
     values = {"x": 0.37, "y": -1.21}
-    expected = float(sp.lambdify((_x, _y), expr, modules=LAMBDIFY)(values["x"], values["y"]))
+    with np.errstate(all="ignore"):
+        expected = float(sp.lambdify((_x, _y), expr, modules=LAMBDIFY)(values["x"], values["y"]))
+    assume(math.isfinite(expected) and abs(expected) < 1e100)     # towers of powers overflow: nothing to read
     assert float(evaluate(show(expr, "mathml"), values)) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
