@@ -14,6 +14,7 @@ WIDTH, HEIGHT = 460.0, 250.0
 MARGIN = {"left": 58.0, "right": 14.0, "top": 28.0, "bottom": 38.0}
 LOG_SPAN = 30.0        # max/min above this: log scale
 MAX_MARKERS = 100      # points with a hover title, per series
+KEY_WIDTH = 95.0       # room for one series' key above the plot
 
 
 def nice_step(span: float, count: int) -> float:
@@ -121,6 +122,11 @@ class ChartView:
     log: bool
     xscale: Scale
     yscale: Scale
+
+    @property
+    def keys(self) -> tuple[tuple[SeriesView, float], ...]:
+        """Each series with the x of its key, the keys right-aligned above the plot."""
+        return tuple((s, self.right - KEY_WIDTH * (len(self.series) - i)) for i, s in enumerate(self.series))
 
 
 def _label(value: float, percent: bool, step: float) -> str:

@@ -29,6 +29,12 @@ class NodeView:
     lines: tuple[tuple[str, str], ...]   # (css class, text), first line the name
     title: str
 
+    @property
+    def text(self) -> tuple[tuple[str, str, float, float], ...]:
+        """(css class, text, x, y) of each line, centred in the box."""
+        return tuple((cls, text, self.x + self.width / 2, self.y + PAD + 7 + i * LINE_HEIGHT)
+                     for i, (cls, text) in enumerate(self.lines))
+
 
 @dataclass(frozen=True)
 class EdgeView:

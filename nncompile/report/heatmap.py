@@ -42,6 +42,8 @@ class HeatmapView:
     columns: tuple[tuple[float, str], ...]     # (x centre, epoch) for labelled columns
     cells: tuple[Cell, ...]
     epochs: tuple[int, ...]
+    cell_width: float = CELL_W - 1       # a 1 px white gap between cells
+    cell_height: float = CELL_H - 1
 
 
 def shade(t: float, rgb: tuple[int, int, int], base: int = 243) -> str:
