@@ -304,6 +304,7 @@ def test_derive_format_html(capsys: pytest.CaptureFixture) -> None:
     (["report", "{xor}", "-o", "/nonexistent-folder/r.html"], "cannot write /nonexistent-folder/r.html"),
     (["derive", "{xor}", "--format", "html", "--layer", "dense9"], "no layer 'dense9'"),
     (["report", "{xor}", "--batch-size", "0", "-o", "{tmp}/r.html"], "--batch-size must be a positive integer"),
+    (["report", "{xor}", "--epochs", "5", "-o", "{tmp}/r.html"], "--epochs is a training flag: give --data"),
 ])
 def test_report_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str],
                                    message: str) -> None:

@@ -21,6 +21,7 @@ def report(args: argparse.Namespace) -> int:
     if args.data:
         from .runner import run
         return run(args)
+    _no_training_flags(args)
     from ..derive.backprop import derive
     from ..report.page import build, page_html
     batch = 32 if args.batch_size is None else args.batch_size
@@ -28,3 +29,15 @@ def report(args: argparse.Namespace) -> int:
         raise CliError(f"--batch-size must be a positive integer, got {batch}")
     write_page(args.report, page_html(build(model, derive(model, args.dtype), batch=batch, backend=args.backend)))
     return 0
+
+
+def _no_training_flags(args: argparse.Namespace) -> None:
+    """Training flags without --data would be ignored silently: refuse them in one line."""
+    from ..runtime.script import DEFAULTS, HYPER_KEYS
+    given = [key for key in (*DEFAULTS, *HYPER_KEYS, "save", "checkpoint", "resume", "plot")
+             if key != "batch_size" and getattr(args, key, None) not in (None, False)]
+    given += ["json"] if args.json else []
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise CliError(f"{flag} is a training flag: give --data to train and report the run "
+                       "(without --data the report shows the model only)")
