@@ -136,6 +136,11 @@ class CompiledProgram:
         from .explain.formulas import Formulas
         return Formulas.of(self.derivation)
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the network, the derivation beside the generated code, the explicit graph."""
+        from .report.page import report_html
+        return report_html(self, fragment=True)
+
     @property
     def graph(self) -> object:
         """The explicit forward + backward graph: the Program IR."""

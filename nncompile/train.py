@@ -50,6 +50,11 @@ class TrainResult:
     def final(self) -> dict:
         return self.history[-1] if self.history else {}
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the curves, the diagnostics heat map, the warnings and the last epoch's figures."""
+        from .report.runview import RunRecord, run_html
+        return run_html(RunRecord.of(self))
+
 
 def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", batch_size: int = 32,
           epochs: int = 10, lr: float = 0.1, optimizer: str | Optimizer = "sgd", seed: int = 0,

@@ -65,10 +65,13 @@ def render(name: str, **context: object) -> str:
 
 @lru_cache(maxsize=1)
 def templates_digest() -> str:
-    """Hash of every template's text: part of the JIT cache key (with jit.compiler_digest)."""
+    """Hash of every code template's text: part of the JIT cache key (with jit.compiler_digest).
+
+    The HTML report's templates (``report/``) shape no generated code and are left out.
+    """
     digest = hashlib.sha256()
     root = template_dir()
-    for path in sorted(root.rglob("*.j2")):
+    for path in sorted(p for p in root.rglob("*.j2") if p.relative_to(root).parts[0] != "report"):
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

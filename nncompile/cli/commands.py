@@ -21,6 +21,9 @@ def derive(args: argparse.Namespace) -> int:
     if args.standalone and fmt != "latex":
         raise CliError("--standalone makes a LaTeX document: use it with --format latex")
     formulas = Formulas.of(run_derivation(model))
+    if fmt == "html":
+        print(_html(formulas, args))
+        return 0
     if args.scalar:
         params = _scalar_params(formulas, args.layer, args.param)
         text = formulas.scalar(args.simplify is not False, params).render(fmt, params, args.standalone)
@@ -31,6 +34,14 @@ def derive(args: argparse.Namespace) -> int:
     except UnicodeEncodeError:
         raise CliError("this terminal cannot show Unicode: use --format text") from None
     return 0
+
+
+def _html(formulas: object, args: argparse.Namespace) -> str:
+    from ..report.page import derivation_html, scalar_html
+    if args.scalar:
+        params = _scalar_params(formulas, args.layer, args.param)
+        return scalar_html(formulas.scalar(args.simplify is not False, params), params)
+    return derivation_html(formulas, args.simplify, args.layer, args.param)
 
 
 def _scalar_params(formulas: object, layers: list[str] | None, params: list[str] | None) -> list[str] | None:
@@ -81,6 +92,11 @@ def generate(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from .runner import run as train_and_report
     return train_and_report(args)
+
+
+def report(args: argparse.Namespace) -> int:
+    from .report import report as write_report
+    return write_report(args)
 
 
 def predict(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The `nncompile` command: derive, graph, generate, run, predict, check.
+"""The `nncompile` command: derive, graph, generate, run, report, predict, check.
 
 Errors a person can make end with one line on stderr naming the problem and exit
 status 2 (1 when training diverged or a gradient check failed); never a traceback.
@@ -22,8 +22,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("derive", help="print the gradient formulas, layer by layer")
     p.add_argument("model")
-    p.add_argument("--format", choices=("text", "unicode", "latex", "markdown"), default=None,
-                   help="default: unicode on a terminal, text otherwise")
+    p.add_argument("--format", choices=("text", "unicode", "latex", "markdown", "html"), default=None,
+                   help="default: unicode on a terminal, text otherwise; html: a self-contained page with "
+                        "the formulas as MathML beside the generated code")
     p.add_argument("--standalone", action="store_true", help="with --format latex: a complete document")
     p.add_argument("--scalar", action="store_true",
                    help="every weight's gradient as an explicit scalar expression (small networks: at most "
@@ -54,6 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     p.add_argument("--test-split", type=float, default=None,
                    help="held-out fraction (default 0.2 for 50+ rows, else 0)")
+    add_training_flags(p)
+    p.add_argument("--report", metavar="FILE.html", help="also write the HTML report of the model and this run")
+
+    p = sub.add_parser("report", help="write one self-contained HTML page: network, derivation beside the "
+                                      "generated code, explicit graph, and with --data the training run")
+    p.add_argument("model")
+    p.add_argument("--data", help="train on it first, as run does: xor, moons, spirals, digits, FILE.npz or FILE.csv")
+    p.add_argument("-o", "--output", metavar="FILE.html", help="page to write (default: <model name>_report.html)")
+    p.add_argument("--backend", choices=("numpy", "cuda"), default="numpy")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    p.add_argument("--test-split", type=float, default=None,
+                   help="held-out fraction (default 0.2 for 50+ rows, else 0); the confusion matrix uses it")
     add_training_flags(p)
 
     p = sub.add_parser("predict", help="apply saved weights to data and write the outputs")

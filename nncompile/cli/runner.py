@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
                 on_batch=progress.batch, **hyper)
     except DivergenceError as exc:
         progress.close()
+        if getattr(args, "report", None) and exc.result is not None:
+            from .html_output import run_report
+            run_report(args.report, prog, exc.result, None, _shown_settings(args, settings, hyper), None,
+                       settings["batch_size"], note=str(exc))
         if args.save and exc.result is not None:
             _save(args.save, exc.result.params)
             raise DivergenceError(f"{exc}; saved them to {args.save}", exc.result) from None
@@ -87,7 +91,29 @@ def run(args: argparse.Namespace) -> int:
         _plot(args.plot, result.history, prog.module.METRIC, f"{model.name}: {settings['optimizer']}, "
                                                               f"lr {settings['lr']:g}, {settings['mode']}")
         print(f"saved the training curves to {args.plot}", file=sys.stderr)
+    if getattr(args, "report", None):
+        from .html_output import run_report
+        held_out = (("test", test_set.X, test_set.y) if test_set is not None else
+                    ("validation", *validation) if validation is not None else ("training", X, y))
+        run_report(args.report, result.program or prog, result, summary, _shown_settings(args, settings, hyper),
+                   held_out, settings["batch_size"])
     return 0
+
+
+def _shown_settings(args: argparse.Namespace, settings: dict, hyper: dict) -> dict:
+    """The settings of a run as the report lists them."""
+    shown = {"data": args.data, "backend": f"{args.backend}, {args.dtype}", "mode": settings["mode"]}
+    if settings["mode"] == "minibatch":
+        shown["batch size"] = settings["batch_size"]
+    shown.update({"epochs": settings["epochs"], "learning rate": settings["lr"], "optimizer": settings["optimizer"]})
+    shown.update({name: value for name, value in hyper.items()})
+    shown["schedule"] = settings["schedule"]
+    if settings["schedule"] in ("step", "exponential"):
+        shown.update({"step size": settings["step_size"] if settings["schedule"] == "step" else None,
+                      "gamma": settings["gamma"]})
+    shown.update({"init": settings["init"], "seed": settings["seed"], "validation split": settings["val_split"] or None,
+                  "patience": settings["patience"]})
+    return shown
 
 
 def _test_split(ds: datasets.Dataset, fraction: float | None, seed: int) -> tuple:

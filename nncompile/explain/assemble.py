@@ -133,12 +133,13 @@ def _layer(group: list[LayerRecord], index: int, incoming: sp.Eq, incoming_raw: 
            weight_shape: tuple[int, int]) -> LayerFormulas:
     """One textbook layer, given the step that reaches its last output (from the next layer or the loss)."""
     dense = next(r for r in group if r.kind == "dense")
-    forward, forms = [], []
+    forward, forms, writes = [], [], []
     for record in group:
         if record.kind == "activation":
             form = activation_formulas(record.local, record.layer)
             if not record.local.is_identity and group.index(record) > group.index(dense):
                 forms.append(form)  # before the first Dense layer: input preprocessing, no gradient
+                writes.append((record.backward[0] if record.backward else incoming).lhs.name)  # fused: the loss's
             if not record.local.is_identity:
                 forward.append(form.forward(tensor(record.inp), tensor(record.out)))
         else:
@@ -161,7 +162,7 @@ def _layer(group: list[LayerRecord], index: int, incoming: sp.Eq, incoming_raw: 
              if not (r.kind == "activation" and r.local.is_identity)]
     description = f"{weight_shape[0]} -> {weight_shape[1]}, " + (" + ".join(after) or "linear")
     return LayerFormulas(dense.layer, index, tuple(forward), tuple(forms), _combine(steps), _combine(raw_steps),
-                         tuple(steps), grads, tuple(code), description)
+                         tuple(steps), grads, tuple(code), description, tuple(writes))
 
 
 def build(derivation: Derivation) -> tuple[str, str, LossFormulas, tuple[LayerFormulas, ...], dict]:

@@ -126,6 +126,7 @@ class LayerFormulas:
     gradients: dict[str, sp.Eq]                    # "dense1.W" -> ∂L/∂W₁ = Xᵀ·δ₁ (+ λ₂·W₁)
     code: tuple[str, ...]                          # the IR formulas: comments of the generated code
     description: str = ""                          # "2 -> 8, tanh"
+    derivative_writes: tuple[str, ...] = ()        # per activation: the buffer its f' multiplies into (dz1)
 
     def _repr_latex_(self) -> str:
         rows = [tuple(f) for f in self.forward] + [(self.delta.lhs, self.delta.rhs)]

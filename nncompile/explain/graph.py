@@ -8,6 +8,7 @@ PNG goes through the `graphviz` package and Graphviz's ``dot`` program.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..derive.ir import BATCH, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
@@ -58,21 +59,47 @@ def _count(dims: tuple[int, ...]) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class OpRow:
+    """One op of an entry point as the graph view lists it (`index`: its place in the function)."""
+
+    index: int
+    stage: str
+    kind: str
+    writes: tuple[str, ...]
+    reads: tuple[str, ...]
+    shape: tuple
+    flops: int
+    formula: str
+
+
+def op_rows(program: Program, function: str = "loss_and_grad", batch: int = 32) -> list[OpRow]:
+    """Every op of `function` with what it reads and writes, its output's shape and its FLOPs at `batch`."""
+    return [OpRow(i, op.stage, op.kind, op.outputs, op.inputs, program.buffers[op.outputs[0]].shape,
+                  flops(program, op, batch), op.formula) for i, op in enumerate(program.functions[function].ops)]
+
+
+def stage_totals(rows: list[OpRow]) -> dict[str, int]:
+    """FLOPs per stage, in pipeline order, stages without ops left out."""
+    totals = dict.fromkeys(STAGES, 0)
+    for row in rows:
+        totals[row.stage] += row.flops
+    return {stage: cost for stage, cost in totals.items() if cost}
+
+
 def table(program: Program, function: str = "loss_and_grad", batch: int = 32) -> str:
     """One line per op (stage, kind, output <- inputs, shape, FLOPs, formula), then totals per stage."""
-    ops = program.functions[function].ops
+    ops = op_rows(program, function, batch)
     rows = [("#", "stage", "op", "writes", "reads", "shape", "FLOPs", "formula")]
-    per_stage = dict.fromkeys(STAGES, 0)
-    for i, op in enumerate(ops, 1):
-        shape = "x".join(str(d) for d in program.buffers[op.outputs[0]].shape) or "scalar"
-        cost = flops(program, op, batch)
-        per_stage[op.stage] += cost
-        rows.append((str(i), op.stage, op.kind, ", ".join(op.outputs), ", ".join(op.inputs), shape,
-                     f"{cost:,}", op.formula))
+    for op in ops:
+        shape = "x".join(str(d) for d in op.shape) or "scalar"
+        rows.append((str(op.index + 1), op.stage, op.kind, ", ".join(op.writes), ", ".join(op.reads), shape,
+                     f"{op.flops:,}", op.formula))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
-    stages = ", ".join(f"{stage} {cost:,}" for stage, cost in per_stage.items() if cost)
-    lines.append(f"total: {len(ops)} ops, {sum(per_stage.values()):,} FLOPs at batch size N = {batch} "
+    totals = stage_totals(ops)
+    stages = ", ".join(f"{stage} {cost:,}" for stage, cost in totals.items())
+    lines.append(f"total: {len(ops)} ops, {sum(totals.values()):,} FLOPs at batch size N = {batch} "
                  f"({stages})")
     return "\n".join(lines)
 

@@ -1,20 +1,25 @@
 """SymPy's printers, extended for the derivation's notation (see `notation`).
 
-Three printers, one per output style, each a small subclass of SymPy's own:
+Four printers, one per output style, each a small subclass of SymPy's own:
 - `TextPrinter` (StrPrinter): ASCII, NumPy-like (``dz1 = (dz2 @ W2.T)*(1 - a1**2)``);
 - `UnicodePrinter` (StrPrinter): one line of mathematics (``δ₁ = (δ₂·W₂ᵀ) ⊙ (1 − a₁²)``);
-- `LatexPrinter`: LaTeX that also renders with matplotlib's mathtext (no environments).
-All three write sums with positive terms first (``a2 - T``, not ``-T + a2``), keep the
+- `LatexPrinter`: LaTeX that also renders with matplotlib's mathtext (no environments);
+- `MathMLPrinter` (presentation MathML): what browsers render natively, for the HTML report.
+All four write sums with positive terms first (``a2 - T``, not ``-T + a2``), keep the
 factor order a formula was built with, and print floats short (0.01, not 0.0100000000).
 """
 from __future__ import annotations
 
+import html
+from xml.dom.minidom import Document, Element
+
 import sympy as sp
 from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
+from sympy.printing.mathml import MathMLPresentationPrinter
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.str import StrPrinter
 
-from ..symbolic.notation import Entry, is_tensor_valued, subscript, superscript
+from ..symbolic.notation import Entry, NamedArray, is_tensor_valued, subscript, superscript
 
 _SETTINGS = {"order": "none", "full_prec": False}
 
@@ -199,10 +204,192 @@ class LatexPrinter(_SympyLatexPrinter):
         return r"\left\{" + r",\ ".join(parts) + r"\right."
 
 
-_TEXT, _UNICODE, _LATEX = TextPrinter(), UnicodePrinter(), LatexPrinter()
-PRINTERS = {"text": _TEXT, "unicode": _UNICODE, "latex": _LATEX}
+class MathMLPrinter(MathMLPresentationPrinter):
+    """Presentation MathML in the unicode printer's notation: δₖ, ⊙, ·, ᵀ, Σₙ, ∂L/∂W as a fraction.
+
+    Only MathML Core elements (no mfenced), text escaped (SymPy's own printer writes ``<``
+    unescaped), characters rather than named entities, so the markup is also well-formed XML.
+    """
+
+    _default_settings = {**MathMLPresentationPrinter._default_settings, "order": "none"}
+
+    def __init__(self, settings: dict | None = None) -> None:
+        super().__init__(settings)
+        dom = self.dom
+        self.dom.createTextNode = lambda data: Document.createTextNode(dom, html.unescape(data))
+
+    def doprint(self, expr: sp.Basic) -> str:
+        return self._print(expr).toxml()
+
+    def _node(self, tag: str, *children: Element, text: str | None = None) -> Element:
+        node = self.dom.createElement(tag)
+        if text is not None:
+            node.appendChild(self.dom.createTextNode(text))
+        for child in children:
+            node.appendChild(child)
+        return node
+
+    def _row(self, *children: Element) -> Element:
+        return self._node("mrow", *children)
+
+    def _joined(self, items: list[Element], sep: str) -> Element:
+        out = [items[0]]
+        for item in items[1:]:
+            out += [self._node("mo", text=sep), item]
+        return out[0] if len(out) == 1 else self._row(*out)
+
+    def _applied(self, name: Element | str, *args: sp.Basic) -> Element:
+        head = self._node("mi", text=name) if isinstance(name, str) else name
+        return self._row(head, self._paren_comma_separated(*args))
+
+    def _as_ordered_terms(self, expr: sp.Expr, order: str | None = None) -> list:
+        return _positive_first(list(expr.args))
+
+    def _print_NamedArray(self, expr: NamedArray) -> Element:
+        parts = expr.parts
+        if parts is None:
+            return self._print_Symbol(expr)
+        grad, base, index, primes = parts
+        letter = "δ" if grad and base == "z" else _GREEK_LETTERS.get(base, base)
+        body = self._node("msub", self._node("mi", text=letter), self._node("mn", text=index))
+        if primes:
+            body = self._node("msubsup", *body.childNodes, self._node("mo", text="′" * primes))
+        if not grad or base == "z":
+            return body
+        return self._node("mfrac", self._row(self._node("mo", text="∂"), self._node("mi", text="L")),
+                          self._row(self._node("mo", text="∂"), body))
+
+    def _print_Entry(self, expr: Entry) -> Element:
+        base, layer, index = expr.parts
+        sup = [self._node("mrow", *self._text_row(f"({layer})"))] if layer else []
+        return self._node("msubsup" if layer else "msub", self._node("mi", text=base),
+                          self._node("mn", text=index), *sup)
+
+    def _text_row(self, text: str) -> list[Element]:
+        return [self._node("mo" if ch in "()" else "mn", text=ch) for ch in text]
+
+    def _print_MatProd(self, expr: sp.Expr) -> Element:
+        return self._joined([self.parenthesize(a, PRECEDENCE["Mul"], strict=True) for a in expr.args], "·")
+
+    def _print_Transposed(self, expr: sp.Expr) -> Element:
+        return self._node("msup", self.parenthesize(expr.args[0], PRECEDENCE["Func"], strict=True),
+                          self._node("mi", text="⊤"))
+
+    def _print_SumN(self, expr: sp.Expr) -> Element:
+        """Σₙ, Σₖ or Σ over every element (SymPy dispatches on the class's own name only)."""
+        sigma = self._node("mo", text="∑")
+        if expr.index:
+            sigma = self._node("munder", sigma, self._node("mi", text=expr.index))
+        return self._row(sigma, self.parenthesize(expr.args[0], PRECEDENCE["Func"], strict=True))
+
+    _print_SumK = _print_SumAll = _print_SumN
+
+    def _print_Partial(self, expr: sp.Expr) -> Element:
+        top, bottom = (self._row(self._node("mo", text="∂"), self._print(a)) for a in expr.args)
+        return self._node("mfrac", top, bottom)
+
+    def _print_sigmoid(self, expr: sp.Expr) -> Element:
+        return self._applied("σ", *expr.args)
+
+    def _print_Derivative(self, expr: sp.Derivative) -> Element:
+        var = self._row(self._node("mi", text="d"), self._print(expr.variables[0]))
+        return self._row(self._node("mfrac", self._node("mi", text="d"), var), self._print(expr.expr))
+
+    def _print_Add(self, expr: sp.Add, order: str | None = None) -> Element:
+        items: list[Element] = []
+        for i, term in enumerate(_positive_first(list(expr.args))):
+            negative = term.could_extract_minus_sign()
+            if i or negative:
+                items.append(self._node("mo", text="−" if negative else "+"))
+            items.append(self.parenthesize(-term if negative else term, PRECEDENCE["Add"]))
+        return self._row(*items)
+
+    def _print_Mul(self, expr: sp.Mul) -> Element:
+        if expr.as_coeff_Mul()[0] < 0:
+            return self._row(self._node("mo", text="−"), self.parenthesize(-expr, PRECEDENCE["Mul"], strict=True))
+        coeff, num, den = _split_mul(expr)
+        if coeff.q != 1:
+            den.insert(0, sp.Integer(coeff.q))
+        if coeff.p != 1 or not num:
+            num.insert(0, sp.Integer(coeff.p))
+        join = "⊙" if sum(is_tensor_valued(f) for f in num) >= 2 else "·"
+        if not den:
+            return self._joined([self.parenthesize(f, PRECEDENCE["Mul"]) for f in num], join)
+        top = num[0] if len(num) == 1 else None
+        top_node = self._print(top) if top is not None else \
+            self._joined([self.parenthesize(f, PRECEDENCE["Mul"]) for f in num], join)
+        bottom = self._joined([self.parenthesize(f, PRECEDENCE["Mul"]) for f in den], "·")
+        return self._node("mfrac", top_node, bottom)
+
+    def _print_Pow(self, expr: sp.Pow) -> Element:
+        base, exp = expr.args
+        if exp == sp.S.Half:
+            return self._node("msqrt", self._print(base))
+        if exp.is_Rational and exp.is_negative:
+            inverse = base if exp == -1 else sp.Pow(base, -exp, evaluate=False)
+            return self._node("mfrac", self._node("mn", text="1"), self._print(inverse))
+        if exp.is_Integer and exp > 1 and isinstance(base, sp.Function) and not isinstance(base, sp.Heaviside) \
+                and len(base.args) == 1:
+            head = self._print(base).firstChild  # the function's name, as its own printer writes it
+            return self._row(self._node("msup", head, self._print(exp)),
+                             self._paren_comma_separated(*base.args))
+        shown = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
+        if isinstance(base, Entry):
+            shown = self._row(self._node("mo", text="("), shown, self._node("mo", text=")"))
+        return self._node("msup", shown, self._print(exp))
+
+    def _print_exp(self, expr: sp.exp) -> Element:
+        return self._applied("exp", *expr.args)
+
+    def _print_Heaviside(self, expr: sp.Heaviside) -> Element:
+        return self._applied("H", expr.args[0]) if _kink_free_heaviside(expr) else self._applied("H", *expr.args)
+
+    def _print_Piecewise(self, expr: sp.Piecewise) -> Element:
+        rows = []
+        for e, c in expr.args:
+            cond = self._node("mtext", text="otherwise") if c is sp.true else \
+                self._row(self._node("mtext", text="if\u00a0"), self._print(c))
+            rows.append(self._node("mtr", self._node("mtd", self._print(e)), self._node("mtd", cond)))
+        return self._row(self._node("mo", text="{"), self._node("mtable", *rows))
+
+    def _print_KroneckerDelta(self, expr: sp.KroneckerDelta) -> Element:
+        return self._node("msub", self._node("mi", text="δ"), self._row(*(self._print(i) for i in expr.args)))
+
+    def _print_Indexed(self, expr: sp.Indexed) -> Element:
+        index = self._joined([self._print(i) for i in expr.indices], ",")
+        return self._node("msub", self._print(expr.base.label), index)
+
+    def _print_Float(self, expr: sp.Float) -> Element:
+        """Short, as the text printer writes it; 1e-8 as 10⁻⁸, 2.5e-8 as 2.5·10⁻⁸."""
+        mantissa, _, exponent = _TEXT.doprint(expr).partition("e")
+        number = self._node("mn", text=mantissa.replace("-", "−"))
+        if not exponent:
+            return number
+        power = self._node("msup", self._node("mn", text="10"),
+                           self._node("mn", text=str(int(exponent)).replace("-", "−")))
+        return power if float(mantissa) == 1 else self._row(number, self._node("mo", text="·"), power)
+
+    def _print_Max(self, expr: sp.Max) -> Element:
+        return self._applied("max", *expr.args)
+
+    def _print_Min(self, expr: sp.Min) -> Element:
+        return self._applied("min", *expr.args)
+
+
+_GREEK_LETTERS = {"lambda": "λ", "delta": "δ", "alpha": "α"}
+
+
+_TEXT, _UNICODE, _LATEX, _MATHML = TextPrinter(), UnicodePrinter(), LatexPrinter(), MathMLPrinter()
+PRINTERS = {"text": _TEXT, "unicode": _UNICODE, "latex": _LATEX, "mathml": _MATHML}
 
 
 def show(expr: sp.Basic, style: str) -> str:
-    """`expr` in `style`: "text", "unicode" or "latex"."""
+    """`expr` in `style`: "text", "unicode", "latex" or "mathml" (presentation markup, no <math> around it)."""
     return PRINTERS[style].doprint(expr)
+
+
+def mathml_chain(exprs: tuple[sp.Basic, ...], display: bool = False) -> str:
+    """A chain e0 = e1 = ... as one <math> element (``display="block"`` when `display`)."""
+    inner = "<mo>=</mo>".join(show(e, "mathml") for e in exprs)
+    block = ' display="block"' if display else ""
+    return f"<math{block}><mrow>{inner}</mrow></math>"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 import sympy as sp
 from sympy.printing.latex import latex_escape
 
-from ..symbolic.notation import LOSS_MEAN, LOSS_ONE, Partial
+from ..symbolic.notation import LOSS, LOSS_MEAN, LOSS_ONE, NamedArray, Partial
 from .equations import LayerFormulas, mode_of
 from .printers import show
 
@@ -48,10 +48,15 @@ LEGEND_LATEX = (r"$X$ holds the inputs (one row per example, $N$ rows) and $T$ t
 
 @dataclass
 class Row:
-    """A labelled chain of formulas, printed e0 = e1 = e2."""
+    """A labelled chain of formulas, printed e0 = e1 = e2.
+
+    `writes` names the buffers of the generated code that compute it (z1, dz1, dW1, L), so
+    that a reader such as the HTML report can find its lines.
+    """
 
     label: str
     exprs: tuple[sp.Basic, ...]
+    writes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -84,42 +89,62 @@ def _eq(eq: sp.Eq) -> tuple[sp.Basic, ...]:
     return (eq.lhs, eq.rhs)
 
 
+def _written(lhs: sp.Basic, grads: dict[str, str]) -> tuple[str, ...]:
+    """The buffer a left-hand side names: z1 and dz1 themselves, ∂L/∂W1 its gradient dW1, L the loss."""
+    if isinstance(lhs, NamedArray):
+        return (lhs.name,)
+    if isinstance(lhs, Partial) and lhs.args[0] == LOSS and isinstance(lhs.args[1], NamedArray):
+        return (grads.get(lhs.args[1].name, lhs.args[1].name),)
+    return ("L",) if lhs == LOSS else ()
+
+
+def _gradient_buffers(formulas: Formulas) -> dict[str, str]:
+    return {p.buffer: p.grad for p in formulas.derivation.program.params}
+
+
+def _steps_written(layer: LayerFormulas) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name for step in layer.steps for name in _written(step.lhs, {})))
+
+
 def _loss_section(formulas: Formulas, mode: str) -> Section:
     loss = formulas.loss
-    section = Section(f"loss: {loss.name} (mean over the batch)", [Row("loss", _eq(loss.loss))])
-    section.items += [Row(label, row) for label, row in loss.rows]
+    delta = _written(loss.delta.lhs, {})
+    section = Section(f"loss: {loss.name} (mean over the batch)", [Row("loss", _eq(loss.loss), ("L",))])
+    section.items += [Row(label, row, _written(row[0], {}) or ("L",)) for label, row in loss.rows]
     chain = loss.raw_chain if mode == "raw" else loss.chain
     if mode == "simplified":
         chain = (chain[0], chain[-1])
-    section.items.append(Row("chain rule", chain))
-    section.items.append(Row("delta", _eq(loss.delta_raw if mode == "raw" else loss.delta)))
+    section.items.append(Row("chain rule", chain, delta))
+    section.items.append(Row("delta", _eq(loss.delta_raw if mode == "raw" else loss.delta), delta))
     section.items += [Note(f"stability rewrite: {r}") for r in loss.rewrites]
     section.items += [Note(k) for k in loss.kinks] + [Note(n) for n in loss.notes]
     return section
 
 
-def _layer_section(layer: LayerFormulas, mode: str) -> Section:
+def _layer_section(layer: LayerFormulas, mode: str, grads: dict[str, str]) -> Section:
     section = Section(f"{layer.name}: {layer.description}")
-    section.items += [Row("forward", f) for f in layer.forward]
-    for act in layer.activations:
-        section.items.append(Row("derivative", act.chain(mode)))
+    section.items += [Row("forward", f, _written(f[0], grads)) for f in layer.forward]
+    for i, act in enumerate(layer.activations):
+        writes = layer.derivative_writes[i:i + 1]
+        section.items.append(Row("derivative", act.chain(mode), writes))
         section.items += [Note(f"stability rewrite: {r}") for r in act.rewrites]
         section.items += [Note(n) for n in act.notes]
-    section.items.append(Row("delta", _eq(layer.delta_raw if mode == "raw" else layer.delta)))
+    section.items.append(Row("delta", _eq(layer.delta_raw if mode == "raw" else layer.delta), _steps_written(layer)))
     if len(layer.steps) > 1 and mode != "raw":
-        section.items += [Row("in steps", _eq(step)) for step in layer.steps]
-    section.items += [Row("gradient", _eq(g)) for g in layer.gradients.values()]
+        section.items += [Row("in steps", _eq(step), _written(step.lhs, grads)) for step in layer.steps]
+    section.items += [Row("gradient", _eq(g), _written(g.lhs, grads)) for g in layer.gradients.values()]
     section.items.append(Code(layer.code))
     return section
 
 
-def _param_section(formulas: Formulas, name: str, mode: str) -> Section:
+def _param_section(formulas: Formulas, name: str, mode: str, grads: dict[str, str]) -> Section:
     param = formulas.param(name)
     layers = {lay.delta.lhs: lay for lay in formulas}
-    section = Section(f"gradient of {name}", [Row("gradient", _eq(param.gradient))])
+    section = Section(f"gradient of {name}", [Row("gradient", _eq(param.gradient), _written(param.gradient.lhs,
+                                                                                           grads))])
     for delta in param.deltas:
         layer = layers[delta.lhs]
-        section.items.append(Row("where", _eq(layer.delta_raw if mode == "raw" else delta)))
+        section.items.append(Row("where", _eq(layer.delta_raw if mode == "raw" else delta), _steps_written(layer)))
     return section
 
 
@@ -133,13 +158,14 @@ def document(formulas: Formulas, simplify: bool | None = None, layers: list[str]
              params: list[str] | None = None) -> Document:
     """The derivation laid out: loss, then each layer from the output back (or the selection)."""
     mode = mode_of(simplify)
+    grads = _gradient_buffers(formulas)
     sections: list[Section] = []
     show_all = layers is None and params is None
     if show_all or "loss" in (layers or []) or formulas.loss.name in (layers or []):
         sections.append(_loss_section(formulas, mode))
     if show_all or layers:
-        sections += [_layer_section(layer, mode) for layer in _selected(formulas, layers)]
-    sections += [_param_section(formulas, name, mode) for name in params or []]
+        sections += [_layer_section(layer, mode, grads) for layer in _selected(formulas, layers)]
+    sections += [_param_section(formulas, name, mode, grads) for name in params or []]
     intro = [formulas.summary, "backward pass, from the loss to the input"
              + {"raw": " (raw chain-rule products, unsimplified)", "simplified": " (simplified forms)"}.get(mode, "")]
     return Document(f"Backpropagation for model {formulas.model}", intro, sections)

@@ -60,6 +60,11 @@ class NamedArray(sp.Symbol):
         parts = _parts(self.name)
         return parts is not None and parts[0]
 
+    @property
+    def parts(self) -> tuple[bool, str, str, int] | None:
+        """(gradient, base, index, primes) of the name, as every printer reads it; None for X, T, ..."""
+        return _parts(self.name)
+
     def _unicode(self, printer: object) -> str:
         parts = _parts(self.name)
         if parts is None:
@@ -222,6 +227,11 @@ class Entry(sp.Symbol):
         m = re.match(r"^([A-Za-z]+)(\d*)((?:_\d+)?)$", head)
         primes = int(m.group(3)[1:]) - 1 if m.group(3) else 0
         return m.group(1), m.group(2) + "′" * primes, index
+
+    @property
+    def parts(self) -> tuple[str, str, str]:
+        """(base, layer with primes, index): ``W1_01`` -> ("W", "1", "01"), as every printer reads it."""
+        return self._split()
 
     def _unicode(self, printer: object) -> str:
         base, layer, index = self._split()

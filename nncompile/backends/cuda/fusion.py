@@ -28,13 +28,17 @@ from ...derive.ir import Program
 
 @dataclass(frozen=True)
 class Stmt:
-    """out = expr (elementwise), or out = reduce(expr) over `axis` when `reduce` is set."""
+    """out = expr (elementwise), or out = reduce(expr) over `axis` when `reduce` is set.
+
+    `origin` is the index, in its function, of the IR op the statement comes from.
+    """
 
     out: str
     expr: sp.Expr
     formula: str
     reduce: str | None = None
     axis: int | None = None
+    origin: int = -1
 
     @property
     def reads(self) -> set[str]:

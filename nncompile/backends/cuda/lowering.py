@@ -54,12 +54,13 @@ def support_source() -> str:
 
 @dataclass
 class Blas:
-    """A cuBLAS call: driver code, the math it computes, what it reads and writes."""
+    """A cuBLAS call: driver code, the math it computes, what it reads and writes, the IR op it comes from."""
 
     code: str
     math: str
     reads: frozenset[str]
     writes: frozenset[str]
+    origin: int = -1
 
 
 def _steps(program: Program, fn: Function) -> list[Blas | Stmt]:
@@ -70,8 +71,8 @@ def _steps(program: Program, fn: Function) -> list[Blas | Stmt]:
     normalised probabilities).
     """
     steps: list[Blas | Stmt] = []
-    for op in fn.ops:
-        steps += _lower(program, op)
+    for index, op in enumerate(fn.ops):
+        steps += _lower(program, op, index)
     live = fn.kept(program.output)
     kept: list[Blas | Stmt] = []
     for step in reversed(steps):
@@ -84,25 +85,26 @@ def _steps(program: Program, fn: Function) -> list[Blas | Stmt]:
     return kept[::-1]
 
 
-def _lower(program: Program, op: Op) -> list[Blas | Stmt]:
+def _lower(program: Program, op: Op, index: int = -1) -> list[Blas | Stmt]:
+    """The cuBLAS calls and statements of `op`, the op at `index` of its function."""
     header = f"{op.stage}: {op.formula}"
     if isinstance(op, Linear):
         bias = sp.Symbol(op.out, real=True) + sp.Symbol(op.b, real=True)
         return [Blas(f'gemm("N", "N", {op.x}, {op.w}, {op.out})', f"{op.out} = {op.x} @ {op.w}",
-                     frozenset({op.x, op.w}), frozenset({op.out})),
-                Stmt(op.out, bias, f"{header}   [bias add after the cuBLAS product]")]
+                     frozenset({op.x, op.w}), frozenset({op.out}), index),
+                Stmt(op.out, bias, f"{header}   [bias add after the cuBLAS product]", origin=index)]
     if isinstance(op, LinearGrad):
         return [Blas(f'gemm("T", "N", {op.x}, {op.dz}, {op.dw})', f"{op.dw} = {op.x}.T @ {op.dz}",
-                     frozenset({op.x, op.dz}), frozenset({op.dw})),
+                     frozenset({op.x, op.dz}), frozenset({op.dw}), index),
                 Blas(f'gemv("T", {op.dz}, ones, {op.db})', f"{op.db} = {op.dz}.T @ ones = colsum({op.dz})",
-                     frozenset({op.dz}), frozenset({op.db}))]
+                     frozenset({op.dz}), frozenset({op.db}), index)]
     if isinstance(op, MatMulT):
         return [Blas(f'gemm("N", "T", {op.a}, {op.b}, {op.out})', f"{op.out} = {op.a} @ {op.b}.T",
-                     frozenset({op.a, op.b}), frozenset({op.out}))]
+                     frozenset({op.a, op.b}), frozenset({op.out}), index)]
     if isinstance(op, Map):
-        return [Stmt(op.out, op.expr, header)]
+        return [Stmt(op.out, op.expr, header, origin=index)]
     if isinstance(op, Reduce):
-        return [Stmt(op.out, op.expr, header, op.op, op.axis)]
+        return [Stmt(op.out, op.expr, header, op.op, op.axis, origin=index)]
     raise NotImplementedError(f"CUDA backend has no lowering for {op.kind}")
 
 
@@ -133,16 +135,17 @@ class _Lowering:
                 run.append(step)
                 continue
             for g in group(self.program, run, start):
-                launches.append(self._launch(writer.kernel(g), fn))
+                launches.append(self._launch(writer.kernel(g), fn, sorted({s.origin for s in g.stmts})))
             run = []
             if step is not None:
-                launches.append({"code": step.code, "formulas": [step.math]})
+                launches.append({"code": step.code, "formulas": [step.math], "ops": [step.origin], "kernel": None})
         uses_step = "step" in fn.scalars and any(
             sp.Symbol("step", real=True) in op.expr.free_symbols for op in fn.ops if isinstance(op, (Map, Reduce)))
         if uses_step:
             launches.append({"code": f"k.nc_advance(ONE, ONE, (hp_{fn.name}.values, "
                                      f"np.int32({fn.scalars.index('step')})))",
-                             "formulas": ["step += 1 on the device, for the next call"]})
+                             "formulas": ["step += 1 on the device, for the next call"], "ops": [],
+                             "kernel": "nc_advance"})
         needs = sorted({b for op in fn.ops for b in op.inputs
                         if b in self.program.buffers and self.program.buffers[b].role == "state"})
         entry = [repr(fn.name), fn.name]
@@ -154,7 +157,8 @@ class _Lowering:
                 "step": fn.scalars.index("step") if "step" in fn.scalars else -1,
                 "advanced": uses_step, "entry": f"Entry({', '.join(entry)})"}
 
-    def _launch(self, kernel: Kernel, fn: Function) -> dict:
+    def _launch(self, kernel: Kernel, fn: Function, ops: list[int]) -> dict:
+        """The driver's launch of `kernel`; `ops` are the IR ops (indices in `fn`) it computes."""
         key = kernel.source("KERNEL")
         if key not in self.kernels:
             self.kernels[key] = (f"k{len(self.kernels) + 1}_{kernel.label}", kernel)
@@ -162,7 +166,7 @@ class _Lowering:
         args = [{"n": "n32", "hp": f"hp_{fn.name}.values"}.get(arg, arg) for _, arg in kernel.params]
         geometry = GEOMETRY[kernel.kind].format(size=kernel.size)
         return {"code": f"k.{name}({geometry}, {names_tuple(args)})",
-                "formulas": [comment(f) for f in kernel.formulas]}
+                "formulas": [comment(f) for f in kernel.formulas], "ops": ops, "kernel": name}
 
 
 def _allocations(program: Program, uses_ones: bool) -> tuple[list[tuple[str, str]], int, int]:

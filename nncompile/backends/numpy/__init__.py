@@ -4,6 +4,6 @@
 lowers each op; `ufunc_printer` prints elementwise expressions as in-place ufunc calls,
 `reductions` sums as BLAS calls, `scratch` keeps the scratch buffers and hoisted scalars.
 """
-from .lowering import NAME, context, plan_layout, render_module, render_script
+from .lowering import NAME, context, plan_layout, render_module, render_script, source_map
 
-__all__ = ["NAME", "context", "plan_layout", "render_module", "render_script"]
+__all__ = ["NAME", "context", "plan_layout", "render_module", "render_script", "source_map"]

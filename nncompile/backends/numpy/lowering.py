@@ -11,6 +11,7 @@ The module text comes from the Jinja2 templates in ``templates/numpy/``.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,9 @@ from .scratch import Scalars, ScratchPool
 from .ufunc_printer import UfuncPrinter
 
 NAME = "numpy"
+#: Put before an op's first generated line when `source_map` renders: function, op index.
+_MARK = "\x00{}\x00{}\x00"
+_MARKED = re.compile("\x00(\\w+)\x00(\\d+)\x00")
 
 
 @dataclass
@@ -98,8 +102,8 @@ class _Lowering:
     def _contiguous(self, name: str) -> bool:
         return name not in self.layout.augmented
 
-    def function(self, fn: Function) -> dict:
-        blocks = [self.op(op) for op in fn.ops]
+    def function(self, fn: Function, marks: bool = False) -> dict:
+        blocks = [dict(self.op(op), mark=_MARK.format(fn.name, i) if marks else "") for i, op in enumerate(fn.ops)]
         scalars = self.scalars.needed()
         return {"name": fn.name, "args": list(fn.scalars), "doc": fn.doc, "scalars": scalars,
                 "blocks": blocks, "returns": fn.returns}
@@ -216,15 +220,16 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
     return lines, per_row, fixed
 
 
-def context(program: Program, fold_bias: bool = True, optimize: bool = True) -> dict:
+def context(program: Program, fold_bias: bool = True, optimize: bool = True, marks: bool = False) -> dict:
     """Everything the templates need, computed here so the templates stay free of logic.
 
     `fold_bias=False` keeps separate bias adds and column sums; `optimize=False` also turns
     off aliasing and the printer's fast forms, giving the plain lowering tests compare against.
+    `marks` tags each op's first line for `source_map`.
     """
     layout = plan_layout(program, fold_bias, alias=optimize)
     lowering = _Lowering(program, layout, fast=optimize)
-    functions = [lowering.function(fn) for fn in program.functions.values()]
+    functions = [lowering.function(fn, marks) for fn in program.functions.values()]
     allocations, per_row, fixed = _allocations(program, layout, lowering.pool)
     return {
         **interface(program, NAME),
@@ -240,6 +245,27 @@ def context(program: Program, fold_bias: bool = True, optimize: bool = True) -> 
 def render_module(program: Program, fold_bias: bool = True, optimize: bool = True) -> str:
     """Python source of the compiled program, imported by the JIT."""
     return render("numpy/program.py.j2", **context(program, fold_bias, optimize))
+
+
+def source_map(program: Program, fold_bias: bool = True,
+               optimize: bool = True) -> tuple[str, dict[str, list[tuple[int, int, int]]]]:
+    """The text `render_module` writes, and where each IR op landed in it.
+
+    Returns (text, {function: [(op index in the function, first line, last line)]}), lines
+    counted from 1 and inclusive: the op's ``# stage: formula`` line and the lines it lowered
+    to.  Found as the template renders (each op's first line carries a mark, removed here),
+    so the map follows the template wherever it puts the code.
+    """
+    ctx = context(program, fold_bias, optimize, marks=True)
+    sizes = {fn["name"]: [len(block["lines"]) for block in fn["blocks"]] for fn in ctx["functions"]}
+    lines, spans = render("numpy/program.py.j2", **ctx).split("\n"), {}
+    for number, line in enumerate(lines, 1):
+        found = _MARKED.search(line)
+        if found:
+            name, index = found.group(1), int(found.group(2))
+            spans.setdefault(name, []).append((index, number, number + sizes[name][index]))
+            lines[number - 1] = _MARKED.sub("", line)
+    return "\n".join(lines), spans
 
 
 def render_script(program: Program, runtime_source: str, filename: str, fold_bias: bool = True) -> str:
