@@ -43,3 +43,15 @@ def digits_prog() -> nc.CompiledProgram:
     return nc.compile(nn.Sequential(nn.Dense(16), nn.Tanh(), nn.Dense(10), nn.Softmax(), input_dim=64,
                                     loss=nn.CrossEntropy(), name="digits_small"))
 
+
+
+@pytest.fixture(scope="session")
+def host_cuda(tmp_path_factory: pytest.TempPathFactory):
+    """The worker that runs generated CUDA kernels on the CPU (tests/hostcuda); skips without g++ and libasan."""
+    from hostcuda.client import Worker, unavailable
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    worker = Worker(tmp_path_factory.mktemp("hostcuda"))
+    yield worker
+    worker.close()

@@ -52,3 +52,16 @@ def matrix() -> dict[str, nn.Sequential]:
         "half_powers": nn.Sequential(nn.Dense(4), half_powers, nn.Dense(2), input_dim=2, loss=nn.MSE()),
     })
     return models
+
+
+def large() -> dict[str, tuple[nn.Sequential, int]]:
+    """name -> (model, batch size) past the grid-stride limit of the CUDA kernels.
+
+    An elementwise kernel launches at most MAX_BLOCKS x BLOCK = 8192 x 256 = 2,097,152
+    threads and loops over the rest: this model's hidden layer at this batch (2,100,000
+    elements) and its parameter vector (2,186,140) each take a second pass; its softmax
+    over 40 columns takes a second pass of a row kernel's 32 lanes.
+    """
+    wide = nn.Sequential(nn.Dense(2100), nn.Tanh(), nn.Dense(40), nn.Softmax(), input_dim=1000,
+                         loss=nn.CrossEntropy(), name="wide")
+    return {"wide": (wide, 1000)}
