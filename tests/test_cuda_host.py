@@ -54,3 +54,27 @@ def test_every_entry_point_matches_the_numpy_backend(worker, name: str, dtype: s
                   "step_adam", "step_rmsprop"):
         assert any(f"n=256 {entry} call 3:" in key for key in errors), entry
     assert_close(errors, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(large()))
+def test_grid_stride_loops_match_the_numpy_backend(worker, name: str, dtype: str) -> None:
+    """Every entry point of a model whose elementwise kernels need more threads than one launch
+    has (MAX_BLOCKS x BLOCK), so each of their threads loops a second time."""
+    result = worker.call("grid_stride", model=name, dtype=dtype)
+    assert_close(result["errors"], TOLERANCE[dtype])
+    limit = 8192 * 256   # cupy_support.MAX_BLOCKS * BLOCK
+    strided = {launch["kernel"] for launch in result["launches"] if "kernel" in launch
+               and launch["grid"][0] == 8192 and max(_elements(shape) for _, shape in launch["args"]) > limit}
+    kinds = {launch["kernel"].split("_", 1)[1] for launch in result["launches"] if launch.get("kernel") in strided}
+    assert {"a1", "dz1", "params"} <= kinds, strided   # activation, its derivative, every optimizer's update
+    assert len([k for k in strided if k.endswith("_params")]) == 5, strided
+
+
+def _elements(shape: object) -> int:
+    if not isinstance(shape, tuple):
+        return 1
+    count = 1
+    for d in shape:
+        count *= d
+    return count

@@ -12,8 +12,10 @@ from . import build
 from .worker import read_frame, write_frame
 
 TESTS = Path(__file__).resolve().parent.parent
+#: No leak check and no quarantine: the kernels never allocate or free, and the quarantine
+#: would make every large NumPy temporary of the worker fresh (page-faulting) memory.
 ASAN_OPTIONS = ("detect_leaks=0:halt_on_error=1:abort_on_error=0:detect_stack_use_after_return=0:"
-                "allocator_may_return_null=1:print_summary=1")
+                "quarantine_size_mb=0:thread_local_quarantine_size_kb=0:print_summary=1")
 
 
 class WorkerDied(RuntimeError):

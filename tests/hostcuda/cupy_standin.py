@@ -12,9 +12,10 @@ entry points, `nc.train`.  What each piece does instead of the GPU:
 - `RawModule(code=...)` compiles the source with g++ against `cuda_host.h` (see
   `build`); `get_function(name)(grid, block, args)` checks the geometry and every
   argument against the kernel's C signature (dtype of each pointer, np.int32 for an int,
-  C-contiguous arrays), copies each buffer into its own AddressSanitizer-checked block
-  (buffers sharing memory, such as a parameter view and the flat vector, share one),
-  runs the grid (`runtime.cpp`) and copies the buffers back;
+  C-contiguous arrays), gives each buffer its own AddressSanitizer-checked heap block (a
+  whole NumPy allocation is one already; a view, such as a layer's weights in the flat
+  parameter vector, is copied into one and back; buffers sharing memory share a block),
+  and runs the grid (`runtime.cpp`);
 - `cublas.gemm`/`gemv` make CuPy's own decisions (its shape asserts, the operation and
   leading dimension it derives from each operand's layout, the transposed problem for
   a C-ordered output) and then run that column-major BLAS call with NumPy on strided
@@ -64,9 +65,17 @@ class Device:
                                 ctypes.POINTER(ctypes.c_uint), ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p,
                                 ctypes.c_char_p, ctypes.c_int]
         libc = ctypes.CDLL(None)
-        self.malloc, self.free = libc.malloc, libc.free
-        self.malloc.restype, self.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-        self.free.argtypes = [ctypes.c_void_p]
+        self._malloc = libc.malloc
+        self._malloc.restype, self._malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+        self.spare: dict[int, list[int]] = {}   # checked blocks by exact size, reused between launches
+
+    def block(self, nbytes: int) -> int:
+        """A heap block of exactly `nbytes` (AddressSanitizer's redzones right around it)."""
+        spare = self.spare.get(nbytes)
+        return spare.pop() if spare else self._malloc(max(nbytes, 1))
+
+    def release(self, nbytes: int, address: int) -> None:
+        self.spare.setdefault(nbytes, []).append(address)
 
     def allocated(self, array: "ndarray") -> "ndarray":
         if self.capture is not None:
@@ -267,10 +276,15 @@ class Function:
     def _run(self, grid, block, values) -> None:
         device = _device()
         storage, pointers, blocks = [], [], []
-        groups = _memory_groups([v for v in values if isinstance(v, ndarray)])
+        arrays = [v for v in values if isinstance(v, ndarray)]
+        groups = _memory_groups(arrays)
+        whole = {span for span in map(_allocation, arrays) if span is not None}
         for start, stop in groups:
-            address = device.malloc(max(stop - start, 1))
-            ctypes.memmove(address, start, stop - start)
+            if (start, stop) in whole:  # a NumPy allocation is an exact checked block already
+                blocks.append((start, stop, start))
+                continue
+            address = device.block(stop - start)
+            _bytes(address, stop - start)[...] = _bytes(start, stop - start)
             blocks.append((start, stop, address))
         for value in values:
             if isinstance(value, ndarray):
@@ -289,13 +303,33 @@ class Function:
                                    (ctypes.c_uint * 3)(*block), seed, self.module.shared_begin,
                                    self.module.shared_end, error, len(error))
             for start, stop, address in blocks:
-                ctypes.memmove(start, address, stop - start)
+                if address != start:
+                    _bytes(start, stop - start)[...] = _bytes(address, stop - start)
         finally:
-            for _, _, address in blocks:
-                device.free(address)
+            for start, stop, address in blocks:
+                if address != start:
+                    device.release(stop - start, address)
         if status:
             raise HarnessError(f"kernel {self.name} (grid {grid}, block {block}): {error.value.decode()} "
                                f"[harness seed {device.seed}]")
+
+
+def _bytes(address: int, nbytes: int) -> np.ndarray:
+    """The bytes at `address` as a NumPy array (its copies are memcpy: ctypes.memmove would go
+    through AddressSanitizer's byte-by-byte internal_memmove)."""
+    return np.ctypeslib.as_array((ctypes.c_ubyte * nbytes).from_address(address)) if nbytes else np.empty(0, np.uint8)
+
+
+def _allocation(array: np.ndarray) -> tuple[int, int] | None:
+    """The byte range of `array` when it is a whole NumPy allocation (malloc'd at exactly its size,
+    so AddressSanitizer's redzones surround it), else None (a view into a larger buffer)."""
+    owner = array
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    start = array.__array_interface__["data"][0]
+    if owner.flags.owndata and owner.__array_interface__["data"][0] == start and owner.nbytes == array.nbytes > 0:
+        return start, start + array.nbytes
+    return None
 
 
 def _memory_groups(arrays: list[ndarray]) -> list[tuple[int, int]]:

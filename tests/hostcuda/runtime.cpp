@@ -24,7 +24,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -75,6 +74,30 @@ nc_swap:
 
 namespace {
 
+// SplitMix64: a small, fast generator for the orders (std::mt19937_64 costs more than the
+// threads it orders in a block that runs as plain calls).
+struct Random {
+    using result_type = uint64_t;
+    uint64_t state = 0;
+    static constexpr uint64_t min() { return 0; }
+    static constexpr uint64_t max() { return ~(uint64_t)0; }
+    void seed(uint64_t value) { state = value; }
+    uint64_t operator()()
+    {
+        uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    }
+    size_t below(size_t bound) { return (size_t)(((unsigned __int128)(*this)() * bound) >> 64); }
+};
+
+// Fisher-Yates with Random::below (std::shuffle's distribution objects cost more).
+template <typename T> void shuffle(T* first, size_t count, Random& rng)
+{
+    for (size_t k = count; k > 1; --k) std::swap(first[k - 1], first[rng.below(k)]);
+}
+
 constexpr size_t STACK_SIZE = 256 * 1024;
 constexpr unsigned FULL = 0xffffffffu;
 
@@ -108,7 +131,7 @@ struct Launch {
     bool fibers_on = true;   // false: threads of this block run as plain calls
     bool synchronised = false;  // a barrier or exchange was used in this launch
     std::string error;
-    std::mt19937_64 rng;
+    Random rng;
     std::vector<char*> stacks;  // kept across launches
 } L;
 
@@ -227,7 +250,7 @@ void run_warp(unsigned warp)
             const unsigned tid = warp * 32 + lane;
             if (tid < L.threads && fiber_of(tid).state == READY) lanes[count++] = tid;
         }
-        std::shuffle(lanes, lanes + count, L.rng);
+        shuffle(lanes, count, L.rng);
         for (unsigned k = 0; k < count && L.error.empty(); ++k) {
             Fiber& f = fiber_of(lanes[k]);
             if (f.state != READY) continue;
@@ -281,13 +304,13 @@ void run_block_with_fibers()
             if (!release()) break;
             continue;
         }
-        run_warp(runnable[std::uniform_int_distribution<size_t>(0, runnable.size() - 1)(L.rng)]);
+        run_warp(runnable[L.rng.below(runnable.size())]);
     }
 }
 
 void run_block_directly(std::vector<unsigned>& order)
 {
-    std::shuffle(order.begin(), order.end(), L.rng);
+    shuffle(order.data(), order.size(), L.rng);
     for (unsigned tid : order) {
         threadIdx = {tid % blockDim.x, (tid / blockDim.x) % blockDim.y, tid / (blockDim.x * blockDim.y)};
         L.thunk(L.args);
@@ -372,7 +395,7 @@ int nc_launch(void (*thunk)(void**), void** args, const unsigned* grid, const un
     const uint64_t blocks = (uint64_t)grid[0] * grid[1] * grid[2];
     std::vector<uint64_t> order(blocks);
     for (uint64_t b = 0; b < blocks; ++b) order[b] = b;
-    std::shuffle(order.begin(), order.end(), L.rng);
+    shuffle(order.data(), order.size(), L.rng);
     std::vector<unsigned> threads(L.threads);
     for (unsigned t = 0; t < L.threads; ++t) threads[t] = t;
     for (uint64_t k = 0; k < blocks && L.error.empty(); ++k) {

@@ -57,20 +57,26 @@ def prepare(pairs: list[tuple[str, str]]) -> int:
     return len(pairs)
 
 
-def _host(value: object) -> np.ndarray:
-    return np.asarray(value.get() if isinstance(value, cupy_standin.ndarray) else value, dtype=np.float64)
+def _plain(value: object) -> np.ndarray:
+    """A NumPy view of a device array (no copy), or the value as an array."""
+    return value.view(np.ndarray) if isinstance(value, cupy_standin.ndarray) else np.asarray(value)
 
 
 def relative(got: object, want: object) -> float:
-    """max |got - want| / max |want| (both on the host, in float64); inf where shapes differ."""
-    got, want = _host(got), _host(want)
+    """max |got - want| / max |want|; inf where shapes or the positions of non-finite values differ."""
+    got, want = _plain(got), _plain(want)
     if got.shape != want.shape:
         return float("inf")
-    if not np.array_equal(np.isfinite(got), np.isfinite(want)):
-        return float("inf")
     finite = np.isfinite(want)
-    scale = max(float(np.abs(want[finite]).max(initial=0.0)), 1e-30)
-    return float(np.abs(got[finite] - want[finite]).max(initial=0.0)) / scale
+    if not np.array_equal(finite, np.isfinite(got)):
+        return float("inf")
+    if not finite.all():
+        got, want = got[finite], want[finite]
+    if got.size == 0:
+        return 0.0
+    scale = max(float(np.abs(want).max()), 1e-30)
+    return float(np.abs(got.astype(np.float64) - want).max()) / scale if got.dtype != want.dtype else \
+        float(np.abs(got - want).max()) / scale
 
 
 def _entries(module: object) -> list[str]:
@@ -100,6 +106,16 @@ def _compare(errors: dict, key: str, engines: list, workspaces: list, results: l
 WELL_CONDITIONED = {"eps": 1e-3}
 
 
+def batch(prog: CompiledProgram, rows: int, seed: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Random inputs and targets; regression targets sit 3 away from the outputs, since the loss
+    of one example whose output happens to sit on its target is all cancellation (in float32,
+    hundreds of ulps apart between two correct programs)."""
+    X, Y = random_batch(prog, rows, seed=seed)
+    if prog.module.TARGET_ENCODING not in ("onehot", "binary"):
+        Y = Y + 3.0
+    return X * scale, Y
+
+
 def compare_programs(gpu: CompiledProgram, ref: CompiledProgram, batches, calls: int = 3, seed: int = 0,
                      scale: float = 1.0) -> dict[str, float]:
     """Every entry point of both programs on the same data: {quantity: relative difference}.
@@ -119,8 +135,7 @@ def compare_programs(gpu: CompiledProgram, ref: CompiledProgram, batches, calls:
     start = ref.flatten(params)
     errors: dict[str, float] = {}
     for n in batches:
-        X, Y = random_batch(ref, n, seed=seed + n)
-        Xc, T = ref.prepare(X * scale, Y)
+        Xc, T = ref.prepare(*batch(ref, n, seed + n, scale))
         workspaces = [engine.workspace(n) for engine in engines]
         for engine, ws in zip(engines, workspaces):
             ws.X[...] = engine.device(Xc)
@@ -143,7 +158,9 @@ def compare_programs(gpu: CompiledProgram, ref: CompiledProgram, batches, calls:
                         gpu_engine.state[name][...] = gpu_engine.device(state)
                 args = ()
                 if entry.startswith("step_"):
-                    lr = 0.02 if calls > 1 and call == calls - 1 else 0.05
+                    # small steps: a large Adam or RMSprop step saturates a softmax, and a loss
+                    # near zero (log-sum-exp minus the target logit) is all cancellation
+                    lr = 0.001 if calls > 1 and call == calls - 1 else 0.002
                     args = (lr, call + 1, *hyper)
                 results = [getattr(ws, entry)(*args) for ws in workspaces]
                 _compare(errors, f"n={n} {entry} call {call + 1}:", engines, workspaces, results, entry)
@@ -155,7 +172,7 @@ def entry_points(model: str, dtype: str, batches=(1, 7, 256), calls: int = 3, sc
     return compare_programs(*programs(model, dtype), batches, calls, scale=scale)
 
 
-def grid_stride(model: str, dtype: str, calls: int = 2) -> dict:
+def grid_stride(model: str, dtype: str, calls: int = 1) -> dict:
     """A model of cuda_models.large() at its batch size: the differences, and the launches made."""
     _, batch = large()[model]
     device = cupy_standin.DEVICE
