@@ -12,10 +12,16 @@ test_cuda_gpu.py.
 """
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from cuda_models import large, matrix
 
+ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted(matrix())
 DTYPES = ("float64", "float32")
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
@@ -78,3 +84,111 @@ def _elements(shape: object) -> int:
     for d in shape:
         count *= d
     return count
+
+
+TRAINING = {
+    "digits adam minibatch, validation, diagnostics": (
+        "digits", "float64", dict(mode="minibatch", batch_size=16, epochs=3, lr=0.003, optimizer="adam",
+                                  eps=1e-3, val_split=0.2, diagnostics=True)),
+    "xor nesterov gd, cosine schedule": (
+        "xor", "float64", dict(mode="gd", epochs=30, lr=0.5, optimizer="nesterov", schedule="cosine")),
+    "bce momentum sgd (float32)": (
+        "relu_leaky_bce_l1", "float32", dict(mode="sgd", epochs=2, lr=0.01, optimizer="momentum")),
+    "hidden softmax sgd minibatch with a partial batch (float32)": (
+        "hidden_softmax_stack", "float32", dict(mode="minibatch", batch_size=7, epochs=3, lr=0.05, optimizer="sgd")),
+    "logits rmsprop minibatch, step schedule": (
+        "softplus_identity_logits", "float64", dict(mode="minibatch", batch_size=9, epochs=3, lr=0.002,
+                                                    optimizer="rmsprop", eps=1e-3, schedule="step", step_size=2)),
+}
+TRAINING_TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+
+
+@pytest.mark.parametrize("case", sorted(TRAINING))
+def test_training_matches_the_numpy_backend(host_cuda, case: str) -> None:
+    """A few epochs of nc.train (shuffled batches, schedules, validation, diagnostics) end with the
+    NumPy backend's parameters and history: float64 to 1e-10, float32 to 1e-4 (round-off compounds
+    over the updates)."""
+    name, dtype, settings = TRAINING[case]
+    errors = host_cuda.call("training", model=name, dtype=dtype, **settings)
+    assert errors.pop("epochs") == 0.0, "the runs have different numbers of epochs"
+    assert f"epoch {settings['epochs']} loss" in errors
+    assert_close(errors, TRAINING_TOLERANCE[dtype])
+
+
+# -- GPU memory ------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_memory_estimate_is_what_the_driver_allocates(host_cuda, dtype: str) -> None:
+    """The bytes the engine checks against the GPU's free memory before allocating (parameter and
+    gradient vectors, optimizer state, workspace_bytes(n) for build(n)) are the bytes the driver
+    then allocates, for every model of the CUDA set."""
+    for name in MODELS:
+        found = host_cuda.call("allocations", model=name, dtype=dtype)
+        assert len(found) == 1 + 5 + 3
+        wrong = {piece: pair for piece, pair in found.items() if pair[0] != pair[1]}
+        assert not wrong, f"{name}: (allocated, estimated) differ for {wrong}"
+
+
+DIGITS_FLOAT32_PARAMS = 2410
+MEMORY_CASES = {
+    "the batch's buffers": (60_000, dict(mode="gd", optimizer="adam"), 40 * 2**20,
+                            r"^a batch of 60000 rows needs [\d.,]+ MiB of GPU memory but only [\d.,]+ MiB is "
+                            r"available: use a smaller batch$"),
+    "the training data": (200_000, dict(mode="minibatch", batch_size=32), 40 * 2**20,
+                          r"^copying an array of shape \(200000, 64\) \(float32\) to the GPU needs [\d.,]+ MiB of GPU "
+                          r"memory but only [\d.,]+ MiB is available: use less data or a smaller model$"),
+    "the parameters": (64, dict(mode="gd"), 10_000,
+                       rf"^the parameter and gradient vectors of {DIGITS_FLOAT32_PARAMS} entries needs [\d.]+ MiB of GPU "
+                       r"memory but only [\d.]+ MiB is available: use a smaller model$"),
+    "the optimizer state": (64, dict(mode="gd", optimizer="adam"), 3 * 4 * DIGITS_FLOAT32_PARAMS,
+                            r"^the adam state vector 'v' needs [\d.]+ MiB of GPU memory but only [\d.]+ MiB is "
+                            r"available: use a smaller model$"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MEMORY_CASES))
+def test_what_does_not_fit_in_gpu_memory_fails_in_one_line_before_allocating(host_cuda, case: str) -> None:
+    """With the device's free memory (memGetInfo) too small, nc.train raises one DataError line
+    naming what does not fit, and nothing of that is allocated."""
+    rows, settings, free, message = MEMORY_CASES[case]
+    result = host_cuda.call("memory_refusal", model="digits", dtype="float32", free=free, rows=rows,
+                            epochs=1, **settings)
+    assert result["error"] is not None and "\n" not in result["error"]
+    assert re.match(message, result["error"]), result["error"]
+    allowed = {(DIGITS_FLOAT32_PARAMS,), (rows, 64), (rows, 10), (rows,)}
+    assert set(result["allocated"]) <= allowed, result["allocated"]
+
+
+def test_cli_run_on_a_gpu_without_room_exits_2_in_one_line(host_cuda) -> None:
+    done = host_cuda.call("cli", args=["run", str(ROOT / "examples" / "digits.py"), "--data", "digits",
+                                       "--backend", "cuda", "--epochs", "1"], free=1000)
+    assert done["status"] == 2
+    err = done["stderr"].strip()
+    assert "\n" not in err and re.match(r"^nncompile: error: the parameter and gradient vectors of \d+ entries needs "
+                                        r".* of GPU memory but only .* is available: use a smaller model$", err), err
+
+
+def test_cli_run_trains_with_the_cuda_backend(host_cuda) -> None:
+    """`nncompile run --backend cuda` end to end (data, progress, evaluation, summary) on host execution."""
+    done = host_cuda.call("cli", args=["run", str(ROOT / "examples" / "xor.py"), "--data", "xor", "--backend",
+                                       "cuda", "--epochs", "300", "--quiet", "--json"])
+    assert done["status"] == 0, done["stderr"]
+    summary = json.loads(done["stdout"])
+    assert summary["history"][-1]["loss"] < 0.05, summary["history"][-1]
+
+
+def test_standalone_cuda_script_trains_as_the_numpy_script(host_cuda, tmp_path) -> None:
+    """The scripts `nncompile generate` writes for both backends, run with the same flags, save the
+    same weights."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    np.savez(tmp_path / "data.npz", X=X, y=(X[:, 0] * X[:, 1] > 0).astype(float))
+    runs = host_cuda.call("scripts", model_file=str(ROOT / "examples" / "xor.py"), folder=str(tmp_path),
+                          args=["--data", str(tmp_path / "data.npz"), "--mode", "minibatch", "--batch-size", "8",
+                                "--epochs", "20", "--lr", "0.5", "--optimizer", "momentum"])
+    for backend, run in runs.items():
+        assert run["status"] == 0, (backend, run["stderr"])
+    numpy_weights, cuda_weights = runs["numpy"]["weights"], runs["cuda"]["weights"]
+    assert numpy_weights and set(cuda_weights) == set(numpy_weights)
+    for key, value in numpy_weights.items():
+        scale = max(float(np.abs(value).max()), 1e-30)
+        assert float(np.abs(cuda_weights[key] - value).max()) / scale <= 1e-10, key

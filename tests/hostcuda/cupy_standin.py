@@ -4,9 +4,10 @@ Installed as ``cupy`` (`install`) in a worker process, it lets the real driver r
 unchanged: `nc.compile(model, backend="cuda")`, the generated module's `build`, its
 entry points, `nc.train`.  What each piece does instead of the GPU:
 
-- arrays (`ndarray`) are NumPy arrays in host memory, refused where CuPy refuses host
-  arrays (as kernel or cuBLAS arguments, in ufuncs mixed with device arrays, assigned
-  into a device array); `get` copies to a plain NumPy array, `set` checks like CuPy;
+- arrays (`ndarray`) wrap NumPy arrays in host memory, with CuPy's manners: no implicit
+  conversion to NumPy (np.asarray raises, host arrays are refused in ufuncs with device
+  arrays, as kernel or cuBLAS arguments and in assignments), `get` copies to the host,
+  `set` checks like CuPy;
   every allocation is recorded (`Device.allocations`), and `cuda.runtime.memGetInfo`
   reports a capacity minus the live allocations;
 - `RawModule(code=...)` compiles the source with g++ against `cuda_host.h` (see
@@ -33,6 +34,8 @@ import types
 import weakref
 
 import numpy as np
+
+from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from . import build
 
@@ -113,12 +116,97 @@ def _device() -> Device:
 
 
 # -- arrays ---------------------------------------------------------------------------------
-class ndarray(np.ndarray):  # noqa: N801  (CuPy's name)
-    """A device array: host memory, with CuPy's refusals of host arrays."""
+def _unwrap(value: object, what: str) -> object:
+    """A device array's host memory; a host array where CuPy needs a device array is refused."""
+    if isinstance(value, ndarray):
+        return value._a
+    if isinstance(value, np.ndarray) and value.ndim > 0:
+        raise TypeError(f"Unsupported type numpy.ndarray in {what} (CuPy refuses host arrays here)")
+    if isinstance(value, (tuple, list)):
+        return type(value)(_unwrap(v, what) for v in value)
+    return value
+
+
+def _wrap(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return ndarray(value)
+    if isinstance(value, tuple):
+        return tuple(_wrap(v) for v in value)
+    return value
+
+
+class ndarray(NDArrayOperatorsMixin):  # noqa: N801  (CuPy's name)
+    """A device array: host memory behind CuPy's manners.
+
+    Like cupy.ndarray it is no NumPy array: implicit conversion (np.asarray, a NumPy
+    function mixing it with host arrays, assigning a host array into it) raises, and
+    `get` is the way to the host.  Operators, ufuncs, NumPy functions and methods run on
+    the memory behind it and give device arrays.
+    """
+
+    __slots__ = ("_a", "__weakref__")
+
+    def __init__(self, array: np.ndarray) -> None:
+        self._a = array
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a "
+                        "NumPy array explicitly.")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        inputs = _unwrap(inputs, ufunc.__name__)
+        kwargs = {k: _unwrap(v, ufunc.__name__) for k, v in kwargs.items()}
+        return _wrap(getattr(ufunc, method)(*inputs, **kwargs))
+
+    def __array_function__(self, func, types, args, kwargs):
+        args = _unwrap(args, func.__name__)
+        kwargs = {k: _unwrap(v, func.__name__) for k, v in kwargs.items()}
+        return _wrap(func(*args, **kwargs))
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._a, name)
+        if not callable(attribute):
+            return _wrap(attribute) if name != "base" else attribute
+        def method(*args, **kwargs):
+            args = _unwrap(args, name)
+            kwargs = {k: _unwrap(v, name) for k, v in kwargs.items()}
+            return _wrap(attribute(*args, **kwargs))
+        return method
+
+    def __getitem__(self, key) -> object:
+        return _wrap(self._a[_unwrap(key, "indexing")])
+
+    def __setitem__(self, key, value) -> None:
+        if isinstance(value, np.ndarray) and value.ndim > 0:
+            raise TypeError("CuPy refuses to assign a NumPy array into a device array (copy it with cupy.asarray)")
+        self._a[_unwrap(key, "indexing")] = _unwrap(value, "assignment")
+
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    size = property(lambda self: self._a.size)
+    ndim = property(lambda self: self._a.ndim)
+    nbytes = property(lambda self: self._a.nbytes)
+    flags = property(lambda self: self._a.flags)
+    T = property(lambda self: ndarray(self._a.T))
+
+    def __len__(self) -> int:
+        return len(self._a)
+
+    def __float__(self) -> float:
+        return float(self._a)
+
+    def __int__(self) -> int:
+        return int(self._a)
+
+    def __bool__(self) -> bool:
+        return bool(self._a)
+
+    def __repr__(self) -> str:
+        return f"device {self._a!r}"
 
     def get(self, stream=None, order="C", out=None) -> np.ndarray:
         _device().outside_capture("ndarray.get")
-        host = np.array(self.view(np.ndarray), order=order, copy=True)
+        host = np.array(self._a, order=order, copy=True)
         if out is not None:
             out[...] = host
             return out
@@ -126,49 +214,21 @@ class ndarray(np.ndarray):  # noqa: N801  (CuPy's name)
 
     def set(self, arr: np.ndarray, stream=None) -> None:
         _device().outside_capture("ndarray.set")
-        if not isinstance(arr, np.ndarray) or isinstance(arr, ndarray):
+        if not isinstance(arr, np.ndarray):
             raise TypeError("Only numpy.ndarray can be set to cupy.ndarray")
         if self.dtype != arr.dtype:
             raise TypeError(f"{arr.dtype} array cannot be set to {self.dtype} array")
         if self.shape != arr.shape:
             raise ValueError(f"Shape mismatch. Old shape: {self.shape}, new shape: {arr.shape}")
-        self.view(np.ndarray)[...] = arr
+        self._a[...] = arr
 
     def copy(self, order="C") -> "ndarray":
-        return _device().allocated(np.array(self.view(np.ndarray), order=order, copy=True).view(ndarray))
-
-    def __setitem__(self, key, value) -> None:
-        if _host_array(value):
-            raise TypeError("CuPy refuses to assign a NumPy array into a device array (copy it with cupy.asarray)")
-        super().__setitem__(key, value)
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        operands = inputs + tuple(kwargs.get("out", ()))
-        if any(_host_array(x) for x in operands):
-            raise TypeError(f"Unsupported type numpy.ndarray in {ufunc.__name__} with a device array (as CuPy)")
-        plain = [x.view(np.ndarray) if isinstance(x, ndarray) else x for x in inputs]
-        if "out" in kwargs:
-            kwargs["out"] = tuple(x.view(np.ndarray) if isinstance(x, ndarray) else x for x in kwargs["out"])
-        result = getattr(ufunc, method)(*plain, **kwargs)
-        if "out" in kwargs:
-            return kwargs["out"][0] if len(kwargs["out"]) == 1 else kwargs["out"]
-        return _wrap(result)
-
-
-def _host_array(value: object) -> bool:
-    return isinstance(value, np.ndarray) and not isinstance(value, ndarray) and value.ndim > 0
-
-
-def _wrap(result):
-    if isinstance(result, tuple):
-        return tuple(_wrap(r) for r in result)
-    if isinstance(result, np.ndarray) and not isinstance(result, ndarray):
-        return result.view(ndarray)
-    return result
+        return _new(np.array(self._a, order=order, copy=True))
 
 
 def _new(array: np.ndarray) -> ndarray:
-    return _device().allocated(np.array(array, order="C", copy=False if array.flags.c_contiguous else True).view(ndarray))
+    """A fresh device allocation holding `array` (which must own its memory)."""
+    return ndarray(_device().allocated(array))
 
 
 def zeros(shape, dtype=float, order="C") -> ndarray:
@@ -185,8 +245,8 @@ def empty(shape, dtype=float, order="C") -> ndarray:
 
 
 def asarray(a, dtype=None, order=None) -> ndarray:
-    if isinstance(a, ndarray) and (dtype is None or a.dtype == dtype):
-        return a
+    if isinstance(a, ndarray):
+        return a if dtype is None or a.dtype == dtype else _new(a._a.astype(dtype))
     _device().outside_capture("cupy.asarray (a copy to the device)")
     return _new(np.array(a, dtype=dtype, copy=True))
 
@@ -263,7 +323,7 @@ class Function:
                 raise HarnessError(f"{where} gets a {arg.dtype} array: the kernel would read its bytes as {param.base}")
             if not arg.flags.c_contiguous:
                 raise HarnessError(f"{where} gets a non-contiguous view: the kernel would read it as contiguous")
-            return arg
+            return arg._a
         if isinstance(arg, ndarray) or not np.isscalar(arg):
             raise HarnessError(f"{where} must be a scalar, got {type(arg).__name__}")
         # CuPy passes a Python int as long long and a Python float as double
@@ -276,7 +336,7 @@ class Function:
     def _run(self, grid, block, values) -> None:
         device = _device()
         storage, pointers, blocks = [], [], []
-        arrays = [v for v in values if isinstance(v, ndarray)]
+        arrays = [v for v in values if isinstance(v, np.ndarray)]
         groups = _memory_groups(arrays)
         whole = {span for span in map(_allocation, arrays) if span is not None}
         for start, stop in groups:
@@ -287,7 +347,7 @@ class Function:
             _bytes(address, stop - start)[...] = _bytes(start, stop - start)
             blocks.append((start, stop, address))
         for value in values:
-            if isinstance(value, ndarray):
+            if isinstance(value, np.ndarray):
                 start = value.__array_interface__["data"][0]
                 base = next(b for b in blocks if b[0] <= start < b[1] or (start == b[0] == b[1]))
                 cell = ctypes.c_void_p(base[2] + (start - base[0]))
@@ -369,7 +429,7 @@ def _column_major(a: ndarray, rows: int, cols: int, ld: int, what: str) -> np.nd
     """The rows x cols column-major matrix with leading dimension ld that cuBLAS sees at a's address."""
     if ld < max(1, rows):
         raise HarnessError(f"{what}: leading dimension {ld} < {rows} rows (cuBLAS returns CUBLAS_STATUS_INVALID_VALUE)")
-    flat = a.view(np.ndarray).ravel(order="K")
+    flat = a.ravel(order="K")
     if rows and cols and (rows - 1) + (cols - 1) * ld >= flat.size:
         raise HarnessError(f"{what}: a {rows}x{cols} matrix with leading dimension {ld} reaches past its buffer")
     return np.lib.stride_tricks.as_strided(flat, (rows, cols), (flat.itemsize, ld * flat.itemsize))
@@ -384,15 +444,17 @@ def _blas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) -> None:
     C[...] = alpha * product + beta * C if beta else alpha * product
 
 
-def _require_device(*arrays) -> None:
+def _memory_of(*arrays) -> list[np.ndarray]:
+    """The host memory behind device arrays; anything else is refused, as CuPy's cuBLAS calls do."""
     for x in arrays:
         if not isinstance(x, ndarray):
             raise HarnessError(f"cuBLAS gets a {type(x).__name__} where CuPy needs a device array")
+    return [x._a for x in arrays]
 
 
 def _gemm(transa, transb, a, b, out=None, alpha=1.0, beta=0.0):
     """cupy.cublas.gemm: out = alpha op(a) op(b) + beta out, with CuPy's checks and layout choices."""
-    _require_device(a, b, out)
+    a, b, out = _memory_of(a, b, out)
     assert a.ndim == b.ndim == 2
     assert a.dtype == b.dtype
     if a.dtype.char not in "fd":
@@ -417,19 +479,19 @@ def _gemm(transa, transb, a, b, out=None, alpha=1.0, beta=0.0):
     else:  # out.T = alpha op(b).T op(a).T + beta out.T, as CuPy computes it
         work = lambda: _blas_gemm(1 - tb, 1 - ta, n, m, k, alpha, b, ldb, a, lda, beta, out, n)  # noqa: E731
     _device().submit(description, work)
-    return out
+    return ndarray(out)
 
 
 def _blas_gemv(trans, m, n, alpha, a, lda, x, beta, y) -> None:
     """cublas<t>gemv on a column-major A (m x n): y = alpha op(A) x + beta y (y not read when beta = 0)."""
     A = _column_major(a, m, n, lda, "gemv A")
-    product = (A if trans == N else A.T) @ x.view(np.ndarray)
-    y.view(np.ndarray)[...] = alpha * product + beta * y.view(np.ndarray) if beta else alpha * product
+    product = (A if trans == N else A.T) @ x
+    y[...] = alpha * product + beta * y if beta else alpha * product
 
 
 def _gemv(transa, alpha, a, x, beta, y):
     """cupy.cublas.gemv: y = alpha op(a) x + beta y, with CuPy's checks and layout choices."""
-    _require_device(a, x, y)
+    a, x, y = _memory_of(a, x, y)
     if a.dtype.char not in "fd":
         raise TypeError("invalid dtype")
     assert a.ndim == 2
@@ -451,7 +513,7 @@ def _gemv(transa, alpha, a, x, beta, y):
     else:
         raise HarnessError("gemv on a non-contiguous matrix: CuPy would copy it (an allocation in every call)")
     _device().submit(description, work)
-    return y
+    return ndarray(y)
 
 
 # -- streams and graphs ---------------------------------------------------------------------

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import runpy
+import sys
 import types
+from pathlib import Path
 
 import numpy as np
 
@@ -59,7 +62,7 @@ def prepare(pairs: list[tuple[str, str]]) -> int:
 
 def _plain(value: object) -> np.ndarray:
     """A NumPy view of a device array (no copy), or the value as an array."""
-    return value.view(np.ndarray) if isinstance(value, cupy_standin.ndarray) else np.asarray(value)
+    return value._a if isinstance(value, cupy_standin.ndarray) else np.asarray(value)
 
 
 def relative(got: object, want: object) -> float:
@@ -118,7 +121,8 @@ def batch(prog: CompiledProgram, rows: int, seed: int, scale: float = 1.0) -> tu
 
 def compare_programs(gpu: CompiledProgram, ref: CompiledProgram, batches, calls: int = 3, seed: int = 0,
                      scale: float = 1.0) -> dict[str, float]:
-    """Every entry point of both programs on the same data: {quantity: relative difference}.
+    """Every entry point of both programs on the same data: {quantity: relative difference},
+    and the bytes of device memory the CUDA calls allocated (the driver allocates in build only).
 
     Each entry point is called `calls` times on one workspace (eager, captured into a
     graph, replayed); steps count 1, 2, 3, ... as in training, the last with a new
@@ -134,6 +138,7 @@ def compare_programs(gpu: CompiledProgram, ref: CompiledProgram, batches, calls:
             engine.reset_state(optimizer)
     start = ref.flatten(params)
     errors: dict[str, float] = {}
+    device, allocated = cupy_standin.DEVICE, 0
     for n in batches:
         Xc, T = ref.prepare(*batch(ref, n, seed + n, scale))
         workspaces = [engine.workspace(n) for engine in engines]
@@ -162,8 +167,12 @@ def compare_programs(gpu: CompiledProgram, ref: CompiledProgram, batches, calls:
                     # near zero (log-sum-exp minus the target logit) is all cancellation
                     lr = 0.001 if calls > 1 and call == calls - 1 else 0.002
                     args = (lr, call + 1, *hyper)
-                results = [getattr(ws, entry)(*args) for ws in workspaces]
+                results = [getattr(workspaces[0], entry)(*args)]
+                before = len(device.allocations)
+                results.append(getattr(workspaces[1], entry)(*args))
+                allocated += sum(nbytes for _, _, nbytes in device.allocations[before:])
                 _compare(errors, f"n={n} {entry} call {call + 1}:", engines, workspaces, results, entry)
+    errors["bytes allocated by the calls"] = float(allocated)   # the driver promises none
     return errors
 
 
@@ -213,7 +222,8 @@ def _allocated_during(action) -> int:
 
 
 def allocations(model: str, dtype: str, batches=(1, 7, 300)) -> dict:
-    """Bytes the driver allocates against what the program says it needs, piece by piece."""
+    """{piece: (bytes the driver allocated, bytes the program said it needs)}: the parameter and
+    gradient vectors, each optimizer's state, and build(n)'s buffers for each batch size."""
     gpu, _ = programs(model, dtype)
     module = gpu.module
     itemsize = np.dtype(dtype).itemsize
@@ -223,18 +233,11 @@ def allocations(model: str, dtype: str, batches=(1, 7, 300)) -> dict:
                                  2 * module.N_PARAMS * itemsize)
     engine = holder["engine"]
     for optimizer, (names, _) in module.OPTIMIZERS.items():
+        new = len([name for name in names if name not in engine.state])
         found[f"state of {optimizer}"] = (_allocated_during(lambda: engine.reset_state(optimizer)),
-                                          len([n for n in names if n not in engine.state]) * module.N_PARAMS * itemsize)
+                                          new * module.N_PARAMS * itemsize)
     for n in batches:
-        found[f"workspace for n={n}"] = (_allocated_during(lambda: engine.workspace(n)), module.workspace_bytes(n))
-        ws = engine.workspace(n)
-
-        def run_all() -> None:
-            for entry in _entries(module):
-                args = (0.1, 1, *hyperparameters(module, entry[5:], {})) if entry.startswith("step_") else ()
-                for _ in range(3):
-                    getattr(ws, entry)(*args)
-        found[f"entry points for n={n}"] = (_allocated_during(run_all), 0)
+        found[f"build({n})"] = (_allocated_during(lambda: engine.workspace(n)), module.workspace_bytes(n))
     return found
 
 
@@ -248,10 +251,10 @@ def _capacity(nbytes: int):
         device.capacity = saved
 
 
-def memory_refusal(model: str, dtype: str, free: int, **settings: object) -> dict:
-    """nc.train with `free` bytes of device memory left: the error and what was allocated."""
+def memory_refusal(model: str, dtype: str, free: int, rows: int = 64, **settings: object) -> dict:
+    """nc.train with `free` bytes of device memory left: the error, and the shapes allocated."""
     gpu, ref = programs(model, dtype)
-    X, Y = random_batch(ref, settings.pop("rows", 64), seed=1)
+    X, Y = random_batch(ref, rows, seed=1)
     with _capacity(free) as device:
         before = len(device.allocations)
         try:
@@ -295,3 +298,30 @@ def planted(model: str, dtype: str, edits: list[tuple[str, str]], batches=(7, 25
     exec(compile(text, f"<planted {model} {dtype}>", "exec"), module.__dict__)  # noqa: S102 (our own text)
     mutant = CompiledProgram(MODELS[model], module, gpu.source_path, "cuda", dtype)
     return compare_programs(mutant, ref, batches, calls)
+
+
+# -- the command line and standalone scripts ------------------------------------------------
+def scripts(model_file: str, args: list[str], folder: str, dtype: str = "float64") -> dict:
+    """`nncompile generate` for numpy and cuda, each script run in this process with `args`
+    (plus --save): {backend: {"status", "stdout", "stderr", "weights"}}."""
+    results = {}
+    for backend in ("numpy", "cuda"):
+        path = Path(folder) / f"train_{backend}.py"
+        made = cli(["generate", model_file, "--backend", backend, "--dtype", dtype, "-o", str(path)])
+        if made["status"] != 0:
+            raise AssertionError(f"generate --backend {backend} failed: {made['stderr']}")
+        weights = Path(folder) / f"{backend}.npz"
+        out, err = io.StringIO(), io.StringIO()
+        argv = sys.argv
+        sys.argv = [str(path), *args, "--save", str(weights)]
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                runpy.run_path(str(path), run_name="__main__")
+            status = 0
+        except SystemExit as exc:
+            status = exc.code
+        finally:
+            sys.argv = argv
+        saved = dict(np.load(weights)) if weights.exists() else {}
+        results[backend] = {"status": status, "stdout": out.getvalue(), "stderr": err.getvalue(), "weights": saved}
+    return results
