@@ -192,3 +192,33 @@ def test_standalone_cuda_script_trains_as_the_numpy_script(host_cuda, tmp_path) 
     for key, value in numpy_weights.items():
         scale = max(float(np.abs(value).max()), 1e-30)
         assert float(np.abs(cuda_weights[key] - value).max()) / scale <= 1e-10, key
+
+
+# -- proof that it can fail ------------------------------------------------------------------
+#: Bugs planted in the generated digits program (kernels and driver), one at a time.
+PLANTED = {
+    "column index i / width for i % width": [("const int col = (int)(i % 32);", "const int col = (int)(i / 32);")],
+    "warp sum missing its last shuffle": [("for (int offset = 16; offset > 0; offset /= 2) v +=",
+                                           "for (int offset = 16; offset > 1; offset /= 2) v +=")],
+    "block reduction missing a __syncthreads()": [("    if (lane == 0) partial[warp] = v;\n    __syncthreads();\n",
+                                                   "    if (lane == 0) partial[warp] = v;\n")],
+    "row loop one past the row": [("col < 10; col += 32", "col <= 10; col += 32")],
+    "row kernels launched on an elementwise grid": [("(rows_grid(n), BLOCK", "(grid(n), BLOCK")],
+    "map loop one short": [("i < total;", "i < total - 1;")],
+}
+
+
+@pytest.mark.parametrize("bug", sorted(PLANTED))
+def test_host_execution_catches_planted_bugs(host_cuda, bug: str) -> None:
+    """Each bug makes the comparison fail, the harness stop the launch, or AddressSanitizer end the
+    worker with a report naming the kernel (the worker then restarts for the next test)."""
+    from hostcuda.client import ScenarioFailed, WorkerDied
+    try:
+        errors = host_cuda.call("planted", model="digits", dtype="float64", edits=PLANTED[bug], batches=(7, 37, 256))
+    except WorkerDied as exc:
+        assert "ERROR: AddressSanitizer" in str(exc) and "kernels-" in str(exc), str(exc)[-3000:]
+        return
+    except ScenarioFailed as exc:
+        assert "HarnessError" in str(exc), str(exc)[-3000:]
+        return
+    assert any(not value <= TOLERANCE["float64"] for value in errors.values()), "the planted bug went unnoticed"

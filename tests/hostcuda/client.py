@@ -65,9 +65,19 @@ class Worker:
         return reply
 
     def _log_tail(self, limit: int = 6000) -> str:
+        """The end of the worker's output, or the start of AddressSanitizer's report when there is one."""
         self.log.seek(0)
         text = self.log.read().decode(errors="replace")
-        return text[-limit:]
+        report = text.find("ERROR: AddressSanitizer")
+        if report < 0:
+            return text[-limit:]
+        start = text.rfind("\n", 0, report) + 1
+        launch = text.find("host CUDA harness: the error above happened in", start)
+        lines = text[start:].splitlines()
+        head = lines[:6] + [line for line in lines if " is located " in line][:1]
+        if launch >= 0:
+            head.append(text[launch:].split("\n")[0])
+        return "\n".join(head)
 
     def _stop(self) -> None:
         if self.process is not None:

@@ -66,7 +66,7 @@ class Device:
         self.launch.restype = ctypes.c_int
         self.launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint),
                                 ctypes.POINTER(ctypes.c_uint), ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p,
-                                ctypes.c_char_p, ctypes.c_int]
+                                ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
         libc = ctypes.CDLL(None)
         self._malloc = libc.malloc
         self._malloc.restype, self._malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
@@ -346,13 +346,16 @@ class Function:
             address = device.block(stop - start)
             _bytes(address, stop - start)[...] = _bytes(start, stop - start)
             blocks.append((start, stop, address))
-        for value in values:
+        described = []
+        for param, value in zip(self.params, values):
             if isinstance(value, np.ndarray):
                 start = value.__array_interface__["data"][0]
                 base = next(b for b in blocks if b[0] <= start < b[1] or (start == b[0] == b[1]))
                 cell = ctypes.c_void_p(base[2] + (start - base[0]))
+                described.append(f"{param.name} = {value.nbytes} bytes at {cell.value:#x}")
             else:
                 cell = np.ctypeslib.as_ctypes_type(value.dtype)(value.item())
+                described.append(f"{param.name} = {value.item()}")
             storage.append(cell)
             pointers.append(ctypes.cast(ctypes.byref(cell), ctypes.c_void_p))
         argv = (ctypes.c_void_p * max(len(pointers), 1))(*[p.value for p in pointers])
@@ -361,7 +364,8 @@ class Function:
         try:
             status = device.launch(ctypes.cast(self.thunk, ctypes.c_void_p), argv, (ctypes.c_uint * 3)(*grid),
                                    (ctypes.c_uint * 3)(*block), seed, self.module.shared_begin,
-                                   self.module.shared_end, error, len(error))
+                                   self.module.shared_end, error, len(error),
+                                   f"kernel {self.name}(grid {grid}, block {block}; {', '.join(described)})".encode())
             for start, stop, address in blocks:
                 if address != start:
                     _bytes(start, stop - start)[...] = _bytes(address, stop - start)

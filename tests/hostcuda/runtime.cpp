@@ -34,8 +34,10 @@
 
 #if NC_ASAN
 extern "C" void __asan_unpoison_memory_region(void const volatile* addr, size_t size);
+extern "C" void __asan_set_death_callback(void (*callback)(void));
 #else
 static void __asan_unpoison_memory_region(void const volatile*, size_t) {}
+static void __asan_set_death_callback(void (*)(void)) {}
 #endif
 
 extern "C" {
@@ -133,6 +135,7 @@ struct Launch {
     std::string error;
     Random rng;
     std::vector<char*> stacks;  // kept across launches
+    std::string description;    // the launch and its buffers' addresses, printed if ASan stops it
 } L;
 
 std::string where()
@@ -141,6 +144,12 @@ std::string where()
     std::snprintf(text, sizeof text, " (block %u,%u,%u, thread %u,%u,%u)", blockIdx.x, blockIdx.y, blockIdx.z,
                   threadIdx.x, threadIdx.y, threadIdx.z);
     return text;
+}
+
+void describe_launch()
+{
+    std::fprintf(stderr, "host CUDA harness: the error above happened in %s%s\n", L.description.c_str(),
+                 where().c_str());
 }
 
 void fail(const std::string& message)
@@ -380,8 +389,12 @@ const uint64_t* nc_warp_exchange(unsigned mask, uint64_t bits, const char* what)
 
 // Run the grid of one launch; 0 on success, else 1 with a message in `error`.
 int nc_launch(void (*thunk)(void**), void** args, const unsigned* grid, const unsigned* block, uint64_t seed,
-              char* shared_begin, char* shared_end, char* error, int error_size)
+              char* shared_begin, char* shared_end, char* error, int error_size, const char* description)
 {
+    static bool announced = false;
+    if (!announced) __asan_set_death_callback(describe_launch);
+    announced = true;
+    L.description = description;
     L.thunk = thunk;
     L.args = args;
     L.error.clear();
