@@ -25,7 +25,7 @@ HEADER = HERE / "cuda_host.h"
 RUNTIME = HERE / "runtime.cpp"
 KERNEL = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
 TYPEDEF = re.compile(r"^typedef (\w+(?: \w+)*) (\w+);", re.M)
-FLAGS = ["-std=c++17", "-O1", "-g", "-fPIC", "-shared", "-ffp-contract=off", "-fno-omit-frame-pointer",
+FLAGS = ["-std=c++17", "-g", "-fPIC", "-shared", "-ffp-contract=off", "-fno-omit-frame-pointer",
          "-Wno-unused-variable", "-Wno-unused-function"]
 
 
@@ -108,7 +108,7 @@ class Builder:
         self.cxx = compiler()
         if self.cxx is None:
             raise BuildError("no C++ compiler (g++) on PATH")
-        self.flags = FLAGS + (["-fsanitize=address", "-DNC_ASAN=1"] if asan else ["-DNC_ASAN=0"])
+        self.flags = FLAGS + ["-O0"] + (["-fsanitize=address", "-DNC_ASAN=1"] if asan else ["-DNC_ASAN=0"])
         self.version = subprocess.run([self.cxx, "--version"], capture_output=True, text=True).stdout
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="g++")
         self.pending: dict[str, Future] = {}
@@ -138,7 +138,7 @@ class Builder:
         Built without -fsanitize=address: its own memory needs no checking.
         """
         key = self._key(RUNTIME.read_text())
-        flags = [f.replace("-O1", "-O2") for f in FLAGS] + [f"-DNC_ASAN={int(self.asan)}"]
+        flags = FLAGS + ["-O2", f"-DNC_ASAN={int(self.asan)}"]
         return self._compile(self.folder / f"runtime-{key}.so", [RUNTIME], flags)
 
     def _build(self, source: str, key: str) -> Path:

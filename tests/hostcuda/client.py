@@ -85,11 +85,11 @@ class Worker:
             self.process.wait()
             self.process = None
 
-    def call(self, scenario: str, timeout: float = 300, **kwargs) -> object:
+    def call(self, scenario: str, *args: object, timeout: float = 300, **kwargs: object) -> object:
         """Run `scenario` in the worker; its result, or ScenarioFailed / WorkerDied."""
         if self.process is None:
             self._start()
-        write_frame(self.process.stdin, (scenario, kwargs))
+        write_frame(self.process.stdin, (scenario, args, kwargs))
         reply = self._reply(timeout)
         if reply[0] == "error":
             raise ScenarioFailed(f"{reply[1]} (harness seed {self.seed})\n{reply[2]}")

@@ -164,6 +164,8 @@ class ndarray(NDArrayOperatorsMixin):  # noqa: N801  (CuPy's name)
         return _wrap(func(*args, **kwargs))
 
     def __getattr__(self, name: str):
+        if name.startswith("__"):  # __array_interface__ and the like would let NumPy convert it silently
+            raise AttributeError(name)
         attribute = getattr(self._a, name)
         if not callable(attribute):
             return _wrap(attribute) if name != "base" else attribute
@@ -445,7 +447,9 @@ def _blas_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) -> None:
     B = _column_major(b, *((k, n) if tb == N else (n, k)), ldb, "gemm B")
     C = _column_major(c, m, n, ldc, "gemm C")
     product = (A if ta == N else A.T) @ (B if tb == N else B.T)
-    C[...] = alpha * product + beta * C if beta else alpha * product
+    if alpha != 1.0:
+        product *= alpha
+    C[...] = product + beta * C if beta else product
 
 
 def _memory_of(*arrays) -> list[np.ndarray]:

@@ -42,9 +42,9 @@ def main() -> int:
         request = read_frame(sys.stdin.buffer)
         if request is None:
             return 0
-        name, kwargs = request
+        name, args, kwargs = request
         try:
-            reply = ("ok", getattr(scenarios, name)(**kwargs))
+            reply = ("ok", getattr(scenarios, name)(*args, **kwargs))
         except Exception as exc:  # reported to the test, which fails with it
             reply = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
         write_frame(replies, reply)
