@@ -60,6 +60,8 @@ def test_every_entry_point_matches_the_numpy_backend(worker, name: str, dtype: s
                   "step_adam", "step_rmsprop"):
         assert any(f"n=256 {entry} call 3:" in key for key in errors), entry
     assert_close(errors, TOLERANCE[dtype])
+    if dtype == "float32":  # 1 - beta2 evaluated in float was 1.3e-5 off; now rounded once from double
+        assert_close({k: v for k, v in errors.items() if "step_adam" in k and "state v" in k}, 1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
