@@ -139,8 +139,8 @@ MEMORY_CASES = {
                           r"^copying an array of shape \(200000, 64\) \(float32\) to the GPU needs [\d.,]+ MiB of GPU "
                           r"memory but only [\d.,]+ MiB is available: use less data or a smaller model$"),
     "the parameters": (64, dict(mode="gd"), 10_000,
-                       rf"^the parameter and gradient vectors of {DIGITS_FLOAT32_PARAMS} entries needs [\d.]+ MiB of GPU "
-                       r"memory but only [\d.]+ MiB is available: use a smaller model$"),
+                       rf"^the parameter and gradient vectors of {DIGITS_FLOAT32_PARAMS} entries needs [\d.]+ MiB of "
+                       r"GPU memory but only [\d.]+ MiB is available: use a smaller model$"),
     "the optimizer state": (64, dict(mode="gd", optimizer="adam"), 3 * 4 * DIGITS_FLOAT32_PARAMS,
                             r"^the adam state vector 'v' needs [\d.]+ MiB of GPU memory but only [\d.]+ MiB is "
                             r"available: use a smaller model$"),

@@ -1,4 +1,4 @@
-"""The worker process: runs `scenarios` with the CuPy stand-in installed, under AddressSanitizer.
+"""The worker process: runs `scenarios` and `probes` with the CuPy stand-in installed, under ASan.
 
 Started by `client.Worker` with libasan preloaded (the kernel libraries are built with
 -fsanitize=address, which needs its runtime loaded first).  Requests and replies are
@@ -33,7 +33,7 @@ def main() -> int:
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)                       # stray prints must not corrupt the replies
     sys.stdout = sys.stderr
-    from . import build, cupy_standin, scenarios
+    from . import build, cupy_standin, probes, scenarios
     seed = os.environ.get("NNCOMPILE_HOSTCUDA_SEED")
     builder = build.Builder(os.environ.get("NNCOMPILE_HOSTCUDA_BUILD"), asan=bool(os.environ.get("LD_PRELOAD")))
     device = cupy_standin.install(builder, seed=None if seed is None else int(seed))
@@ -44,7 +44,8 @@ def main() -> int:
             return 0
         name, args, kwargs = request
         try:
-            reply = ("ok", getattr(scenarios, name)(*args, **kwargs))
+            scenario = getattr(scenarios, name, None) or getattr(probes, name)
+            reply = ("ok", scenario(*args, **kwargs))
         except Exception as exc:  # reported to the test, which fails with it
             reply = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
         write_frame(replies, reply)

@@ -303,7 +303,8 @@ class KernelWriter:
         would be 0.00099998713, 1.3e-5 off."""
         if expr not in self.hoisted:
             name = next(self._fresh_symbols("c")).name
-            double = CudaPrinter("float64", {s: self._double_name(s) for s in sorted(x.name for x in expr.free_symbols)})
+            names = sorted(x.name for x in expr.free_symbols)
+            double = CudaPrinter("float64", {s: self._double_name(s) for s in names})
             self.hoist_lines.append(f"    const real {name} = (real){_grouped(double.code(expr))};")
             self.hoisted[expr] = name
         return sp.Symbol(self.hoisted[expr], real=True)
