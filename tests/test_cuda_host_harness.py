@@ -247,3 +247,38 @@ def test_device_arrays_refuse_host_arrays_as_cupy_does(host_cuda) -> None:
     assert outcomes["device[...] = host array"].startswith("TypeError")
     assert outcomes["device + 1"] == "ok" and outcomes["device[...] = device"] == "ok"
     assert outcomes["get is a copy"] is True
+
+
+INTRINSICS = r"""
+extern "C" __global__ void k(const unsigned long long* x, unsigned long long* out)
+{
+    const unsigned long long a = x[threadIdx.x], b = x[threadIdx.x + 32];
+    unsigned long long* o = out + 8 * threadIdx.x;
+    o[0] = __umulhi((unsigned)a, (unsigned)b);
+    o[1] = __umul64hi(a, b);
+    o[2] = (unsigned long long)__popcll(a);
+    o[3] = (unsigned long long)__clzll((long long)a);
+    o[4] = (unsigned long long)__ffs((int)(unsigned)a);
+    o[5] = __brev((unsigned)a);
+    o[6] = (unsigned long long)(long long)__float2int_rn((float)(a % 1000) + 0.5f);
+    o[7] = __double_as_longlong(__longlong_as_double((long long)b));
+}
+"""
+
+
+def test_integer_intrinsics_compute_what_cuda_documents(host_cuda) -> None:
+    """The intrinsics counter-based random number generators use (Philox: __umulhi, __umul64hi)
+    and bit tricks, against Python's integers."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(1, 2**63, size=64, dtype=np.uint64)
+    x[0] = 2**64 - 1
+    _, out = host_cuda.call("kernel", source=INTRINSICS, name="k", grid=(1,), block=(32,),
+                            args=[x, np.zeros(256, np.uint64)])
+    for t in range(32):
+        a, b = int(x[t]), int(x[t + 32])
+        lo = a & 0xFFFFFFFF
+        half = (a % 1000) + 0.5
+        expected = [(lo * (b & 0xFFFFFFFF)) >> 32, (a * b) >> 64, bin(a).count("1"), 64 - a.bit_length(),
+                    (lo & -lo).bit_length(), int(f"{lo:032b}"[::-1], 2),
+                    int(np.rint(np.float32(half))), b]   # round half to even, as __float2int_rn
+        assert [int(v) for v in out[8 * t:8 * t + 8]] == expected, t

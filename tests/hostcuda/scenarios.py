@@ -61,7 +61,9 @@ def prepare(pairs: list[tuple[str, str]]) -> int:
 
 
 def _plain(value: object) -> np.ndarray:
-    """A NumPy view of a device array (no copy), or the value as an array."""
+    """A NumPy view of a device array (no copy), or the value (a tuple of them too) as an array."""
+    if isinstance(value, (tuple, list)):
+        return np.array([_plain(v) for v in value])
     return value._a if isinstance(value, cupy_standin.ndarray) else np.asarray(value)
 
 
