@@ -20,7 +20,8 @@ def read_frame(stream) -> object | None:
     if len(head) < 8:
         return None
     (size,) = struct.unpack("<Q", head)
-    return pickle.loads(stream.read(size))
+    body = stream.read(size)
+    return pickle.loads(body) if len(body) == size else None   # short: the other side died mid-frame
 
 
 def write_frame(stream, value: object) -> None:
