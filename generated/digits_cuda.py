@@ -82,6 +82,14 @@ def cupy_module():
     return _cupy
 
 
+def free_memory():
+    """Bytes a new allocation can still get on the current device: what the driver reports free
+    plus what CuPy's memory pool holds unused (it hands those out first)."""
+    cp = cupy_module()
+    free, _ = cp.cuda.runtime.memGetInfo()
+    return int(free) + int(cp.get_default_memory_pool().free_bytes())
+
+
 def load_kernels(source, names):
     """The named kernels of `source`, compiled by NVRTC through CuPy (which caches binaries on disk)."""
     module = cupy_module().RawModule(code=source)
@@ -407,8 +415,7 @@ extern "C" __global__ void k3_p2(const real* __restrict__ b2, real* __restrict__
 //   loss: L = (L_lse - L_tz)/N [-sum(T*log(softmax)) with rows of T summing to 1]
 extern "C" __global__ void k4_L(const real* __restrict__ max_z2, const real* __restrict__ sum_z2, const real* __restrict__ T, const real* __restrict__ z2, real* __restrict__ L, const int n)
 {
-    const real N = (real)n;
-    const real c1 = (1.0/N);
+    const real c1 = (real)(1.0/(double)n);
     // loss: L_lse = sum of logsumexp(z2) over rows
     double acc_L_lse = 0.0;
     for (long long i = threadIdx.x; i < (long long)n; i += blockDim.x) {
@@ -430,8 +437,7 @@ extern "C" __global__ void k4_L(const real* __restrict__ max_z2, const real* __r
 //   backward: dz2 = (p2 - T)/N [softmax + cross-entropy: dL/dz = p - t]
 extern "C" __global__ void k5_dz2(const real* __restrict__ T, const real* __restrict__ p2, real* __restrict__ dz2, const int n)
 {
-    const real N = (real)n;
-    const real c1 = (1.0/N);
+    const real c1 = (real)(1.0/(double)n);
     const long long total = (long long)n * 10;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
@@ -504,9 +510,7 @@ extern "C" __global__ void k7_fp_a1(const real* __restrict__ b2, real* __restric
 //   backward: dz2 = (p2 - T)/N [softmax + cross-entropy: dL/dz = p - t]
 extern "C" __global__ void k8_dz2(const real* __restrict__ T, const real* __restrict__ p2, real* __restrict__ dz2, const double* __restrict__ hp, const int n)
 {
-    const real N = (real)n;
-    const real h_lr = (real)hp[0];
-    const real c1 = h_lr/N;
+    const real c1 = (real)(hp[0]/(double)n);
     const long long total = (long long)n * 10;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
@@ -532,9 +536,8 @@ extern "C" __global__ void k9_params(const real* __restrict__ grads, real* __res
 //   update: p = -lr*v + p
 extern "C" __global__ void k10_params(const real* __restrict__ grads, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
 {
-    const real h_lr = (real)hp[0];
     const real h_momentum = (real)hp[2];
-    const real c1 = -h_lr;
+    const real c1 = (real)(-hp[0]);
     const long long total = 2410;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
@@ -550,9 +553,8 @@ extern "C" __global__ void k10_params(const real* __restrict__ grads, real* __re
 //   update: p = -lr*(g + momentum*v) + p
 extern "C" __global__ void k11_params(const real* __restrict__ grads, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
 {
-    const real h_lr = (real)hp[0];
     const real h_momentum = (real)hp[2];
-    const real c1 = -h_lr;
+    const real c1 = (real)(-hp[0]);
     const long long total = 2410;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
@@ -569,15 +571,13 @@ extern "C" __global__ void k11_params(const real* __restrict__ grads, real* __re
 //   update: p = -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + p
 extern "C" __global__ void k12_params(const real* __restrict__ grads, real* __restrict__ state_m, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
 {
-    const real h_lr = (real)hp[0];
-    const real h_step = (real)hp[1];
     const real h_beta1 = (real)hp[2];
     const real h_beta2 = (real)hp[3];
     const real h_eps = (real)hp[4];
-    const real c1 = 1.0 - h_beta1;
-    const real c2 = 1.0 - h_beta2;
-    const real c3 = (1.0/sqrt(1.0 - pow(h_beta2, h_step)));
-    const real c4 = -h_lr/(1.0 - pow(h_beta1, h_step));
+    const real c1 = (real)(1.0 - hp[2]);
+    const real c2 = (real)(1.0 - hp[3]);
+    const real c3 = (real)(1.0/sqrt(1.0 - pow(hp[3], hp[1])));
+    const real c4 = (real)(-hp[0]/(1.0 - pow(hp[2], hp[1])));
     const long long total = 2410;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
@@ -595,11 +595,10 @@ extern "C" __global__ void k12_params(const real* __restrict__ grads, real* __re
 //   update: p = -g*lr/(eps + sqrt(v)) + p
 extern "C" __global__ void k13_params(const real* __restrict__ grads, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
 {
-    const real h_lr = (real)hp[0];
     const real h_alpha = (real)hp[2];
     const real h_eps = (real)hp[3];
-    const real c1 = 1.0 - h_alpha;
-    const real c2 = -h_lr;
+    const real c1 = (real)(1.0 - hp[2]);
+    const real c2 = (real)(-hp[0]);
     const long long total = 2410;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
@@ -1170,11 +1169,15 @@ def human_bytes(nbytes):
     return f"{nbytes / 2**30:,.2f} GiB"
 
 
-def ensure_memory(nbytes, what, advice="use a smaller model"):
-    """Refuse, before allocating, buffers larger than the memory available (when it is known)."""
-    free = available_memory()
+def ensure_memory(nbytes, what, advice="use a smaller model", free_memory=available_memory, where="memory"):
+    """Refuse, before allocating, buffers larger than the memory available (when it is known).
+
+    `free_memory` says how many bytes are free (None: unknown), `where` names that memory
+    in the message ("GPU memory" for a device's).
+    """
+    free = free_memory()
     if free is not None and nbytes > free:
-        raise TrainingError(f"{what} needs {human_bytes(nbytes)} of memory but only {human_bytes(free)} "
+        raise TrainingError(f"{what} needs {human_bytes(nbytes)} of {where} but only {human_bytes(free)} "
                             f"is available: {advice}")
 
 
@@ -1189,17 +1192,27 @@ class Engine:
     def __init__(self, module, params=None, max_workspaces=None):
         self.module = module
         self.xp = getattr(module, "xp", np)
-        if self.xp is np:  # a GPU's memory is the device's business (CuPy reports it when allocating)
-            ensure_memory(2 * module.N_PARAMS * np.dtype(module.DTYPE).itemsize,
-                          f"the parameter and gradient vectors of {module.N_PARAMS} entries")
+        # a GPU module says how much device memory is free (CUDA: cupy_support.free_memory)
+        self.free_memory = available_memory if self.xp is np else getattr(module, "free_memory", lambda: None)
+        self.memory = "memory" if self.xp is np else "GPU memory"
+        self.ensure(2 * module.N_PARAMS * np.dtype(module.DTYPE).itemsize,
+                    f"the parameter and gradient vectors of {module.N_PARAMS} entries")
         self.params = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else self.device(params)
         self.grads = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE)
         self.state = {}
         self.max_workspaces = max_workspaces
         self._workspaces = {}
 
+    def ensure(self, nbytes, what, advice="use a smaller model"):
+        """Refuse, before allocating, `nbytes` more than the memory the module computes in has free."""
+        ensure_memory(nbytes, what, advice, self.free_memory, self.memory)
+
     def device(self, array):
         """`array` in the module's array module (a copy to the GPU for CuPy; as it is for NumPy)."""
+        if self.xp is not np and not isinstance(array, self.xp.ndarray):
+            array = np.asarray(array)
+            self.ensure(array.nbytes, f"copying an array of shape {array.shape} ({array.dtype}) to the GPU",
+                        "use less data or a smaller model")
         return self.xp.asarray(array)
 
     def workspace(self, n):
@@ -1208,8 +1221,7 @@ class Engine:
         if ws is None:
             if self.max_workspaces and len(self._workspaces) >= self.max_workspaces:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            if self.xp is np:
-                ensure_memory(self.module.workspace_bytes(n), f"a batch of {n} rows", "use a smaller batch")
+            self.ensure(self.module.workspace_bytes(n), f"a batch of {n} rows", "use a smaller batch")
             try:
                 ws = self.module.build(n, self.params, self.grads, self.state)
             except MemoryError:
@@ -1226,9 +1238,8 @@ class Engine:
             if name in self.state:
                 self.state[name].fill(0.0)
             else:
-                if self.xp is np:
-                    ensure_memory(self.module.N_PARAMS * np.dtype(self.module.DTYPE).itemsize,
-                                  f"the {optimizer} state vector {name!r}")
+                self.ensure(self.module.N_PARAMS * np.dtype(self.module.DTYPE).itemsize,
+                            f"the {optimizer} state vector {name!r}")
                 self.state[name] = self.xp.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
                 self._workspaces.clear()  # built closures hold no reference to the new vector
 

@@ -656,11 +656,15 @@ def human_bytes(nbytes):
     return f"{nbytes / 2**30:,.2f} GiB"
 
 
-def ensure_memory(nbytes, what, advice="use a smaller model"):
-    """Refuse, before allocating, buffers larger than the memory available (when it is known)."""
-    free = available_memory()
+def ensure_memory(nbytes, what, advice="use a smaller model", free_memory=available_memory, where="memory"):
+    """Refuse, before allocating, buffers larger than the memory available (when it is known).
+
+    `free_memory` says how many bytes are free (None: unknown), `where` names that memory
+    in the message ("GPU memory" for a device's).
+    """
+    free = free_memory()
     if free is not None and nbytes > free:
-        raise TrainingError(f"{what} needs {human_bytes(nbytes)} of memory but only {human_bytes(free)} "
+        raise TrainingError(f"{what} needs {human_bytes(nbytes)} of {where} but only {human_bytes(free)} "
                             f"is available: {advice}")
 
 
@@ -675,17 +679,27 @@ class Engine:
     def __init__(self, module, params=None, max_workspaces=None):
         self.module = module
         self.xp = getattr(module, "xp", np)
-        if self.xp is np:  # a GPU's memory is the device's business (CuPy reports it when allocating)
-            ensure_memory(2 * module.N_PARAMS * np.dtype(module.DTYPE).itemsize,
-                          f"the parameter and gradient vectors of {module.N_PARAMS} entries")
+        # a GPU module says how much device memory is free (CUDA: cupy_support.free_memory)
+        self.free_memory = available_memory if self.xp is np else getattr(module, "free_memory", lambda: None)
+        self.memory = "memory" if self.xp is np else "GPU memory"
+        self.ensure(2 * module.N_PARAMS * np.dtype(module.DTYPE).itemsize,
+                    f"the parameter and gradient vectors of {module.N_PARAMS} entries")
         self.params = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else self.device(params)
         self.grads = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE)
         self.state = {}
         self.max_workspaces = max_workspaces
         self._workspaces = {}
 
+    def ensure(self, nbytes, what, advice="use a smaller model"):
+        """Refuse, before allocating, `nbytes` more than the memory the module computes in has free."""
+        ensure_memory(nbytes, what, advice, self.free_memory, self.memory)
+
     def device(self, array):
         """`array` in the module's array module (a copy to the GPU for CuPy; as it is for NumPy)."""
+        if self.xp is not np and not isinstance(array, self.xp.ndarray):
+            array = np.asarray(array)
+            self.ensure(array.nbytes, f"copying an array of shape {array.shape} ({array.dtype}) to the GPU",
+                        "use less data or a smaller model")
         return self.xp.asarray(array)
 
     def workspace(self, n):
@@ -694,8 +708,7 @@ class Engine:
         if ws is None:
             if self.max_workspaces and len(self._workspaces) >= self.max_workspaces:
                 self._workspaces.pop(next(iter(self._workspaces)))
-            if self.xp is np:
-                ensure_memory(self.module.workspace_bytes(n), f"a batch of {n} rows", "use a smaller batch")
+            self.ensure(self.module.workspace_bytes(n), f"a batch of {n} rows", "use a smaller batch")
             try:
                 ws = self.module.build(n, self.params, self.grads, self.state)
             except MemoryError:
@@ -712,9 +725,8 @@ class Engine:
             if name in self.state:
                 self.state[name].fill(0.0)
             else:
-                if self.xp is np:
-                    ensure_memory(self.module.N_PARAMS * np.dtype(self.module.DTYPE).itemsize,
-                                  f"the {optimizer} state vector {name!r}")
+                self.ensure(self.module.N_PARAMS * np.dtype(self.module.DTYPE).itemsize,
+                            f"the {optimizer} state vector {name!r}")
                 self.state[name] = self.xp.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
                 self._workspaces.clear()  # built closures hold no reference to the new vector
 

@@ -189,7 +189,8 @@ class CompiledProgram:
     def engine(self, params: Mapping[str, np.ndarray] | None = None) -> runtime.Engine:
         """A fresh engine (flat vectors + workspaces) for training; the trainer's only handle."""
         flat = None if params is None else self.flatten(params)
-        return runtime.Engine(self.module, flat)
+        with data_errors():
+            return runtime.Engine(self.module, flat)
 
     def prepare(self, X: object, Y: object | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Inputs and targets checked and converted (labels one-hot for cross-entropy)."""
@@ -202,9 +203,11 @@ class CompiledProgram:
         return Xc, T
 
     def _bound(self, params: Mapping[str, np.ndarray]) -> runtime.Engine:
-        if self._engine is None:
-            self._engine = runtime.Engine(self.module, max_workspaces=4)
-        self._engine.params[...] = self._engine.device(self.flatten(params))
+        flat = self.flatten(params)
+        with data_errors():
+            if self._engine is None:
+                self._engine = runtime.Engine(self.module, max_workspaces=4)
+            self._engine.params[...] = self._engine.device(flat)
         return self._engine
 
     def loss_and_grad(self, params: Mapping[str, np.ndarray], X: object, Y: object) -> tuple[object, dict]:

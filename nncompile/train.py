@@ -104,7 +104,8 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
     if params is not None and resume is not None:
         raise DataError("give params or resume, not both: a checkpoint holds its own parameters")
     engine = prog.engine(params if params is not None else prog.init_params(seed, init))
-    engine.reset_state(optimizer)
+    with data_errors():
+        engine.reset_state(optimizer)
     monitor = Monitor(prog.module, Xc, T) if diagnostics else None
     record_warnings = _WarningLog(callback)
     try:

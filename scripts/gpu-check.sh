@@ -12,7 +12,7 @@ PY="${PYTHON:-python3}"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 "$PY" -c 'import sys, numpy, sympy; print("python", sys.version.split()[0], "| numpy", numpy.__version__, "| sympy", sympy.__version__)'
-"$PY" -c 'import sys; from nncompile.backends.cupy_support import device_problem as p; m = p(); print(m or "CuPy reaches a CUDA device"); sys.exit(1 if m else 0)' || exit 1
+"$PY" -c 'import sys; from nncompile.backends.cuda.cupy_support import device_problem as p; m = p(); print(m or "CuPy reaches a CUDA device"); sys.exit(1 if m else 0)' || exit 1
 
 status=0
 "$PY" -m pytest -q -m gpu -p no:cacheprovider -rs tests || status=1

@@ -43,3 +43,22 @@ def digits_prog() -> nc.CompiledProgram:
     return nc.compile(nn.Sequential(nn.Dense(16), nn.Tanh(), nn.Dense(10), nn.Softmax(), input_dim=64,
                                     loss=nn.CrossEntropy(), name="digits_small"))
 
+
+
+@pytest.fixture(scope="session")
+def host_cuda_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the host CUDA workers of a session keep their compiled libraries (each built once)."""
+    return tmp_path_factory.mktemp("hostcuda")
+
+
+@pytest.fixture(scope="module")
+def host_cuda(host_cuda_folder: Path):
+    """The worker that runs generated CUDA kernels on the CPU (tests/hostcuda), one per test module
+    (its memory is returned when the module ends); skips without g++ and libasan."""
+    from hostcuda.client import Worker, unavailable
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    worker = Worker(host_cuda_folder)
+    yield worker
+    worker.close()

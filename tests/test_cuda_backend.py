@@ -1,6 +1,7 @@
 """The CUDA backend without a GPU: fusion plan, driver control flow, and one-line errors.
 
-Nothing here runs a kernel: what needs a device is in test_cuda_gpu.py (marked gpu).
+Nothing here runs a kernel: test_cuda_host.py runs them on the CPU, and what needs a device
+is in test_cuda_gpu.py (marked gpu).
 """
 from __future__ import annotations
 

@@ -62,6 +62,14 @@ def cupy_module():
     return _cupy
 
 
+def free_memory():
+    """Bytes a new allocation can still get on the current device: what the driver reports free
+    plus what CuPy's memory pool holds unused (it hands those out first)."""
+    cp = cupy_module()
+    free, _ = cp.cuda.runtime.memGetInfo()
+    return int(free) + int(cp.get_default_memory_pool().free_bytes())
+
+
 def load_kernels(source, names):
     """The named kernels of `source`, compiled by NVRTC through CuPy (which caches binaries on disk)."""
     module = cupy_module().RawModule(code=source)

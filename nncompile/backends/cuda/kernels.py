@@ -55,7 +55,7 @@ class KernelWriter:
         self.hoisted: dict[sp.Expr, str] = {}
         self.hoist_lines: list[str] = []
         self.hp_used: set[str] = set()
-        self.needs_n = self.uses_N = False
+        self.needs_n = self.uses_N = self.hp_read = False
         self.index: set[str] = set()
         self.temps = 0
         body = getattr(self, f"_{g.kind}")(g)
@@ -298,12 +298,24 @@ class KernelWriter:
         return bool(names) and names <= set(self.scalars) | {BATCH}
 
     def _constant(self, expr: sp.Expr) -> sp.Symbol:
+        """A per-thread constant, evaluated in double from the double scalars and then rounded once
+        to `real`, as the NumPy backend and torch.optim do: in float, 1 - beta2 from beta2 = 0.999f
+        would be 0.00099998713, 1.3e-5 off."""
         if expr not in self.hoisted:
             name = next(self._fresh_symbols("c")).name
-            self.printer.names = {s: self._scalar_name(s) for s in sorted(x.name for x in expr.free_symbols)}
-            self.hoist_lines.append(f"    const real {name} = {self.printer.code(expr)};")
+            names = sorted(x.name for x in expr.free_symbols)
+            double = CudaPrinter("float64", {s: self._double_name(s) for s in names})
+            self.hoist_lines.append(f"    const real {name} = (real){_grouped(double.code(expr))};")
             self.hoisted[expr] = name
         return sp.Symbol(self.hoisted[expr], real=True)
+
+    def _double_name(self, name: str) -> str:
+        """A scalar read in double precision: the batch size, or the argument as the host passed it."""
+        if name == BATCH:
+            self.needs_n = True
+            return "(double)n"
+        self.hp_read = True
+        return f"hp[{self.scalars.index(name)}]"
 
     def _fresh_symbols(self, prefix: str):
         """Symbols t1, t2, ... (or c1, ...) whose names are no buffer's or argument's."""
@@ -344,7 +356,7 @@ class KernelWriter:
         restrict = "" if _overlapping(self.program, self.buffers) else " __restrict__"
         params = [(f"{'' if written else 'const '}real*{restrict} {name}", name)
                   for name, written in self.buffers.items()]
-        if self.hp_used:
+        if self.hp_used or self.hp_read:
             params.append((f"const double*{restrict} hp", "hp"))
         if self.needs_n:
             params.append(("const int n", "n"))
@@ -362,6 +374,16 @@ class KernelWriter:
         for d in dims:
             numbers *= 1 if d == BATCH else int(d)
         return f"n * {numbers}" if BATCH in dims else str(numbers)
+
+
+def _grouped(text: str) -> str:
+    """`text` in parentheses, unless one pair already encloses all of it."""
+    depth = 0
+    for k, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and k < len(text) - 1:
+            return f"({text})"
+    return text if text.startswith("(") else f"({text})"
 
 
 def _overlapping(program: Program, buffers: dict[str, bool]) -> bool:
