@@ -12,10 +12,14 @@ import numpy as np
 from .program import CompiledProgram
 
 
-def random_batch(prog: CompiledProgram, rows: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Random inputs and targets that suit the program's loss (labels, 0/1 or real values)."""
+def random_batch(prog: CompiledProgram, rows: int = 8, seed: int = 0) -> tuple[object, np.ndarray]:
+    """Random inputs and targets that suit the program's loss (labels, 0/1 or real values); X is a list
+    of arrays, one per input, for a model with several."""
     rng = np.random.default_rng(seed)
+    shapes = [tuple(shape) for shape in prog.module.INPUT_SHAPES]
     X = rng.normal(size=(rows, prog.module.INPUT_DIM))
+    if len(shapes) > 1:
+        X = np.split(X, np.cumsum([int(np.prod(s)) for s in shapes])[:-1], axis=1)
     encoding, width = prog.module.TARGET_ENCODING, prog.module.OUTPUT_DIM
     if encoding == "onehot":
         return X, rng.integers(0, width, size=rows)

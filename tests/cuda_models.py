@@ -9,6 +9,7 @@ from pathlib import Path
 
 import sympy as sp
 
+import dag_models
 from nncompile import nn
 from nncompile import load_model
 
@@ -50,5 +51,7 @@ def matrix() -> dict[str, nn.Sequential]:
         "every_function": nn.Sequential(nn.Dense(5), trig, nn.Dense(4), rest, nn.Dense(1), input_dim=2,
                                         loss=nn.MSE()),
         "half_powers": nn.Sequential(nn.Dense(4), half_powers, nn.Dense(2), input_dim=2, loss=nn.MSE()),
+        "dag_everything": dag_models.everything(),     # fan-out, a shared layer, Add, Multiply, Concat
+        "dag_two_inputs": dag_models.two_inputs(),     # two inputs read from X's columns
     })
     return models

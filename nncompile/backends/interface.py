@@ -41,6 +41,8 @@ def interface(program: Program, backend: str) -> dict:
         "program": program,
         "output": program.output,
         "params": [(p.name, p.shape, p.offset, p.init) for p in program.params],
+        "buffers": tuple(p.name for p in program.params if not p.trainable),
+        "input_shapes": tuple(program.input_shapes),
         "optimizers": [(o.name, o.state, dict(o.defaults)) for o in program.optimizers.values()],
         "state_names": sorted({s for o in program.optimizers.values() for s in o.state}),
         "probes": [(p.layer, p.activation, p.buffer, p.kind) for p in program.probes],

@@ -1,8 +1,9 @@
 """Layers a person declares: Dense, the elementwise activations, Softmax.
 
-Each layer checks its own arguments when declared; `models` checks how they fit together.
-An activation is a registry formula (`symbolic.rules`) or one the person writes, parsed
-by the whitelist parser, never evaluated.
+Each layer checks its own arguments when declared and its input's shape when called on a
+node (`graph.Layer`); `models` checks how they fit together.  An activation is a registry
+formula (`symbolic.rules`) or one the person writes, parsed by the whitelist parser, never
+evaluated.
 """
 from __future__ import annotations
 
@@ -10,26 +11,17 @@ from ..errors import ModelError
 from ..symbolic.parse import FormulaLike, to_expr
 from ..symbolic.rules import ACTIVATIONS, ElementwiseFunction, leaky_relu
 from .checks import identifier, non_negative, positive_int
+from .graph import Layer, Param, Shape, shape_text
+
+__all__ = ["Layer", "Dense", "Activation", "Sigmoid", "Tanh", "ReLU", "Softplus", "Identity", "LeakyReLU", "Softmax"]
 
 
-class Layer:
-    """Base class of everything that goes in a `Sequential`."""
-
-    kind = "layer"
-
-    def __init__(self, name: str | None = None) -> None:
-        self.name = None if name is None else identifier(name, "layer name")
-
-    def out_features(self, in_features: int) -> int:
-        """Width of this layer's output given its input width."""
-        return in_features
-
-    def spec(self) -> str:
-        """Deterministic description, used in cache keys."""
-        return f"{self.kind}:{self.name}"
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+def flat_features(layer: Layer, shape: Shape) -> int:
+    """The width of a (N, features) input; an image-shaped input is refused in one line."""
+    if len(shape) != 1:
+        raise ModelError(f"{layer.describe()} takes (N, features) inputs, but its input has shape "
+                         f"{shape_text(shape)}: flatten it first")
+    return shape[0]
 
 
 class Dense(Layer):
@@ -42,17 +34,21 @@ class Dense(Layer):
         self.units = positive_int(units, "Dense units")
         self.in_features = None if in_features is None else positive_int(in_features, "Dense in_features")
 
-    def out_features(self, in_features: int) -> int:
+    def out_shape(self, *shapes: Shape) -> Shape:
+        in_features = flat_features(self, shapes[0])
         if self.in_features is not None and self.in_features != in_features:
-            raise ModelError(f"layer {self.name}: declared in_features={self.in_features} "
+            raise ModelError(f"layer {self.describe()}: declared in_features={self.in_features} "
                              f"but it receives {in_features} features")
-        return self.units
+        return (self.units,)
+
+    def parameters(self, shapes: tuple[Shape, ...]) -> tuple[Param, ...]:
+        return (Param("W", (shapes[0][0], self.units), "weight", regularized=True), Param("b", (self.units,), "zeros"))
 
     def spec(self) -> str:
         return f"dense:{self.name}:{self.units}"
 
     def __repr__(self) -> str:
-        return f"Dense({self.units}, name={self.name!r})"
+        return f"Dense({self.units})" if self.name is None else f"Dense({self.units}, name={self.name!r})"
 
 
 class Activation(Layer):
@@ -62,6 +58,7 @@ class Activation(Layer):
     """
 
     kind = "activation"
+    named = False
 
     def __init__(self, formula: FormulaLike | ElementwiseFunction, name: str | None = None) -> None:
         super().__init__(None)
@@ -73,6 +70,9 @@ class Activation(Layer):
 
     def spec(self) -> str:
         return f"activation:{self.function.key()}"
+
+    def describe(self) -> str:
+        return self.function.name
 
     def __repr__(self) -> str:
         if type(self) is not Activation:
@@ -130,6 +130,11 @@ class Softmax(Layer):
     """Row-wise softmax exp(z)/Σ exp(z), computed with the row maximum subtracted."""
 
     kind = "softmax"
+    named = False
+
+    def out_shape(self, *shapes: Shape) -> Shape:
+        flat_features(self, shapes[0])
+        return shapes[0]
 
     def spec(self) -> str:
         return "softmax"

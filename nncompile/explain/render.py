@@ -105,17 +105,24 @@ def _layer_section(layer: LayerFormulas, mode: str) -> Section:
         section.items.append(Row("derivative", act.chain(mode)))
         section.items += [Note(f"stability rewrite: {r}") for r in act.rewrites]
         section.items += [Note(n) for n in act.notes]
-    section.items.append(Row("delta", _eq(layer.delta_raw if mode == "raw" else layer.delta)))
+    if layer.delta is None:
+        section.items.append(Note("no gradient reaches this node: it depends on no parameter"))
+    else:
+        section.items.append(Row("delta", _eq(layer.delta_raw if mode == "raw" else layer.delta)))
     if len(layer.steps) > 1 and mode != "raw":
         section.items += [Row("in steps", _eq(step)) for step in layer.steps]
+    section.items += [Row(label, chain) for label, chain in layer.rows]
+    section.items += [Note(n) for n in layer.notes]
+    section.items += [Row("this use", _eq(g)) for g in layer.uses]
     section.items += [Row("gradient", _eq(g)) for g in layer.gradients.values()]
-    section.items.append(Code(layer.code))
+    if layer.code:
+        section.items.append(Code(layer.code))
     return section
 
 
 def _param_section(formulas: Formulas, name: str, mode: str) -> Section:
     param = formulas.param(name)
-    layers = {lay.delta.lhs: lay for lay in formulas}
+    layers = {lay.delta.lhs: lay for lay in formulas if lay.delta is not None}
     section = Section(f"gradient of {name}", [Row("gradient", _eq(param.gradient))])
     for delta in param.deltas:
         layer = layers[delta.lhs]

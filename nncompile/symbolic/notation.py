@@ -57,10 +57,18 @@ class NamedArray(sp.Symbol):
 
     @property
     def is_gradient(self) -> bool:
-        parts = _parts(self.name)
+        parts = _parts(self.name.partition("_via_")[0])
         return parts is not None and parts[0]
 
+    def _path(self) -> tuple["NamedArray", "NamedArray"] | None:
+        """``da1_via_z2`` (the part of ∂L/∂a1 that comes through z2) as (da1, z2), else None."""
+        head, via, tail = self.name.partition("_via_")
+        return (NamedArray(head), NamedArray(tail)) if via and head and tail else None
+
     def _unicode(self, printer: object) -> str:
+        path = self._path()
+        if path is not None:
+            return f"({path[0]._unicode(printer)} via {path[1]._unicode(printer)})"
         parts = _parts(self.name)
         if parts is None:
             return _GREEK.get(self.name, self.name)
@@ -71,6 +79,9 @@ class NamedArray(sp.Symbol):
         return "δ" + subscript(index) + "′" * primes if base == "z" else "∂L/∂" + body
 
     def _latex(self, printer: object) -> str:
+        path = self._path()
+        if path is not None:
+            return rf"\left({path[0]._latex(printer)}\right)_{{\mathrm{{via}}\,{path[1]._latex(printer)}}}"
         parts = _parts(self.name)
         if parts is None:
             return self.name
@@ -189,6 +200,45 @@ class softmax(sp.Function):  # noqa: N801  (SymPy function classes are lower cas
         return f"({e}/{total}({e}, axis=1, keepdims=True))"
 
 
+class Joined(_MatrixOp):
+    """[A, B, ...]: arrays joined along the feature axis (NumPy ``np.concatenate(..., axis=1)``)."""
+
+    precedence = PRECEDENCE["Atom"]
+
+    def _sympystr(self, printer: object) -> str:
+        return "[" + ", ".join(printer._print(a) for a in self.args) + "]"
+
+    _unicode = _sympystr
+
+    def _latex(self, printer: object) -> str:
+        return r"\left[" + r",\ ".join(printer._print(a) for a in self.args) + r"\right]"
+
+    def _numpycode(self, printer: object) -> str:
+        inner = ", ".join(printer._print(a) for a in self.args)
+        return f"{printer._module_format('numpy.concatenate')}(({inner},), axis=1)"
+
+
+class Columns(_MatrixOp):
+    """A[:, start:stop]: the columns of one part of a joined array (start and stop are integers)."""
+
+    nargs = 3
+    precedence = PRECEDENCE["Func"]
+
+    def _arg(self, printer: object) -> str:
+        return printer.parenthesize(self.args[0], PRECEDENCE["Func"], strict=True)
+
+    def _sympystr(self, printer: object) -> str:
+        return f"{self._arg(printer)}[:, {self.args[1]}:{self.args[2]}]"
+
+    _unicode = _sympystr
+
+    def _latex(self, printer: object) -> str:
+        return rf"{self._arg(printer)}_{{[:,\,{self.args[1]}:{self.args[2]}]}}"
+
+    def _numpycode(self, printer: object) -> str:
+        return f"({printer._print(self.args[0])})[:, {self.args[1]}:{self.args[2]}]"
+
+
 class Partial(sp.Function):
     """∂L/∂W as the name of a gradient (the left-hand side of a formula); never evaluated."""
 
@@ -237,6 +287,11 @@ LOSS = sp.Symbol("L", real=True)
 #: The loss of one example (l) and the batch mean (L), as the scalar view writes them.
 LOSS_ONE, LOSS_MEAN = sp.Symbol("l", real=True), LOSS
 LAMBDA = {"l1": sp.Symbol("lambda1", positive=True), "l2": sp.Symbol("lambda2", positive=True)}
+
+
+def equation(lhs: sp.Basic, rhs: sp.Basic) -> sp.Eq:
+    """lhs = rhs as SymPy's Eq, never evaluated (deciding whether two arrays are equal is slow and pointless here)."""
+    return sp.Eq(lhs, rhs, evaluate=False)
 
 
 def tensor(name: str) -> NamedArray:

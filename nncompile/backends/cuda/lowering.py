@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from ...derive.ir import Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
+from ...derive.ir import Concat, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, Slice
 from ...errors import BackendError
 from ..interface import allocation_shape, count_elements, interface, names_tuple, shape_text
 from ..templating import render
@@ -60,6 +60,7 @@ class Blas:
     math: str
     reads: frozenset[str]
     writes: frozenset[str]
+    partial: bool = False  # writes only part of its output (one block of columns): earlier writes stay live
 
 
 def _steps(program: Program, fn: Function) -> list[Blas | Stmt]:
@@ -79,7 +80,8 @@ def _steps(program: Program, fn: Function) -> list[Blas | Stmt]:
         plain = all(program.buffers[w].role in ("value", "scalar") for w in writes)
         if plain and not writes & live:
             continue
-        live = (live - set(writes)) | step.reads
+        partial = isinstance(step, Blas) and step.partial
+        live = (live if partial else live - set(writes)) | step.reads
         kept.append(step)
     return kept[::-1]
 
@@ -92,10 +94,16 @@ def _lower(program: Program, op: Op) -> list[Blas | Stmt]:
                      frozenset({op.x, op.w}), frozenset({op.out})),
                 Stmt(op.out, bias, f"{header}   [bias add after the cuBLAS product]")]
     if isinstance(op, LinearGrad):
-        return [Blas(f'gemm("T", "N", {op.x}, {op.dz}, {op.dw})', f"{op.dw} = {op.x}.T @ {op.dz}",
-                     frozenset({op.x, op.dz}), frozenset({op.dw})),
-                Blas(f'gemv("T", {op.dz}, ones, {op.db})', f"{op.db} = {op.dz}.T @ ones = colsum({op.dz})",
-                     frozenset({op.dz}), frozenset({op.db}))]
+        beta, sign = (", beta=1.0", "+=") if op.accumulate else ("", "=")
+        reads = frozenset({op.dw, op.db}) if op.accumulate else frozenset()
+        return [Blas(f'gemm("T", "N", {op.x}, {op.dz}, {op.dw}{beta})', f"{op.dw} {sign} {op.x}.T @ {op.dz}",
+                     frozenset({op.x, op.dz}) | reads, frozenset({op.dw})),
+                Blas(f'gemv("T", {op.dz}, ones, {op.db}{beta})', f"{op.db} {sign} {op.dz}.T @ ones = colsum({op.dz})",
+                     frozenset({op.dz}) | reads, frozenset({op.db}))]
+    if isinstance(op, Concat):
+        return _columns(program, op.out, list(op.parts), header)
+    if isinstance(op, Slice):
+        return [_copy(program, op.out, op.x, 0, op.start, _row_size(program, op.out), header)]
     if isinstance(op, MatMulT):
         return [Blas(f'gemm("N", "T", {op.a}, {op.b}, {op.out})', f"{op.out} = {op.a} @ {op.b}.T",
                      frozenset({op.a, op.b}), frozenset({op.out}))]
@@ -104,6 +112,31 @@ def _lower(program: Program, op: Op) -> list[Blas | Stmt]:
     if isinstance(op, Reduce):
         return [Stmt(op.out, op.expr, header, op.op, op.axis)]
     raise NotImplementedError(f"CUDA backend has no lowering for {op.kind}")
+
+
+def _row_size(program: Program, name: str) -> int:
+    size = 1
+    for d in program.buffers[name].shape[1:]:
+        size *= int(d)
+    return size
+
+
+def _copy(program: Program, dst: str, src: str, dst_col0: int, src_col0: int, width: int, math: str) -> Blas:
+    """A block of columns copied between two row-major arrays by the nc_columns kernel (grid-stride)."""
+    args = (f"{dst}, {src}, n32, np.int32({width}), np.int32({_row_size(program, dst)}), np.int32({dst_col0}), "
+            f"np.int32({_row_size(program, src)}), np.int32({src_col0})")
+    return Blas(f"k.nc_columns(grid(n * {width}), BLOCK, ({args}))", math, frozenset({src}), frozenset({dst}))
+
+
+def _columns(program: Program, out: str, parts: list[str], math: str) -> list[Blas]:
+    """out = [parts...] along axis 1: one copy per part, into its block of columns."""
+    steps, start = [], 0
+    for part in parts:
+        width = _row_size(program, part)
+        step = _copy(program, out, part, start, 0, width, f"{math}   [columns {start}:{start + width}]")
+        steps.append(Blas(step.code, step.math, step.reads, step.writes, partial=True))
+        start += width
+    return steps
 
 
 def _live_after(steps: list[Blas | Stmt]) -> list[set[str]]:
@@ -170,8 +203,9 @@ def _allocations(program: Program, uses_ones: bool) -> tuple[list[tuple[str, str
     lines: list[tuple[str, str]] = []
     for p in program.params:
         end, shape = p.offset + p.size, shape_text(p.shape)
-        lines += [(f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name),
-                  (f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}")]
+        lines.append((f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name))
+        if p.trainable:
+            lines.append((f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}"))
     per_row, fixed = 0, 0
     for name, buf in program.buffers.items():
         if buf.role in ("param", "grad", "state"):
@@ -201,6 +235,7 @@ def context(program: Program, cuda_graphs: bool = True) -> dict:
         "allocations": allocations,
         "functions": functions,
         "kernels": kernels,
+        "uses_columns": any(isinstance(op, (Concat, Slice)) for op in program.iter_ops()),
         "scalars": scalars,
         "per_row": per_row,
         "fixed": fixed,

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...derive.ir import BATCH, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, last_uses
+from ...derive.ir import (BATCH, Concat, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, Slice,
+                          last_uses)
 from ..interface import allocation_shape, count_elements, interface, shape_text
 from ..templating import render
 from .scratch import Scalars, ScratchPool
@@ -44,11 +45,14 @@ def plan_layout(program: Program, fold_bias: bool = True, alias: bool = True) ->
     linear_ops = [op for op in program.iter_ops() if isinstance(op, Linear)]
     producers = {out: op for op in program.iter_ops() for out in op.outputs}
     specs = {p.buffer: p for p in program.params}
+    foldable: dict[str, bool] = {}
+    for op in linear_ops:  # a weight used by several calls folds only if every call's input can carry ones
+        fed_elementwise = op.x == program.input or isinstance(producers.get(op.x), Map)
+        foldable[op.w] = foldable.get(op.w, True) and fed_elementwise
     for op in linear_ops:
         w, b = specs[op.w], specs[op.b]
         adjacent = b.offset == w.offset + w.size
-        fed_elementwise = op.x == program.input or isinstance(producers.get(op.x), Map)
-        if fold_bias and adjacent and fed_elementwise:
+        if fold_bias and adjacent and foldable[op.w]:
             block = f"{op.w}b"
             layout.blocks.update({w.buffer: block, b.buffer: block, w.grad: f"d{block}", b.grad: f"d{block}"})
             layout.augmented.add(op.x)
@@ -128,6 +132,14 @@ class _Lowering:
             lines = self._linear_grad(op)
         elif isinstance(op, MatMulT):
             lines = [(f"np.dot({op.a}, {op.b}T, {op.out})", f"{op.out} = {op.a} @ {op.b}.T")]
+        elif isinstance(op, Concat):
+            lines = [(f"np.concatenate(({', '.join(op.parts)},), 1, {op.out})", op.formula)]
+        elif isinstance(op, Slice) and self._is_view(op.out):
+            lines = []  # a view of X, bound once per workspace
+        elif isinstance(op, Slice) and len(self._shape(op.out)) > 2:
+            lines = [(f"np.copyto({op.out}, {op.x}[:, {op.start}:{op.stop}].reshape({op.out}.shape))", op.formula)]
+        elif isinstance(op, Slice):
+            lines = [(f"np.copyto({op.out}, {op.x}[:, {op.start}:{op.stop}])", op.formula)]
         elif isinstance(op, Map) and not self._shape(op.out):
             lines = self.printer.scalar(op.out, op.expr)
         elif isinstance(op, Map):
@@ -146,14 +158,36 @@ class _Lowering:
         return [(f"np.dot({op.x}, {op.w}, {op.out})", f"{op.out} = {op.x} @ {op.w}"),
                 (f"np.add({op.out}, {op.b}, {op.out})", math)]
 
+    def _is_view(self, name: str) -> bool:
+        return _viewable(self.program, name)
+
     def _linear_grad(self, op: LinearGrad) -> list[tuple[str, str]]:
         if op.dw in self.layout.blocks:
-            return [(f"np.dot({op.x}_augT, {op.dz}, {self.layout.blocks[op.dw]})",
-                     f"[{op.dw}; {op.db}] = [{op.x}, 1].T @ {op.dz}")]
-        colsum = (f"np.dot({self.pool.ones_of((BATCH,))}, {op.dz}, {op.db})" if self.printer.fast
-                  else f"np.add.reduce({op.dz}, 0, None, {op.db})")
-        return [(f"np.dot({op.x}T, {op.dz}, {op.dw})", f"{op.dw} = {op.x}.T @ {op.dz}"),
-                (colsum, f"{op.db} = colsum({op.dz})")]
+            block = self.layout.blocks[op.dw]
+            math = f"[{op.dw}; {op.db}] = [{op.x}, 1].T @ {op.dz}"
+            if not op.accumulate:
+                return [(f"np.dot({op.x}_augT, {op.dz}, {block})", math)]
+            rows, cols = next(p.shape for p in self.program.params if p.grad == op.dw)
+            scratch = self._scratch((rows + 1, cols))
+            return [(f"np.dot({op.x}_augT, {op.dz}, {scratch})", f"{scratch} = [{op.x}, 1].T @ {op.dz}"),
+                    (f"np.add({block}, {scratch}, {block})", f"{math.replace(' = ', ' += ')}   (another use)")]
+        colsum = (f"np.dot({self.pool.ones_of((BATCH,))}, {op.dz}, {{}})" if self.printer.fast
+                  else f"np.add.reduce({op.dz}, 0, None, {{}})")
+        if not op.accumulate:
+            return [(f"np.dot({op.x}T, {op.dz}, {op.dw})", f"{op.dw} = {op.x}.T @ {op.dz}"),
+                    (colsum.format(op.db), f"{op.db} = colsum({op.dz})")]
+        sw = self._scratch(self.program.buffers[op.dw].shape)
+        sb = self._scratch(self.program.buffers[op.db].shape)
+        return [(f"np.dot({op.x}T, {op.dz}, {sw})", f"{sw} = {op.x}.T @ {op.dz}"),
+                (f"np.add({op.dw}, {sw}, {op.dw})", f"{op.dw} += {op.x}.T @ {op.dz}   (another use)"),
+                (colsum.format(sb), f"{sb} = colsum({op.dz})"),
+                (f"np.add({op.db}, {sb}, {op.db})", f"{op.db} += colsum({op.dz})")]
+
+    def _scratch(self, shape: tuple) -> str:
+        """A scratch array for the lines of one op (given back at once: the next op may reuse it)."""
+        name = self.pool.take(tuple(shape))
+        self.pool.give(name)
+        return name
 
 
 def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
@@ -163,8 +197,9 @@ def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
         block = layout.blocks.get(p.buffer)
         if block is None:
             shape, end = shape_text(p.shape), p.offset + p.size
-            lines += [(f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name),
-                      (f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}")]
+            lines.append((f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name))
+            if p.trainable:
+                lines.append((f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}"))
         elif len(p.shape) == 2:
             rows, cols = p.shape[0] + 1, p.shape[1]
             end = p.offset + rows * cols
@@ -194,6 +229,11 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
             if name in transposed:
                 aliases.append((f"{name}T = {name}.T", "transposed view, no copy"))
             continue
+        if _viewable(program, name):
+            lines.append((f"{name} = {_input_view(program, name)}", "one model input: its columns of X, a view"))
+            if name in transposed:
+                lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
+            continue
         if name in layout.augmented:
             lines += [(f"{name}_aug = np.empty((n, {width + 1}), dtype=DTYPE)", f"{name} with a ones column"),
                       (f"{name}_aug[:, {width}] = 1.0", "the column that multiplies the bias row"),
@@ -206,6 +246,10 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
         if name in transposed and name not in layout.augmented:
             lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
     lines += aliases
+    if program.n_trainable < program.n_params:
+        t = program.n_trainable
+        lines.append((f"params, grads = params[:{t}], grads[:{t}]",
+                      "the optimizer updates the trainable prefix; buffers follow it"))
     for name, (shape, kind) in pool.declared.items():
         dtype = "np.bool_" if kind == "bool" else "DTYPE"
         lines.append((f"{name} = np.empty({allocation_shape(shape)}, dtype={dtype})", "scratch"))
@@ -214,6 +258,32 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
         lines.append((f"{name} = np.ones({allocation_shape(shape)}, dtype=DTYPE)", "sums are dot products with ones"))
         per_row, fixed = count_elements(shape, per_row, fixed)
     return lines, per_row, fixed
+
+
+def _state_bindings(program: Program) -> list[tuple[str, str]]:
+    """Each optimizer state vector as the step functions see it (its trainable prefix when buffers follow)."""
+    names = sorted({s for o in program.optimizers.values() for s in o.state})
+    if program.n_trainable == program.n_params:
+        return [(name, f"state.get({name!r})") for name in names]
+    t = program.n_trainable
+    return [(name, f"state[{name!r}][:{t}] if {name!r} in state else None") for name in names]
+
+
+def _viewable(program: Program, name: str) -> bool:
+    """Whether an input's buffer is a view of X: its columns, as they are, or reshaped when they are all of X."""
+    buf = program.buffers[name]
+    if buf.role != "input" or name == program.input:
+        return False
+    return len(buf.shape) == 2 or len(program.inputs) == 1
+
+
+def _input_view(program: Program, name: str) -> str:
+    """One input's columns of X, as a view: reshaped to (n, C, H, W) for an image (X is C-contiguous, so
+    the reshape of a slice starting at column 0 and ending at the last is a view too)."""
+    op = next(op for op in program.iter_ops() if isinstance(op, Slice) and op.out == name)
+    shape = program.buffers[name].shape
+    view = f"{op.x}[:, {op.start}:{op.stop}]"
+    return view if len(shape) == 2 else f"{view}.reshape{allocation_shape(shape)}"
 
 
 def context(program: Program, fold_bias: bool = True, optimize: bool = True) -> dict:
@@ -229,6 +299,7 @@ def context(program: Program, fold_bias: bool = True, optimize: bool = True) -> 
     return {
         **interface(program, NAME),
         "allocations": allocations,
+        "state_bindings": _state_bindings(program),
         "workspace_scalars": lowering.scalars.workspace,
         "functions": functions,
         "per_row": per_row,
