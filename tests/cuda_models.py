@@ -25,6 +25,13 @@ _x = sp.Symbol("x")
 NUMPY_FAILS = {"half_powers", "every_function"}
 
 
+def _norms_dropout() -> nn.Model:
+    x = nn.Input(5)
+    h = nn.ReLU()(nn.BatchNorm()(nn.Dense(7)(x)))
+    h = nn.LayerNorm()(h + nn.Dropout(0.25)(nn.Tanh()(nn.Dense(7)(h))))
+    return nn.Model(x, nn.Dense(3)(nn.Dropout(0.1)(h)), loss=nn.SoftmaxCrossEntropy(), l2=0.01, name="norms_dropout")
+
+
 def matrix() -> dict[str, nn.Sequential]:
     """name -> model, fresh objects on every call."""
     models = {name: load_model(str(ROOT / "examples" / f"{name}.py"))[0] for name in EXAMPLES}
@@ -53,5 +60,6 @@ def matrix() -> dict[str, nn.Sequential]:
         "half_powers": nn.Sequential(nn.Dense(4), half_powers, nn.Dense(2), input_dim=2, loss=nn.MSE()),
         "dag_everything": dag_models.everything(),     # fan-out, a shared layer, Add, Multiply, Concat
         "dag_two_inputs": dag_models.two_inputs(),     # two inputs read from X's columns
+        "norms_dropout": _norms_dropout(),              # BatchNorm, LayerNorm (row kernels), Dropout masks
     })
     return models

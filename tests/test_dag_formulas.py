@@ -23,29 +23,48 @@ def _evaluate(expr: sp.Expr, env: dict[str, np.ndarray]) -> np.ndarray:
     return sp.lambdify(symbols, expr, modules="numpy")(*(env[s.name] for s in symbols))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+def _regularized() -> nn.Model:
+    """Every new layer at once: BatchNorm, Dropout, a skip connection, LayerNorm."""
+    x = nn.Input(4)
+    h = nn.ReLU()(nn.BatchNorm()(nn.Dense(5)(x)))
+    h = nn.LayerNorm()(h + nn.Dropout(0.3)(nn.Tanh()(nn.Dense(5)(h))))
+    return nn.Model(x, nn.Softmax()(nn.Dense(3)(h)), loss=nn.CrossEntropy(), l2=0.01, name="regularized")
+
+
+DISPLAYED = {**MODELS, "regularized": _regularized}
+
+
+@pytest.mark.parametrize("name", sorted(DISPLAYED))
 def test_displayed_formulas_compute_the_compiled_gradients(name: str) -> None:
-    prog = nc.compile(MODELS[name]())
+    """Forward rows, every step (each path, each sum), each use of a shared weight, a normalization's staged
+    derivation and closed form, the gradients: evaluated as displayed, they give the compiled numbers."""
+    from nncompile.derive.ir import DropoutMask
+    from nncompile.gradcheck import random_batch
+    from reference import dropout_mask
+    prog = nc.compile(DISPLAYED[name]())
     rng = np.random.default_rng(0)
     params = {k: v + rng.normal(scale=0.4, size=v.shape) for k, v in prog.init_params(0).items()}
-    from nncompile.gradcheck import random_batch
     X, Y = random_batch(prog, 6, 0)
     Xj, T = prog.prepare(X, Y)
-    program = prog.derivation.program
+    program, formulas = prog.derivation.program, prog.formulas
     env = {"X": Xj, "T": T, "N": float(len(Xj)), LAMBDA["l1"].name: prog.model.l1, LAMBDA["l2"].name: prog.model.l2}
+    env.update({sym.name: value for sym, value in formulas.constants.items()})
     start = 0
     for buffer, shape in zip(program.inputs, program.input_shapes):
         env[buffer] = Xj[:, start:start + shape[0]]
         start += shape[0]
     env.update({spec.buffer: params[spec.name] for spec in program.params})
-    formulas = prog.formulas
+    for op in program.iter_ops():
+        if isinstance(op, DropoutMask):   # the masks loss_and_grad draws with seed 0 outside a step
+            p = next(layer.p for layer in prog.model.layers if layer.name == op.layer)
+            env[op.out] = dropout_mask(0, 0, op.number, p, (len(Xj), program.buffers[op.out].shape[1]))
     for section in reversed(formulas.layers):
         for chain in section.forward:
             env[chain[0].name] = _evaluate(chain[-1], env)
     for lhs, rhs in formulas.loss.rows:
         if lhs == "where":
             env[rhs[0].name] = _evaluate(rhs[-1], env)
-    expected_loss, expected = prog.loss_and_grad(params, X, Y)
+    expected_loss, expected = prog.loss_and_grad(params, X, Y, seed=0)
     np.testing.assert_allclose(_evaluate(formulas.loss.loss.rhs, env), expected_loss, rtol=1e-12)
     checked = set()
     for section in formulas.layers:
@@ -54,6 +73,11 @@ def test_displayed_formulas_compute_the_compiled_gradients(name: str) -> None:
         if section.delta is not None:
             np.testing.assert_allclose(_evaluate(section.delta.rhs, env), env[section.delta.lhs.name], rtol=1e-12,
                                        atol=1e-14)
+        for label, (lhs, rhs) in section.rows:   # staged, then closed form: the same ∂L/∂x twice
+            value = _evaluate(rhs, env)
+            if label == "closed form":
+                np.testing.assert_allclose(value, env[lhs.name], rtol=1e-10, atol=1e-13)
+            env[lhs.name] = value
         for use in section.uses:
             env[use.lhs.name] = _evaluate(use.rhs, env)
         for param, eq in section.gradients.items():

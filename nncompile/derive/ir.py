@@ -19,8 +19,27 @@ import sympy as sp
 Dim = Union[int, str]
 BATCH = "N"
 
-#: Buffer roles.  "value" buffers are intermediates a backend may alias or reuse.
-ROLES = ("input", "target", "param", "grad", "state", "value", "scalar")
+#: Buffer roles.  "value" buffers are intermediates a backend may alias or reuse; "seed" is the one
+#: (1,) uint64 array holding the dropout seed, which the trainer sets (`ws.dropout_seed`).
+ROLES = ("input", "target", "param", "grad", "state", "value", "scalar", "seed")
+
+#: The dropout masks' generator, the same in every backend (and in the tests' reference).  All
+#: arithmetic is on unsigned 32-bit integers (mod 2**32); fmix32 is MurmurHash3's finalizer:
+#:     fmix32(h): h ^= h >> 16; h *= 0x85EBCA6B; h ^= h >> 13; h *= 0xC2B2AE35; h ^= h >> 16
+#: For a seed s (lo = s mod 2**32, hi = (s >> 32) mod 2**32), the update count t (0 outside a
+#: training step; mod 2**32) and the dropout layer's number l (dropout1 -> 1):
+#:     key = fmix32(fmix32(fmix32(lo ^ fmix32(hi)) ^ t) ^ l)
+#: and element i of the layer's (N, ...) input in row-major order is kept when
+#:     fmix32(key + (i + 1) * 0x9E3779B9) >= threshold(p) = ceil(p * 2**32)
+#: so it is kept with probability 1 - p (to within 2**-32), independently of every other.
+DROPOUT_MIX = (0x85EBCA6B, 0xC2B2AE35)
+DROPOUT_WEYL = 0x9E3779B9
+
+
+def dropout_threshold(p: float) -> int:
+    """The 32-bit threshold at or above which an element is kept: ceil(p·2³²), p in [0, 1)."""
+    threshold = int(-(-p * 2**32 // 1))
+    return min(max(threshold, 0), 2**32 - 1)
 
 
 @dataclass(frozen=True)
@@ -185,6 +204,26 @@ class Slice(Op):
     @property
     def inputs(self) -> tuple[str, ...]:
         return (self.x,)
+
+
+@dataclass(frozen=True)
+class DropoutMask(Op):
+    """out = 1 where an element is kept, 0 where dropped, by the generator specified above
+    (`DROPOUT_MIX`): keyed by the seed in buffer `seed`, the update count (the function's "step"
+    argument, 0 in functions without one), the dropout layer's number `number` and the element's index."""
+
+    out: str = ""
+    seed: str = ""
+    number: int = 0
+    threshold: int = 0
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.out,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.seed,)
 
 
 @dataclass(frozen=True)

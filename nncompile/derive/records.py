@@ -51,6 +51,9 @@ class LayerRecord:
     rows: list[tuple[str, tuple[sp.Basic, ...]]] = field(default_factory=list)
     gradients: dict[str, sp.Eq] = field(default_factory=dict)
     penalties: dict[str, list[sp.Expr]] = field(default_factory=dict)  # of a shared weight, shown once in its sum
+    derived: list[tuple[str, sp.Eq]] = field(default_factory=list)    # (label, equation): a layer's own derivation
+    description: str = ""   # what the layer does, in a few words, where its formula does not say it
+    constants: dict[sp.Symbol, float] = field(default_factory=dict)  # ε, D, p of this layer: their values
     call: int = 1
     label: str = ""  # the node as sections name it: the layer, "dense1@2" for a second call
 

@@ -1,4 +1,4 @@
-"""Layers a person declares: Dense, the elementwise activations, Softmax.
+"""Layers a person declares: Dense, the elementwise activations, Softmax, LayerNorm, BatchNorm, Dropout.
 
 Each layer checks its own arguments when declared and its input's shape when called on a
 node (`graph.Layer`); `models` checks how they fit together.  An activation is a registry
@@ -10,10 +10,11 @@ from __future__ import annotations
 from ..errors import ModelError
 from ..symbolic.parse import FormulaLike, to_expr
 from ..symbolic.rules import ACTIVATIONS, ElementwiseFunction, leaky_relu
-from .checks import identifier, non_negative, positive_int
+from .checks import fraction, identifier, non_negative, positive_int, positive_number
 from .graph import Layer, Param, Shape, shape_text
 
-__all__ = ["Layer", "Dense", "Activation", "Sigmoid", "Tanh", "ReLU", "Softplus", "Identity", "LeakyReLU", "Softmax"]
+__all__ = ["Layer", "Dense", "Activation", "Sigmoid", "Tanh", "ReLU", "Softplus", "Identity", "LeakyReLU", "Softmax",
+           "LayerNorm", "BatchNorm", "Dropout"]
 
 
 def flat_features(layer: Layer, shape: Shape) -> int:
@@ -138,3 +139,82 @@ class Softmax(Layer):
 
     def spec(self) -> str:
         return "softmax"
+
+
+class LayerNorm(Layer):
+    """y = γ ⊙ (x − μ)/√(σ² + eps) + β, with μ and the biased σ² of each row over its features
+    (as torch.nn.LayerNorm); parameters gamma (ones) and beta (zeros), one per feature."""
+
+    kind = "layernorm"
+
+    def __init__(self, eps: float = 1e-5, name: str | None = None) -> None:
+        super().__init__(name)
+        self.eps = positive_number(eps, "LayerNorm eps")
+
+    def out_shape(self, *shapes: Shape) -> Shape:
+        flat_features(self, shapes[0])
+        return shapes[0]
+
+    def parameters(self, shapes: tuple[Shape, ...]) -> tuple[Param, ...]:
+        width = shapes[0][0] if shapes else 0
+        return (Param("gamma", (width,), "ones"), Param("beta", (width,), "zeros"))
+
+    def spec(self) -> str:
+        return f"layernorm:{self.name}:{self.eps!r}"
+
+    def __repr__(self) -> str:
+        return f"LayerNorm(eps={self.eps})"
+
+
+class BatchNorm(Layer):
+    """y = γ ⊙ (x − μ)/√(σ² + eps) + β per feature, as torch.nn.BatchNorm1d.
+
+    Training uses the batch's mean and biased variance, and each training step updates the
+    running statistics: running ← (1 − momentum)·running + momentum·batch statistic, with the
+    unbiased variance for running_var; evaluation (forward, evaluate, predict) uses them.
+    Parameters gamma (ones), beta (zeros), then buffers running_mean (zeros), running_var (ones).
+    """
+
+    kind = "batchnorm"
+
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5, name: str | None = None) -> None:
+        super().__init__(name)
+        self.momentum = fraction(momentum, "BatchNorm momentum", closed=True)
+        self.eps = positive_number(eps, "BatchNorm eps")
+
+    def out_shape(self, *shapes: Shape) -> Shape:
+        if len(shapes[0]) != 1:
+            raise ModelError(f"{self.describe()} normalizes (N, features) inputs; its input has shape "
+                             f"{shape_text(shapes[0])} (per-channel BatchNorm of images comes with the convolution "
+                             "layers)")
+        return shapes[0]
+
+    def parameters(self, shapes: tuple[Shape, ...]) -> tuple[Param, ...]:
+        width = shapes[0][0] if shapes else 0
+        return (Param("gamma", (width,), "ones"), Param("beta", (width,), "zeros"),
+                Param("running_mean", (width,), "zeros", trainable=False),
+                Param("running_var", (width,), "ones", trainable=False))
+
+    def spec(self) -> str:
+        return f"batchnorm:{self.name}:{self.momentum!r}:{self.eps!r}"
+
+    def __repr__(self) -> str:
+        return f"BatchNorm(momentum={self.momentum}, eps={self.eps})"
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each element is kept with probability 1 − p and scaled by
+    1/(1 − p), else set to 0; in evaluation the identity.  Masks come from a counter-based
+    generator keyed by (seed, update count, layer, element), the same in NumPy and CUDA."""
+
+    kind = "dropout"
+
+    def __init__(self, p: float = 0.5, name: str | None = None) -> None:
+        super().__init__(name)
+        self.p = fraction(p, "Dropout p")
+
+    def spec(self) -> str:
+        return f"dropout:{self.name}:{self.p!r}"
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.p})"

@@ -14,7 +14,7 @@ from sympy.printing.latex import LatexPrinter as _SympyLatexPrinter
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.str import StrPrinter
 
-from ..symbolic.notation import Entry, is_tensor_valued, subscript, superscript
+from ..symbolic.notation import Constant, Entry, is_tensor_valued, subscript, superscript
 
 _SETTINGS = {"order": "none", "full_prec": False}
 
@@ -55,6 +55,10 @@ class TextPrinter(StrPrinter):
         var = self._print(expr.variables[0])
         return f"d/d{var} {self._print(expr.expr)}"
 
+    def _print_Constant(self, expr: Constant) -> str:
+        """A layer's constant by its letter: eps, D, p (its unique name is for code and lambdify)."""
+        return expr.name.split("_")[0]
+
 
 class UnicodePrinter(StrPrinter):
     """One-line Unicode mathematics: subscripts, superscripts, ·, ⊙, −, ᵀ, Σ, ∂."""
@@ -87,10 +91,10 @@ class UnicodePrinter(StrPrinter):
         coeff, num, den = _split_mul(expr)
         if coeff.q != 1:
             den.insert(0, sp.Integer(coeff.q))
-        if coeff.p != 1 or not num:
-            num.insert(0, sp.Integer(coeff.p))
         join = " ⊙ " if sum(is_tensor_valued(f) for f in num) >= 2 else "·"
         top = join.join(self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in num)
+        if coeff.p != 1 or not num:  # a number scales the product: 2·(a ⊙ b), not 2 ⊙ a ⊙ b
+            top = f"{coeff.p}·{top}" if num else str(coeff.p)
         if not den:
             return top
         bottom = "·".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in den)

@@ -69,6 +69,11 @@ class NamedArray(sp.Symbol):
         path = self._path()
         if path is not None:
             return f"({path[0]._unicode(printer)} via {path[1]._unicode(printer)})"
+        layer = _layer_array(self.name)
+        if layer is not None:
+            grad, base, index, primes = layer
+            body = _UNICODE_BASE[base] + subscript(index) + "′" * primes + ("²" if base in ("var", "rvar") else "")
+            return "∂L/∂" + body if grad else body
         parts = _parts(self.name)
         if parts is None:
             return _GREEK.get(self.name, self.name)
@@ -82,6 +87,11 @@ class NamedArray(sp.Symbol):
         path = self._path()
         if path is not None:
             return rf"\left({path[0]._latex(printer)}\right)_{{\mathrm{{via}}\,{path[1]._latex(printer)}}}"
+        layer = _layer_array(self.name)
+        if layer is not None:
+            grad, base, index, primes = layer
+            body = rf"{_LATEX_BASE[base]}{chr(39) * primes}_{{{index}}}" + ("^{2}" if base in ("var", "rvar") else "")
+            return rf"\frac{{\partial L}}{{\partial {body}}}" if grad else body
         parts = _parts(self.name)
         if parts is None:
             return self.name
@@ -91,6 +101,44 @@ class NamedArray(sp.Symbol):
         if not grad:
             return body
         return rf"\delta{mark}_{{{index}}}" if base == "z" else rf"\frac{{\partial L}}{{\partial {body}}}"
+
+
+#: How the arrays of a normalization or dropout layer read: mu_ln1 is μ₁ (LayerNorm 1's mean), var_bn2 is σ₂²,
+#: xhat_ln1 is x̂₁, gamma_ln1 γ₁, rmean_bn1 the running mean μ̄₁, m1 is a dropout mask.
+_LAYER_ARRAY = re.compile(r"^(d?)(mu|var|xhat|gamma|beta|rmean|rvar)_(?:ln|bn)(\d+)((?:_\d+)?)$")
+_UNICODE_BASE = {"mu": "μ", "var": "σ", "xhat": "x̂", "gamma": "γ", "beta": "β", "rmean": "μ̄", "rvar": "σ̄"}
+_LATEX_BASE = {"mu": r"\mu", "var": r"\sigma", "xhat": r"\hat{x}", "gamma": r"\gamma", "beta": r"\beta",
+               "rmean": r"\bar{\mu}", "rvar": r"\bar{\sigma}"}
+
+
+def _layer_array(name: str) -> tuple[bool, str, str, int] | None:
+    """``dmu_ln1`` -> (gradient, "mu", "1", primes): an array of a normalization layer."""
+    m = _LAYER_ARRAY.match(name)
+    if m is None:
+        return None
+    return bool(m.group(1)), m.group(2), m.group(3), int(m.group(4)[1:]) - 1 if m.group(4) else 0
+
+
+class Constant(sp.Symbol):
+    """A layer's constant shown by its textbook letter: ε of a normalization, D its width, p of a dropout.
+
+    The name (``eps_ln1``) is unique in a model, for code and for `sympy.lambdify`; people read
+    ``ε``.  Its value is in the derivation's `constants`, as λ₁ and λ₂ are.
+    """
+
+    _shown: dict[str, tuple[str, str]] = {}
+
+    def __new__(cls, name: str, unicode: str = "", latex: str = "") -> "Constant":
+        obj = super().__new__(cls, name, positive=True)
+        if unicode:
+            cls._shown[name] = (unicode, latex or unicode)
+        return obj
+
+    def _unicode(self, printer: object) -> str:
+        return self._shown.get(self.name, (self.name,))[0]
+
+    def _latex(self, printer: object) -> str:
+        return self._shown.get(self.name, (self.name, self.name))[1]
 
 
 class _MatrixOp(sp.Function):

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from ...derive.ir import Concat, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, Slice
+from ...derive.ir import (DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask, Function, Linear, LinearGrad, Map, MatMulT,
+                          Op, Program, Reduce, Slice)
 from ...errors import BackendError
 from ..interface import allocation_shape, count_elements, interface, names_tuple, shape_text
 from ..templating import render
@@ -72,7 +73,7 @@ def _steps(program: Program, fn: Function) -> list[Blas | Stmt]:
     """
     steps: list[Blas | Stmt] = []
     for op in fn.ops:
-        steps += _lower(program, op)
+        steps += _lower(program, op, fn)
     live = fn.kept(program.output)
     kept: list[Blas | Stmt] = []
     for step in reversed(steps):
@@ -86,8 +87,10 @@ def _steps(program: Program, fn: Function) -> list[Blas | Stmt]:
     return kept[::-1]
 
 
-def _lower(program: Program, op: Op) -> list[Blas | Stmt]:
+def _lower(program: Program, op: Op, fn: Function) -> list[Blas | Stmt]:
     header = f"{op.stage}: {op.formula}"
+    if isinstance(op, DropoutMask):
+        return [_dropout_mask(program, op, fn, header)]
     if isinstance(op, Linear):
         bias = sp.Symbol(op.out, real=True) + sp.Symbol(op.b, real=True)
         return [Blas(f'gemm("N", "N", {op.x}, {op.w}, {op.out})', f"{op.out} = {op.x} @ {op.w}",
@@ -112,6 +115,17 @@ def _lower(program: Program, op: Op) -> list[Blas | Stmt]:
     if isinstance(op, Reduce):
         return [Stmt(op.out, op.expr, header, op.op, op.axis)]
     raise NotImplementedError(f"CUDA backend has no lowering for {op.kind}")
+
+
+def _dropout_mask(program: Program, op: DropoutMask, fn: Function, math: str) -> Blas:
+    """The nc_dropout_mask kernel: the update count is the function's step argument on the device (so a
+    replayed CUDA graph draws the next step's masks), or 0 (step_zero) in a function without one."""
+    width = _row_size(program, op.out)
+    hp, index = (f"hp_{fn.name}.values", fn.scalars.index("step")) if "step" in fn.scalars else ("step_zero", 0)
+    args = (f"{op.out}, {op.seed}, {hp}, np.int32({index}), np.uint32({op.number}), np.uint32({op.threshold}), n32, "
+            f"np.int32({width})")
+    return Blas(f"k.nc_dropout_mask(grid(n * {width}), BLOCK, ({args}))", math, frozenset({op.seed}),
+                frozenset({op.out}))
 
 
 def _row_size(program: Program, name: str) -> int:
@@ -171,7 +185,8 @@ class _Lowering:
             if step is not None:
                 launches.append({"code": step.code, "formulas": [step.math]})
         uses_step = "step" in fn.scalars and any(
-            sp.Symbol("step", real=True) in op.expr.free_symbols for op in fn.ops if isinstance(op, (Map, Reduce)))
+            isinstance(op, DropoutMask) or sp.Symbol("step", real=True) in op.expr.free_symbols
+            for op in fn.ops if isinstance(op, (Map, Reduce, DropoutMask)))
         if uses_step:
             launches.append({"code": f"k.nc_advance(ONE, ONE, (hp_{fn.name}.values, "
                                      f"np.int32({fn.scalars.index('step')})))",
@@ -210,6 +225,10 @@ def _allocations(program: Program, uses_ones: bool) -> tuple[list[tuple[str, str
     for name, buf in program.buffers.items():
         if buf.role in ("param", "grad", "state"):
             continue
+        if buf.role == "seed":
+            lines += [(f"{name} = cp.zeros((1,), dtype=cp.uint64)", "the dropout seed: set by the trainer"),
+                      ("step_zero = cp.zeros((1,), dtype=cp.float64)", "the update count outside a training step")]
+            continue
         lines.append((f"{name} = cp.zeros({allocation_shape(buf.shape)}, dtype=DTYPE)", buf.role))
         per_row, fixed = count_elements(buf.shape, per_row, fixed)
     if uses_ones:
@@ -236,6 +255,9 @@ def context(program: Program, cuda_graphs: bool = True) -> dict:
         "functions": functions,
         "kernels": kernels,
         "uses_columns": any(isinstance(op, (Concat, Slice)) for op in program.iter_ops()),
+        "uses_dropout": any(isinstance(op, DropoutMask) for op in program.iter_ops()),
+        "mix": [f"{c:#x}u" for c in DROPOUT_MIX],
+        "weyl": f"{DROPOUT_WEYL:#x}u",
         "scalars": scalars,
         "per_row": per_row,
         "fixed": fixed,

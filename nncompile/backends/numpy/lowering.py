@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...derive.ir import (BATCH, Concat, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, Slice,
-                          last_uses)
+from ...derive.ir import (BATCH, DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask, Function, Linear, LinearGrad, Map,
+                          MatMulT, Op, Program, Reduce, Slice, last_uses)
 from ..interface import allocation_shape, count_elements, interface, shape_text
 from ..templating import render
 from .scratch import Scalars, ScratchPool
@@ -132,6 +132,8 @@ class _Lowering:
             lines = self._linear_grad(op)
         elif isinstance(op, MatMulT):
             lines = [(f"np.dot({op.a}, {op.b}T, {op.out})", f"{op.out} = {op.a} @ {op.b}.T")]
+        elif isinstance(op, DropoutMask):
+            lines = self._dropout_mask(op)
         elif isinstance(op, Concat):
             lines = [(f"np.concatenate(({', '.join(op.parts)},), 1, {op.out})", op.formula)]
         elif isinstance(op, Slice) and self._is_view(op.out):
@@ -157,6 +159,25 @@ class _Lowering:
                      f"{math}   (bias folded into the product)")]
         return [(f"np.dot({op.x}, {op.w}, {op.out})", f"{op.out} = {op.x} @ {op.w}"),
                 (f"np.add({op.out}, {op.b}, {op.out})", math)]
+
+    def _dropout_mask(self, op: DropoutMask) -> list[tuple[str, str]]:
+        """The mask by the IR's generator: a per-call key, then MurmurHash3's finalizer on each element's
+        counter, compared with the layer's threshold (uint32 arithmetic wraps, as the spec says)."""
+        shape = self._shape(op.out)
+        h, t = self.pool.take(shape, "uint32"), self.pool.take(shape, "uint32")
+        key = f"key_{op.out}"
+        lines = [(f"{key} = dropout_key({op.seed}[0], step, {op.number})", f"the key of {op.out} for this call"),
+                 (f"np.add({self.pool.counter_of(shape)}, {key}, {h})", f"{h} = key + (i + 1)*{DROPOUT_WEYL:#x}")]
+        for shift, mix in ((16, 0), (13, 1), (16, None)):
+            lines += [(f"np.right_shift({h}, {shift}, {t})", ""),
+                      (f"np.bitwise_xor({h}, {t}, {h})", f"{h} ^= {h} >> {shift}")]
+            if mix is not None:
+                lines.append((f"np.multiply({h}, DROPOUT_MIX[{mix}], {h})", f"{h} *= {DROPOUT_MIX[mix]:#x}"))
+        lines.append((f"np.greater_equal({h}, np.uint32({op.threshold}), {op.out})",
+                      f"{op.out} = 1 where kept (fmix32 >= {op.threshold}), 0 where dropped"))
+        self.pool.give(h)
+        self.pool.give(t)
+        return lines
 
     def _is_view(self, name: str) -> bool:
         return _viewable(self.program, name)
@@ -223,6 +244,10 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
     for name, buf in program.buffers.items():
         if buf.role in ("param", "grad", "state", "scalar"):
             continue
+        if buf.role == "seed":
+            lines += [(f"{name} = np.zeros((1,), dtype=np.uint64)", "the dropout seed: set by the trainer"),
+                      ("step = 0", "the update count dropout masks use outside a training step")]
+            continue
         root, width = layout.root(name), buf.shape[-1]
         if root != name:
             aliases.append((f"{name} = {root}", f"shares storage: {root} is dead when {name} is written"))
@@ -251,11 +276,16 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
         lines.append((f"params, grads = params[:{t}], grads[:{t}]",
                       "the optimizer updates the trainable prefix; buffers follow it"))
     for name, (shape, kind) in pool.declared.items():
-        dtype = "np.bool_" if kind == "bool" else "DTYPE"
+        dtype = {"bool": "np.bool_", "uint32": "np.uint32"}.get(kind, "DTYPE")
         lines.append((f"{name} = np.empty({allocation_shape(shape)}, dtype={dtype})", "scratch"))
         per_row, fixed = count_elements(shape, per_row, fixed)
     for name, shape in sorted(pool.ones.items()):
         lines.append((f"{name} = np.ones({allocation_shape(shape)}, dtype=DTYPE)", "sums are dot products with ones"))
+        per_row, fixed = count_elements(shape, per_row, fixed)
+    for name, shape in sorted(pool.counters.items()):
+        size = "*".join("n" if d == BATCH else str(d) for d in shape)
+        lines.append((f"{name} = np.multiply(np.arange(1, {size} + 1, dtype=np.uint32), np.uint32({DROPOUT_WEYL:#x}))"
+                      f".reshape{allocation_shape(shape)}", "(i + 1)*0x9E3779B9 for element i: dropout counters"))
         per_row, fixed = count_elements(shape, per_row, fixed)
     return lines, per_row, fixed
 
@@ -305,6 +335,9 @@ def context(program: Program, fold_bias: bool = True, optimize: bool = True) -> 
         "per_row": per_row,
         "fixed": fixed,
         "itemsize": np.dtype(program.dtype).itemsize,
+        "dropout": any(isinstance(op, DropoutMask) for op in program.iter_ops()),
+        "mix": [f"{c:#x}" for c in DROPOUT_MIX],
+        "weyl": f"{DROPOUT_WEYL:#x}",
     }
 
 
