@@ -5,20 +5,28 @@ hₖ₊₁ = hₖ + relu(LayerNorm(hₖ)·Wₖ₊₁ + bₖ₊₁); logits = Lay
 cross-entropy; plain SGD.  The same weights and batch for all three, timed in alternating
 rounds (`step_vs_peers.interleaved`); the three are checked to make the same first update.
 
-    python benchmarks/resmlp_step.py [--dtype float32|float64|both] [--threads 2] [--budget 3]
+    python benchmarks/resmlp_step.py [--dtype float32|float64|both] [--threads 2] [--budget 3] [--cpu]
 
-Ratios > 1 mean the generated step is faster.
+Ratios > 1 mean the generated step is faster.  On a machine other jobs share, `--cpu --threads 1`
+times the CPU each step uses (time.process_time) instead of the wall clock, which waiting for a
+core inflates.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from pathlib import Path
 
-import numpy as np
+#: BLAS threads are fixed before NumPy loads (threadpoolctl, when installed, pins them again)
+_THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv[:-1] else "2"
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _THREADS)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from step_vs_peers import interleaved  # noqa: E402
+import numpy as np  # noqa: E402
+
+import statistics  # noqa: E402
+import time  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import nncompile as nc  # noqa: E402
 from nncompile import nn  # noqa: E402
@@ -163,7 +171,28 @@ def torch_step(params: dict[str, np.ndarray], X: np.ndarray, T: np.ndarray, thre
     return step, tensors
 
 
-def run(dtype: str, threads: int, budget: float) -> None:
+def interleaved(fns: dict[str, Callable[[], object]], budget: float, clock: Callable[[], float]) -> dict[str, float]:
+    """Median seconds per call of each function, in 7 alternating rounds (as benchmarks/step_vs_peers.py times):
+    taking turns spreads a slow patch of a shared machine over every contender."""
+    repeats = {}
+    for name, fn in fns.items():
+        fn()
+        start, calls = clock(), 0
+        while clock() - start < 0.05:
+            fn()
+            calls += 1
+        repeats[name] = max(1, int(calls * budget / 7 / max(clock() - start, 1e-9)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(7):
+        for name, fn in fns.items():
+            t0 = clock()
+            for _ in range(repeats[name]):
+                fn()
+            samples[name].append((clock() - t0) / repeats[name])
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def run(dtype: str, threads: int, budget: float, cpu: bool) -> None:
     rng = np.random.default_rng(0)
     prog = nc.compile(model(), dtype=dtype)
     params = prog.init_params(0)
@@ -191,7 +220,7 @@ def run(dtype: str, threads: int, budget: float) -> None:
         contenders["torch"]()
         for k, v in tensors.items():
             np.testing.assert_allclose(after[k], v.detach().numpy(), rtol=tol, atol=tol, err_msg=f"torch at {k}")
-    times = interleaved(contenders, budget)
+    times = interleaved(contenders, budget, time.process_time if cpu else time.perf_counter)
     gen = times["generated"]
     line = f"| {dtype} | {gen * 1e3:.3f} ms | {times['hand'] * 1e3:.3f} ms | "
     line += f"{times['torch'] * 1e3:.3f} ms |" if "torch" in times else "- |"
@@ -204,6 +233,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timing per contender")
+    parser.add_argument("--cpu", action="store_true", help="time CPU use (process_time), not the wall clock")
     args = parser.parse_args()
     try:
         from threadpoolctl import threadpool_limits
@@ -214,7 +244,7 @@ def main() -> None:
     print("| dtype | generated | hand NumPy | PyTorch eager | hand/gen | torch/gen |")
     print("|---|---|---|---|---|---|")
     for dtype in (("float32", "float64") if args.dtype == "both" else (args.dtype,)):
-        run(dtype, args.threads, args.budget)
+        run(dtype, args.threads, args.budget, args.cpu)
 
 
 if __name__ == "__main__":
