@@ -139,7 +139,7 @@ class _Lowering:
         elif isinstance(op, Slice) and self._is_view(op.out):
             lines = []  # a view of X, bound once per workspace
         elif isinstance(op, Slice) and len(self._shape(op.out)) > 2:
-            lines = [(f"np.copyto({op.out}, {op.x}[:, {op.start}:{op.stop}].reshape({op.out}.shape))", op.formula)]
+            lines = [(f"np.copyto({op.out}_rows, {op.x}[:, {op.start}:{op.stop}])", op.formula)]
         elif isinstance(op, Slice):
             lines = [(f"np.copyto({op.out}, {op.x}[:, {op.start}:{op.stop}])", op.formula)]
         elif isinstance(op, Map) and not self._shape(op.out):
@@ -253,6 +253,11 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
             aliases.append((f"{name} = {root}", f"shares storage: {root} is dead when {name} is written"))
             if name in transposed:
                 aliases.append((f"{name}T = {name}.T", "transposed view, no copy"))
+            continue
+        if buf.role == "input" and len(buf.shape) > 2 and not _viewable(program, name):
+            lines += [(f"{name} = np.empty({allocation_shape(buf.shape)}, dtype=DTYPE)", "an image input"),
+                      (f"{name}_rows = {name}.reshape(n, -1)", "its rows, a view: its columns of X land here")]
+            per_row, fixed = count_elements(buf.shape, per_row, fixed)
             continue
         if _viewable(program, name):
             lines.append((f"{name} = {_input_view(program, name)}", "one model input: its columns of X, a view"))
