@@ -64,6 +64,7 @@ def plan_layout(program: Program, fold_bias: bool = True, alias: bool = True) ->
 def _plan_aliases(program: Program, layout: Layout) -> None:
     """Let a Map's output reuse the storage of an input that dies at that Map in every function."""
     lasts = {name: last_uses(fn.ops) for name, fn in program.functions.items()}
+    places = {name: _places(fn) for name, fn in program.functions.items()}
     for op in program.iter_ops():
         if not isinstance(op, Map) or op.out in layout.storage or op.out in layout.augmented:
             continue
@@ -74,14 +75,22 @@ def _plan_aliases(program: Program, layout: Layout) -> None:
             buf = program.buffers.get(cand)
             if buf is None or buf.role != "value" or buf.shape != out.shape or cand in layout.augmented:
                 continue
-            if all(_dies_at(fn, lasts[name], op, cand) for name, fn in program.functions.items()):
+            if all(_dies_at(fn, lasts[name], places[name], op, cand) for name, fn in program.functions.items()):
                 layout.storage[op.out] = cand
                 break
 
 
-def _dies_at(fn: Function, last: dict[str, int], op: Op, cand: str) -> bool:
+def _places(fn: Function) -> dict[tuple, int]:
+    """The first index of each (outputs, inputs) in `fn` (a step's copy of an op, lr folded in, is found too)."""
+    places: dict[tuple, int] = {}
+    for i, o in enumerate(fn.ops):
+        places.setdefault((o.outputs, o.inputs), i)
+    return places
+
+
+def _dies_at(fn: Function, last: dict[str, int], places: dict[tuple, int], op: Op, cand: str) -> bool:
     """True if `op` is in `fn` and is the last reader of `cand` there (or `cand` is unused in fn)."""
-    index = next((i for i, o in enumerate(fn.ops) if o.outputs == op.outputs and o.inputs == op.inputs), None)
+    index = places.get((op.outputs, op.inputs))
     if index is None:
         return cand not in last and op.out not in last
     return last.get(cand) == index and fn.returns != cand
