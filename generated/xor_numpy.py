@@ -21,10 +21,17 @@ MODEL = 'xor'
 BACKEND = 'numpy'
 DTYPE = np.float64
 INPUT_DIM = 2
+#: one shape per model input (without the batch dimension); X holds them flattened and joined in this order
+INPUT_SHAPES = ((2,),)
 OUTPUT_DIM = 1
 TARGET_ENCODING = 'binary'
 METRIC = 'binary_accuracy'
 N_PARAMS = 33
+#: the optimizer updates params[:N_TRAINABLE]; BUFFERS (running statistics) follow, with no gradient
+N_TRAINABLE = 33
+BUFFERS = ()
+#: rows a training batch needs at least (2 with BatchNorm, whose batch variance needs two rows)
+MIN_TRAIN_ROWS = 1
 
 #: (name, shape, offset in the flat parameter vector, initialisation for scheme "auto")
 PARAMS = (
@@ -456,11 +463,13 @@ class Diverged(TrainingError):
 
 
 def init_flat(module, seed=0, scheme="auto"):
-    """Flat parameter vector: weights by `scheme`, biases zero; same seed, same numbers.
+    """Flat parameter vector: weights by `scheme`, the rest as declared (biases zero, scales one).
 
     "normal" draws N(0, 0.01²); "xavier" U(-a, a) with a = sqrt(6/(fan_in + fan_out))
     (Glorot); "he" N(0, 2/fan_in) (Kaiming); "auto" He before ReLU-like layers, else Xavier.
-    Numbers are drawn in float64 and then cast, so float32 starts from the same values.
+    A parameter declared "zeros" or "ones" (a bias, LayerNorm's gamma, BatchNorm's running
+    variance) starts at that value whatever the scheme.  Numbers are drawn in float64 and
+    then cast, so float32 starts from the same values.
     """
     if scheme not in INIT_SCHEMES:
         raise TrainingError(f"unknown init scheme {scheme!r} (choose from {', '.join(INIT_SCHEMES)})")
@@ -468,9 +477,11 @@ def init_flat(module, seed=0, scheme="auto"):
     rng = np.random.default_rng(seed)
     flat = np.zeros(module.N_PARAMS, dtype=np.float64)
     for name, shape, offset, auto in module.PARAMS:
-        if len(shape) != 2:
+        size = int(np.prod(shape))
+        if auto in ("zeros", "ones"):
+            flat[offset:offset + size] = 0.0 if auto == "zeros" else 1.0
             continue
-        fan_in, fan_out = shape
+        fan_in, fan_out = fans(shape)
         kind = auto if scheme == "auto" else scheme
         if kind == "normal":
             values = rng.normal(0.0, 0.01, size=shape)
@@ -479,8 +490,27 @@ def init_flat(module, seed=0, scheme="auto"):
             values = rng.uniform(-bound, bound, size=shape)
         else:
             values = rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
-        flat[offset:offset + fan_in * fan_out] = values.ravel()
+        flat[offset:offset + size] = values.ravel()
     return flat.astype(module.DTYPE)
+
+
+def fans(shape):
+    """(fan_in, fan_out) of a weight: (in, out) for a matrix; for a convolution kernel (out, in, kh, kw),
+    in·kh·kw and out·kh·kw, as PyTorch counts them."""
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    field = int(np.prod(shape[2:]))
+    return shape[1] * field, shape[0] * field
+
+
+def check_train_rows(module, *sizes):
+    """Refuse a training batch smaller than the model allows (BatchNorm: a variance needs two rows)."""
+    least = getattr(module, "MIN_TRAIN_ROWS", 1)
+    small = [n for n in sizes if n < least]
+    if small:
+        raise TrainingError(f"a training batch of {small[0]} row{'s' if small[0] != 1 else ''} is too small: "
+                            f"BatchNorm normalizes with batch statistics and needs at least {least} rows per "
+                            "batch (choose a batch size that leaves no batch of one row)")
 
 
 def numeric_array(values, what):
@@ -618,6 +648,7 @@ class Engine:
         self.params = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else self.device(params)
         self.grads = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE)
         self.state = {}
+        self.seed = 0
         self.max_workspaces = max_workspaces
         self._workspaces = {}
 
@@ -647,7 +678,20 @@ class Engine:
                 raise TrainingError(f"a batch of {n} rows needs {need} of buffers, more than "
                                     "this machine can allocate: use a smaller batch") from None
             self._workspaces[n] = ws
+            self._seed_workspace(ws)
         return ws
+
+    def set_seed(self, seed):
+        """The seed the dropout masks are drawn from (with the update count, layer and element)."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+            raise TrainingError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        self.seed = int(seed)
+        for ws in self._workspaces.values():
+            self._seed_workspace(ws)
+
+    def _seed_workspace(self, ws):
+        if getattr(ws, "dropout_seed", None) is not None:
+            ws.dropout_seed[...] = self.seed
 
     def reset_state(self, optimizer):
         """Zero state vectors for `optimizer` (kept across epochs, saved in checkpoints)."""
@@ -712,7 +756,7 @@ import math
 import numpy as np
 
 if __package__ == "nncompile.runtime":  # in a generated script engine.py is embedded above this file
-    from .engine import Diverged, TrainingError, to_host
+    from .engine import Diverged, TrainingError, check_train_rows, to_host
 
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 
@@ -907,6 +951,8 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
     """
     run = _Run(engine, X, T, validation, monitor, on_batch)
     run.batch = batch_size_for(mode, batch_size, X.shape[0])
+    check_train_rows(engine.module, run.batch, X.shape[0] % run.batch or run.batch)
+    engine.set_seed(seed)  # dropout masks: keyed by (seed, update count, layer, element)
     check_schedule(schedule, step_size, gamma)
     run.plan = {"mode": mode, "batch": run.batch, "optimizer": optimizer, "hyper": list(hyper), "lr": lr,
                 "schedule": [schedule, step_size, gamma], "seed": seed, "patience": patience,
@@ -1140,7 +1186,7 @@ class Monitor:
     def __init__(self, module, X, T, rows=256, every=None):
         step = max(1, X.shape[0] // rows)
         self.module, self.X, self.T, self.every = module, X[::step][:rows], T[::step][:rows], every
-        self.layers = _dense_layers(module.PARAMS)
+        self.layers = _dense_layers(module.PARAMS, getattr(module, "BUFFERS", ()))
         self.previous = None  # gradient norms at the previous check
 
     def due(self, epoch, epochs):
@@ -1165,7 +1211,8 @@ class Monitor:
         report = {name: {"grad_norm": float(np.sqrt(sum(np.vdot(grads[a:b], grads[a:b]) for a, b in spans)))}
                   for name, spans in self.layers.items()}
         for (layer, activation, _, kind), fprime in zip(self.module.PROBES, ws.probes):
-            report[layer].update(activation=activation, kind=kind, **unit_statistics(to_host(fprime)))
+            # an activation after a layer without parameters (an Add, say) gets an entry of its own
+            report.setdefault(layer, {}).update(activation=activation, kind=kind, **unit_statistics(to_host(fprime)))
         return report
 
     def judge(self, report):
@@ -1179,7 +1226,7 @@ class Monitor:
             found.append(_warning("network", "linear_model",
                                   "every hidden layer acts linearly, so the network computes an (almost) linear "
                                   "function of its input and cannot fit non-linear structure"))
-        norms = {name: r["grad_norm"] for name, r in report.items()}
+        norms = {name: r["grad_norm"] for name, r in report.items() if "grad_norm" in r}
         found += _gradient_warnings(norms, self.previous)
         self.previous = norms
         return found
@@ -1244,10 +1291,12 @@ def _gradient_warnings(norms, previous):
     return found
 
 
-def _dense_layers(params):
-    """Layer name -> [(start, stop)] spans of the flat gradient vector holding its W and b."""
+def _dense_layers(params, buffers=()):
+    """Layer name -> [(start, stop)] spans of the flat gradient vector holding its parameters (not buffers)."""
     layers = {}
     for name, shape, offset, _ in params:
+        if name in buffers:
+            continue
         size = 1
         for d in shape:
             size *= d
@@ -1279,7 +1328,8 @@ def summary_rows(report):
             cells = [f"{100 * r[k]:.1f}%" for k in ("saturated", "dead", "linear")]
         else:
             cells = ["-", "-", "-"]
-        rows.append([name, r.get("activation", "-"), *cells, f"{r['grad_norm']:.2e}"])
+        norm = f"{r['grad_norm']:.2e}" if "grad_norm" in r else "-"
+        rows.append([name, r.get("activation", "-"), *cells, norm])
     return rows
 
 

@@ -1,11 +1,14 @@
 """What a person declares, under one name: ``from nncompile import nn``.
 
-The classes live in `nncompile.dsl` (layers, losses, models); this module is the stable
-public path to them, as ``torch.nn`` is to PyTorch's modules.
+The classes live in `nncompile.dsl` (graph, layers, losses, models); this module is the
+stable public path to them, as ``torch.nn`` is to PyTorch's modules.
 """
-from .dsl.layers import Activation, Dense, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Softplus, Tanh
+from .dsl.graph import Add, Concat, Input, Layer, Multiply, Node
+from .dsl.layers import (Activation, BatchNorm, Dense, Dropout, Identity, LayerNorm, LeakyReLU, ReLU, Sigmoid, Softmax,
+                         Softplus, Tanh)
 from .dsl.losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
-from .dsl.models import Sequential
+from .dsl.models import Model, Sequential
 
 __all__ = ["Layer", "Dense", "Activation", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "Softplus", "Identity",
-           "Softmax", "Loss", "MSE", "BinaryCrossEntropy", "CrossEntropy", "SoftmaxCrossEntropy", "Sequential"]
+           "Softmax", "Loss", "MSE", "BinaryCrossEntropy", "CrossEntropy", "SoftmaxCrossEntropy", "Sequential",
+           "Input", "Node", "Model", "Add", "Multiply", "Concat", "LayerNorm", "BatchNorm", "Dropout"]

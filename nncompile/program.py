@@ -14,7 +14,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from . import backends, jit
-from .dsl.models import Sequential
+from .dsl.models import Model
 from .errors import DataError, ModelError
 from .runtime import engine as runtime
 from .symbolic.rules import OPTIMIZERS as BUILTIN_OPTIMIZERS
@@ -35,7 +35,7 @@ def data_errors() -> Iterator[None]:
         raise DataError(str(exc)) from None
 
 
-def compile(model: Sequential, backend: str = "numpy", dtype: str = "float64",  # noqa: A001
+def compile(model: Model, backend: str = "numpy", dtype: str = "float64",  # noqa: A001
             optimizers: Sequence[Optimizer] = (), **options: object) -> "CompiledProgram":
     """Compile `model` for `backend` ("numpy" or "cuda") in `dtype` ("float32" or "float64").
 
@@ -46,8 +46,8 @@ def compile(model: Sequential, backend: str = "numpy", dtype: str = "float64",  
     The generated module is cached by content hash; see `jit`.  The cuda backend needs
     CuPy and a GPU, and says in one line (BackendError) which is missing.
     """
-    if not isinstance(model, Sequential):
-        raise ModelError(f"compile() takes an nn.Sequential model, got {type(model).__name__}")
+    if not isinstance(model, Model):
+        raise ModelError(f"compile() takes an nn.Sequential or nn.Model, got {type(model).__name__}")
     if dtype not in DTYPES:
         raise ModelError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     optimizers = _checked_optimizers(optimizers)
@@ -83,7 +83,7 @@ def _checked_optimizers(optimizers: object) -> tuple[Optimizer, ...]:
 class CompiledProgram:
     """A compiled model: parameters in layer order, gradients, forward pass, generated source."""
 
-    def __init__(self, model: Sequential, module: object, path: Path, backend: str, dtype: str,
+    def __init__(self, model: Model, module: object, path: Path, backend: str, dtype: str,
                  derivation: object = None) -> None:
         self.model, self.module, self.source_path = model, module, path
         self.backend, self.dtype = backend, dtype
@@ -101,6 +101,17 @@ class CompiledProgram:
     @property
     def param_names(self) -> list[str]:
         return [name for name, *_ in self.module.PARAMS]
+
+    @property
+    def trainable(self) -> list[str]:
+        """The parameters with a gradient (the keys of `loss_and_grad`'s grads): all but the buffers."""
+        return [name for name in self.param_names if name not in self.module.BUFFERS]
+
+    @property
+    def buffers(self) -> list[str]:
+        """State the forward pass keeps and training updates without a gradient (BatchNorm's running
+        statistics): in `init_params`, results, weights files and checkpoints, never in the grads."""
+        return list(self.module.BUFFERS)
 
     @property
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -176,11 +187,13 @@ class CompiledProgram:
             flat[offset:offset + value.size] = value.ravel()
         return flat
 
-    def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
-        """A params dict (NumPy copies) from a flat vector, in layer order."""
+    def unflatten(self, flat: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """A params dict (NumPy copies) from a flat vector, in layer order (only `names`, when given)."""
         flat = runtime.to_host(flat)
         out = {}
         for name, shape, offset, _ in self.module.PARAMS:
+            if names is not None and name not in names:
+                continue
             size = int(np.prod(shape))
             out[name] = np.array(flat[offset:offset + size], dtype=self.dtype).reshape(shape)
         return out
@@ -193,7 +206,13 @@ class CompiledProgram:
             return runtime.Engine(self.module, flat)
 
     def prepare(self, X: object, Y: object | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Inputs and targets checked and converted (labels one-hot for cross-entropy)."""
+        """Inputs and targets checked and converted (labels one-hot for cross-entropy).
+
+        A model with several inputs takes X as a list of arrays, one per input in order;
+        they are flattened row-major and joined into the one X matrix the program reads (which
+        is also accepted as it is: an (N, INPUT_DIM) array, the form scripts and files use).
+        """
+        X = self._joined(X)
         with data_errors():
             Xc = runtime.check_inputs(X, self.module.INPUT_DIM, self.dtype)
             if Y is None:
@@ -201,6 +220,25 @@ class CompiledProgram:
             T = runtime.encode_targets(Y, self.module.TARGET_ENCODING, self.module.OUTPUT_DIM,
                                        self.dtype, Xc.shape[0])
         return Xc, T
+
+    def _joined(self, X: object) -> object:
+        """Several inputs as one (N, total) array; one input of image shape flattened row-major."""
+        shapes = [tuple(shape) for shape in self.module.INPUT_SHAPES]
+        if len(shapes) == 1:
+            return _flattened(X, shapes[0])
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == self.module.INPUT_DIM:
+            return X
+        if not isinstance(X, (list, tuple)) or len(X) != len(shapes):
+            raise DataError(f"model {self.model.name} has {len(shapes)} inputs: give X as a list of "
+                            f"{len(shapes)} arrays, one per input")
+        with data_errors():
+            parts = [runtime.numeric_array(_flattened(x, shape), f"input {i}") for i, (x, shape) in
+                     enumerate(zip(X, shapes), 1)]
+        parts = [p.reshape(-1, 1) if p.ndim == 1 else p for p in parts]
+        rows = {p.shape[0] for p in parts}
+        if len(rows) != 1:
+            raise DataError(f"the inputs have different numbers of rows: {', '.join(str(p.shape[0]) for p in parts)}")
+        return np.concatenate(parts, axis=1)
 
     def _bound(self, params: Mapping[str, np.ndarray]) -> runtime.Engine:
         flat = self.flatten(params)
@@ -210,19 +248,28 @@ class CompiledProgram:
             self._engine.params[...] = self._engine.device(flat)
         return self._engine
 
-    def loss_and_grad(self, params: Mapping[str, np.ndarray], X: object, Y: object) -> tuple[object, dict]:
-        """Loss (mean over the batch, with penalties) and the gradient of every parameter."""
+    def loss_and_grad(self, params: Mapping[str, np.ndarray], X: object, Y: object,
+                      seed: int = 0) -> tuple[object, dict]:
+        """Loss (mean over the batch, with penalties) and the gradient of every trainable parameter.
+
+        As in training: BatchNorm uses the batch statistics (the given running statistics are
+        left as they are), Dropout draws its masks from `seed` (update count 0), so the
+        same seed gives the same loss and gradients.
+        """
         Xc, T = self.prepare(X, Y)
         engine = self._bound(params)
         with data_errors():
+            runtime.check_train_rows(self.module, Xc.shape[0])
             ws = engine.workspace(Xc.shape[0])
+            engine.set_seed(seed)
         ws.X[...] = engine.device(Xc)
         ws.T[...] = engine.device(T)
         loss = float(ws.loss_and_grad())
-        return np.dtype(self.dtype).type(loss), self.unflatten(engine.grads)
+        return np.dtype(self.dtype).type(loss), self.unflatten(engine.grads, self.trainable)
 
     def loss(self, params: Mapping[str, np.ndarray], X: object, Y: object) -> object:
-        """Loss only (mean over the batch, with penalties)."""
+        """Loss only (mean over the batch, with penalties), as `evaluate` computes it (running statistics,
+        no dropout)."""
         Xc, T = self.prepare(X, Y)
         with data_errors():
             loss, _ = self._bound(params).evaluate(Xc, T)
@@ -254,3 +301,13 @@ class CompiledProgram:
             return labels[:, 0] if labels.shape[1] == 1 else labels
         return out
 
+
+
+def _flattened(X: object, shape: tuple[int, ...]) -> object:
+    """(N, *shape) as (N, prod(shape)), row-major; anything else is left for the runtime's checks."""
+    if len(shape) < 2:
+        return X
+    array = np.asarray(X) if not isinstance(X, np.ndarray) else X
+    if array.ndim == len(shape) + 1 and tuple(array.shape[1:]) == shape:
+        return array.reshape(array.shape[0], -1)
+    return array

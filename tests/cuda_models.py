@@ -9,6 +9,7 @@ from pathlib import Path
 
 import sympy as sp
 
+import dag_models
 from nncompile import nn
 from nncompile import load_model
 
@@ -20,6 +21,13 @@ _x = sp.Symbol("x")
 #: Models the NumPy backend gets wrong, which the GPU tests check against finite differences
 #: instead: none today (test_cuda_host.py holds every model to the NumPy backend on the CPU).
 NUMPY_FAILS: frozenset[str] = frozenset()
+
+
+def _norms_dropout() -> nn.Model:
+    x = nn.Input(5)
+    h = nn.ReLU()(nn.BatchNorm()(nn.Dense(7)(x)))
+    h = nn.LayerNorm()(h + nn.Dropout(0.25)(nn.Tanh()(nn.Dense(7)(h))))
+    return nn.Model(x, nn.Dense(3)(nn.Dropout(0.1)(h)), loss=nn.SoftmaxCrossEntropy(), l2=0.01, name="norms_dropout")
 
 
 def matrix() -> dict[str, nn.Sequential]:
@@ -48,6 +56,9 @@ def matrix() -> dict[str, nn.Sequential]:
         "every_function": nn.Sequential(nn.Dense(5), trig, nn.Dense(4), rest, nn.Dense(1), input_dim=2,
                                         loss=nn.MSE()),
         "half_powers": nn.Sequential(nn.Dense(4), half_powers, nn.Dense(2), input_dim=2, loss=nn.MSE()),
+        "dag_everything": dag_models.everything(),     # fan-out, a shared layer, Add, Multiply, Concat
+        "dag_two_inputs": dag_models.two_inputs(),     # two inputs read from X's columns
+        "norms_dropout": _norms_dropout(),              # BatchNorm, LayerNorm (row kernels), Dropout masks
     })
     return models
 

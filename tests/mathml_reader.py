@@ -8,6 +8,7 @@ does.  A formula the printer wrote with a missing bracket reads back as a differ
 """
 from __future__ import annotations
 
+import re
 from xml.dom.minidom import Element, parseString
 
 import numpy as np
@@ -94,10 +95,19 @@ def _elements(node: Element) -> list[Element]:
 
 
 def _name(node: Element) -> str:
-    """A variable as the page names it: δ₂ is dz2, a₁′ is a1_2, W⁽¹⁾₀₁ is W1_01, λ₂ is lambda2."""
+    """A variable as the page names it: δ₂ is dz2, a₁′ is a1_2, W⁽¹⁾₀₁ is W1_01, λ₂ is lambda2.
+
+    A normalization layer's arrays (μ₁, σ₁², x̂₁, γ₁, β₁, μ̄₁, σ̄₁²) and a layer's constants (ε, D, p)
+    name a kind of array of layer 1 (or of its layer), not one buffer: they read as a reference
+    that `evaluate` resolves among the arrays the formula was given (mu_ln1 or mu_bn1).
+    """
     tag, kids = node.tagName, _elements(node)
     if tag == "mi":
-        return GREEK.get(_text(node), _text(node))
+        text = _text(node)
+        return f"CONST__{LAYER_CONSTANTS[text]}" if text in LAYER_CONSTANTS else GREEK.get(text, text)
+    layer = _layer_array(tag, kids)
+    if layer is not None:
+        return layer
     base = _text(kids[0])
     index = "".join(_text(k) for k in ([kids[1]] if kids[1].tagName != "mrow" else _elements(kids[1])))
     if tag == "msub":
@@ -110,6 +120,52 @@ def _name(node: Element) -> str:
         return f"{base}{text.strip('()')}_{index}"
     primes = text.count("′")
     return f"{'dz' if base == 'δ' else base}{index}_{primes + 1}"
+
+
+#: A normalization layer's arrays by their letter (and accent), and the constants of a layer.
+LAYER_LETTERS = {("μ", ""): "mu", ("γ", ""): "gamma", ("β", ""): "beta", ("x", "^"): "xhat", ("μ", "¯"): "rmean"}
+LAYER_SQUARED = {("σ", ""): "var", ("σ", "¯"): "rvar"}
+LAYER_CONSTANTS = {"ε": "eps", "D": "D", "p": "p"}
+
+
+def _layer_array(tag: str, kids: list[Element]) -> str | None:
+    """μ₁ -> LA__mu__1, σ₁² -> LA__var__1, x̂₁′ -> LA__xhat__1_2; None for any other name."""
+    if tag not in ("msub", "msubsup"):
+        return None
+    head = kids[0]
+    if head.tagName == "mover":
+        letter, accent = (_text(k) for k in _elements(head))
+    elif head.tagName == "mi":
+        letter, accent = _text(head), ""
+    else:
+        return None
+    marks = _text(kids[2]) if tag == "msubsup" else ""
+    squared = marks.endswith("2")
+    table = LAYER_SQUARED if squared else LAYER_LETTERS
+    if (letter, accent) not in table:
+        return None
+    primes = marks.rstrip("2").count("′")
+    return f"LA__{table[letter, accent]}__{_text(kids[1])}" + (f"_{primes + 1}" if primes else "")
+
+
+def _resolve(source: str, values: dict[str, object]) -> str:
+    """Each layer-array or constant reference as the one given array of that kind and layer."""
+    def array(match: re.Match) -> str:
+        grad, kind, index, primes = match.groups()
+        pattern = re.compile(rf"^{grad}{kind}_(ln|bn){index}{'_' + primes if primes else ''}$")
+        return _only([k for k in values if pattern.match(k)], match.group(0))
+
+    def constant(match: re.Match) -> str:
+        return _only([k for k in values if k.split("_")[0] == match.group(1)], match.group(0))
+
+    source = re.sub(r"\b(d?)LA__(\w+?)__(\d+)(?:_(\d+))?\b", array, source)
+    return re.sub(r"\bCONST__(\w+?)\b", constant, source)
+
+
+def _only(found: list[str], shown: str) -> str:
+    if len(found) != 1:
+        raise ValueError(f"{shown} names {len(found)} of the given arrays: {found}")
+    return found[0]
 
 
 def _is_paren(node: Element, ch: str) -> bool:
@@ -141,6 +197,11 @@ def _row(kids: list[Element]) -> str:
             index = _text(_elements(k)[1]) if k.tagName == "munder" else ""
             out.append(f"sum{index or 'all'}({read(nxt)})")
             i += 2
+            continue
+        if _is_paren(k, "(") and i + 4 < len(kids) and kids[i + 2].tagName == "mtext" \
+                and _text(kids[i + 2]) == "via" and _is_paren(kids[i + 4], ")"):
+            out.append(f"{read(kids[i + 1])}_via_{read(kids[i + 3])}")   # (∂L/∂a₁ via z₂): one path's part
+            i += 5
             continue
         if k.tagName == "mo" and _text(k) == "|":
             out.append("absolute(" if bars % 2 == 0 else ")")
@@ -194,7 +255,7 @@ def read(node: Element) -> str:
 def evaluate(markup: str, values: dict[str, object]) -> np.ndarray:
     """The value of the MathML `markup` (one expression) for the named `values`."""
     node = parseString(f"<math>{markup}</math>").documentElement
-    source = read(node)
+    source = _resolve(read(node), values)
     env = namespace()
     env.update({k: V(v) for k, v in values.items()})
     return V(eval(source, {"__builtins__": {}}, env)).v  # the test's own printer output, in a closed namespace

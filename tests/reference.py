@@ -4,6 +4,8 @@ Used to check the compiled forward pass, loss and gradients on the models of the
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -64,3 +66,26 @@ def mlp_loss_and_grad(params: dict, X: np.ndarray, T: np.ndarray, hidden: list[s
             da = dz @ W.T
             dz = da * ACTIVATIONS[hidden[k - 2]][1](zs[k - 2], acts[k - 1])
     return value, grads, y
+
+
+def fmix32(h: int) -> int:
+    """MurmurHash3's 32-bit finalizer, on Python integers (the dropout spec in nncompile/derive/ir.py)."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) % 2**32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) % 2**32
+    return h ^ (h >> 16)
+
+
+def dropout_mask(seed: int, step: int, layer: int, p: float, shape: tuple[int, ...]) -> np.ndarray:
+    """The spec's mask, written from its text: 1.0 where kept, 0.0 where dropped (uint64 arithmetic, masked)."""
+    lo, hi = seed % 2**32, (seed >> 32) % 2**32
+    key = fmix32(fmix32(fmix32(lo ^ fmix32(hi)) ^ (step % 2**32)) ^ layer)
+    size = int(np.prod(shape))
+    h = (np.uint64(key) + (np.arange(size, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B9)) % np.uint64(2**32)
+    for shift, mul in ((16, 0x85EBCA6B), (13, 0xC2B2AE35), (16, None)):
+        h ^= h >> np.uint64(shift)
+        if mul is not None:
+            h = (h * np.uint64(mul)) % np.uint64(2**32)
+    threshold = math.ceil(p * 2**32)
+    return (h >= np.uint64(threshold)).astype(np.float64).reshape(shape)

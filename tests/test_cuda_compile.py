@@ -126,6 +126,19 @@ def test_driver_launches_match_the_kernels_they_call(programs: dict, name: str) 
                 assert arg == f"hp_{function.split('(')[0]}.values"  # the scalars of the function launching it
             elif kernel == "nc_advance":
                 assert param == "const int index" and arg.startswith("np.int32(")
+            elif kernel == "nc_dropout_mask":   # (m, seed, hp or step_zero, step index, layer, threshold, n, width)
+                assert param.split()[-1] in ("m", "seed", "hp", "step_index", "layer", "threshold", "n", "width")
+                if param.endswith(" hp"):
+                    assert arg in ("step_zero", f"hp_{function.split('(')[0]}.values"), (arg, function[:30])
+                elif param.endswith((" m", " seed")):
+                    assert re.search(rf"^\s+{arg} = ", build, re.M), f"{arg} is never bound in build()"
+                else:
+                    assert arg == "n32" if param == "const int n" else arg.startswith("np.")
+            elif kernel == "nc_columns" and param.startswith("const int "):
+                assert arg.startswith("np.int32("), (arg, param)
+            elif kernel == "nc_columns":   # (dst, src, ...): a copy between two bound buffers
+                assert "real*" in param and ("const" in param) == (param.endswith(" src")), (arg, param)
+                assert re.search(rf"^\s+{arg} = ", build, re.M), f"{arg} is never bound in build()"
             else:
                 assert param.endswith(f" {arg}") and "real*" in param, (arg, param)
                 bound = arg in ("params", "grads") or re.search(rf"^\s+{arg} = ", build, re.M)
@@ -139,6 +152,6 @@ def test_driver_interface_is_the_numpy_modules(programs: dict) -> None:
     numpy_module = nc.compile(model).module
     module, _ = _module(_program(programs, "digits", "float64"))
     for attr in ("MODEL", "DTYPE", "INPUT_DIM", "OUTPUT_DIM", "TARGET_ENCODING", "METRIC", "N_PARAMS", "PARAMS",
-                 "OPTIMIZERS"):
+                 "OPTIMIZERS", "INPUT_SHAPES", "N_TRAINABLE", "BUFFERS", "MIN_TRAIN_ROWS"):
         assert getattr(module, attr) == getattr(numpy_module, attr), attr
     assert module.BACKEND == "cuda" and callable(module.build) and module.workspace_bytes(100) > 0

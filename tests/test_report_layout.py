@@ -49,10 +49,32 @@ def test_a_chain_stands_straight_and_the_targets_sit_beside_the_output() -> None
     net = from_model(model)
     nodes, edges = [n.id for n in net.nodes], [(e.src, e.dst) for e in net.edges]
     drawing = _check_drawing(nodes, edges)
-    chain = ["input", "dense1", "tanh2", "dense2", "softmax4"]
+    chain = ["input", "dense1", "tanh1", "dense2", "softmax1"]
     assert len({round(drawing.boxes[n].x, 6) for n in chain}) == 1
-    assert drawing.boxes["target"].layer == drawing.boxes["loss"].layer - 1 == drawing.boxes["softmax4"].layer
+    assert drawing.boxes["target"].layer == drawing.boxes["loss"].layer - 1 == drawing.boxes["softmax1"].layer
     assert drawing.crossings == 0
+
+
+def test_a_functional_model_is_drawn_as_its_graph() -> None:
+    """A residual block with a shared layer and two inputs: one box per call, an edge per read."""
+    x, side = nn.Input(4, name="x"), nn.Input(2, name="side")
+    shared = nn.Dense(4)
+    h = nn.Tanh()(shared(x))
+    r = nn.Tanh()(shared(h))
+    y = nn.Dense(3)(nn.LayerNorm()(nn.Concat()(h + r, side)))
+    model = nn.Model([x, side], y, loss=nn.SoftmaxCrossEntropy(), name="res")
+    net = from_model(model)
+    ids = [n.id for n in net.nodes]
+    assert ids[:3] == ["input1", "input2", "dense1"] and "dense1@2" in ids and "add1" in ids and "concat1" in ids
+    edges = {(e.src, e.dst) for e in net.edges}
+    assert {("input1", "dense1"), ("tanh1", "dense1@2"), ("tanh1", "add1"), ("tanh2", "add1"),
+            ("add1", "concat1"), ("input2", "concat1"), ("concat1", "layernorm1"), ("dense2", "loss"),
+            ("target", "loss")} <= edges
+    kinds = {n.id: n.kind for n in net.nodes}
+    assert kinds["add1"] == kinds["concat1"] == "merge" and kinds["layernorm1"] == "norm"
+    assert net.node("dense1").params == 4 * 4 + 4 and net.node("dense1@2").params == 0   # shared: counted once
+    drawing = _check_drawing(ids, sorted(edges))
+    assert drawing.boxes["add1"].layer > drawing.boxes["tanh2"].layer > drawing.boxes["tanh1"].layer
 
 
 def test_a_skip_connection_routes_round_the_layers_it_skips() -> None:
@@ -132,9 +154,9 @@ def test_the_diagram_of_a_model_names_every_layer_its_shape_and_parameter_count(
     prog = nc.compile(model)
     view = diagram(from_model(model))
     nodes = {n.id: n for n in view.nodes}
-    assert list(nodes) == ["input", "dense1", "tanh2", "dense2", "softmax4", "target", "loss"]
+    assert list(nodes) == ["input", "dense1", "tanh1", "dense2", "softmax1", "target", "loss"]
     assert sum(n.params for n in from_model(model).nodes) == prog.n_params
-    assert ("shape", "N×32") in nodes["tanh2"].lines and ("detail", "64 → 32") in nodes["dense1"].lines
+    assert ("shape", "N×32") in nodes["tanh1"].lines and ("detail", "64 → 32") in nodes["dense1"].lines
     assert ("detail", "l2 0.0001") in nodes["loss"].lines
     assert [e.label for e in view.edges] == ["N×64", "N×32", "N×32", "N×10", "N×10", "N×10"]
     for n in view.nodes:

@@ -5,7 +5,7 @@ computing them once here keeps the backends' contexts, and the modules, alike.
 """
 from __future__ import annotations
 
-from ..derive.ir import BATCH, Program
+from ..derive.ir import BATCH, DropoutMask, Program
 from ..version import __version__
 
 
@@ -33,6 +33,16 @@ def count_elements(shape: tuple, per_row: int, fixed: int) -> tuple[int, int]:
     return (per_row + size, fixed) if BATCH in shape else (per_row, fixed + size)
 
 
+def _namespace(program: Program) -> list[tuple[str, str]]:
+    """What a workspace shows besides its entry points: the dropout seed the trainer sets, the masks of the
+    last training call (in layer order)."""
+    masks = [op.out for op in program.iter_ops() if isinstance(op, DropoutMask)]
+    if not masks:
+        return []
+    seed = next(op.seed for op in program.iter_ops() if isinstance(op, DropoutMask))
+    return [("dropout_seed", seed), ("masks", names_tuple(masks))]
+
+
 def interface(program: Program, backend: str) -> dict:
     """Template context for templates/common/_interface.py.j2 and the build() namespace."""
     return {
@@ -41,8 +51,11 @@ def interface(program: Program, backend: str) -> dict:
         "program": program,
         "output": program.output,
         "params": [(p.name, p.shape, p.offset, p.init) for p in program.params],
+        "buffers": tuple(p.name for p in program.params if not p.trainable),
+        "input_shapes": tuple(program.input_shapes),
         "optimizers": [(o.name, o.state, dict(o.defaults)) for o in program.optimizers.values()],
         "state_names": sorted({s for o in program.optimizers.values() for s in o.state}),
         "probes": [(p.layer, p.activation, p.buffer, p.kind) for p in program.probes],
         "probe_buffers": names_tuple([p.buffer for p in program.probes]),
+        "namespace": _namespace(program),
     }

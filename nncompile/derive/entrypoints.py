@@ -14,7 +14,7 @@ from typing import Sequence
 import sympy as sp
 
 from ..dsl.losses import BinaryCrossEntropy, CrossEntropy, SoftmaxCrossEntropy
-from ..dsl.models import Sequential
+from ..dsl.models import Model
 from ..errors import ModelError
 from ..symbolic.functions import symbol
 from ..symbolic.rules import OPTIMIZERS, Optimizer
@@ -61,19 +61,31 @@ def optimizer_set(extra: Sequence[Optimizer]) -> dict[str, Optimizer]:
 
 
 def assemble(b: object, output: str, optimizers: dict[str, Optimizer]) -> Program:
-    """The program's functions from a derivation builder's op lists (see `derive._Builder`)."""
+    """The program's functions from a derivation builder's op lists (see `builder.Builder`).
+
+    forward and loss evaluate (running statistics, no dropout); the others train (batch
+    statistics, dropout masks); only a step updates the running statistics.  The update of
+    an optimizer covers the trainable prefix of the flat vectors ("params", "grads").
+    """
     model = b.model
-    size = sum(p.size for p in b.params)
+    params = b.ordered_params()
+    size = sum(p.size for p in params if p.trainable)
     b.buffer("params", (size,), "param")
     b.buffer("grads", (size,), "grad")
     encoding, metric = _task(model)
-    prog = Program(model.name, b.dtype, "X", "T", output, metric, encoding, b.buffers, tuple(b.params))
+    prog = Program(model.name, b.dtype, "X", "T", output, metric, encoding, b.buffers, params,
+                   inputs=tuple(b.site(n).out for n in model.inputs), input_shapes=model.input_shapes,
+                   min_train_rows=b.min_train_rows)
     one = {GSCALE: sp.S.One}
-    fwd = tuple(b.forward)
+    fwd, fwd_eval = tuple(b.forward), tuple(b.forward_eval)
     backward_1 = tuple(_subs(op, one) for op in b.backward)
-    prog.functions["forward"] = Function("forward", fwd, doc="forward pass: writes the output buffer")
-    prog.functions["loss"] = Function("loss", fwd + tuple(b.loss_ops), returns="L",
+    prog.functions["forward"] = Function("forward", fwd_eval, doc="forward pass: writes the output buffer")
+    prog.functions["loss"] = Function("loss", fwd_eval + tuple(b.loss_ops), returns="L",
                                       doc="forward pass and loss (with penalties), no gradients")
+    if fwd != fwd_eval:
+        prog.functions["train_loss"] = Function(
+            "train_loss", fwd + tuple(b.loss_ops), returns="L",
+            doc="the loss as training computes it (batch statistics, dropout masks), no gradients")
     prog.functions["loss_and_grad"] = Function(
         "loss_and_grad", fwd + tuple(b.loss_ops) + backward_1, returns="L",
         doc="loss and the gradient of every parameter (means over the batch)")
@@ -89,8 +101,9 @@ def assemble(b: object, output: str, optimizers: dict[str, Optimizer]) -> Progra
         scale = {GSCALE: symbol("lr")} if opt.folds_lr else one
         backward = tuple(_subs(op, scale) for op in b.backward)
         fname = f"step_{name}"
-        prog.functions[fname] = Function(fname, fwd + tuple(b.loss_ops) + backward + tuple(update), scalars,
-                                         "L", doc=f"one training step with {name}: loss, gradients, update")
+        ops = fwd + tuple(b.loss_ops) + backward + tuple(b.running) + tuple(update)
+        prog.functions[fname] = Function(fname, ops, scalars, "L",
+                                         doc=f"one training step with {name}: loss, gradients, update")
         prog.optimizers[name] = OptimizerSpec(name, fname, opt.state, tuple(opt.defaults.items()))
     prog.validate()
     return prog
@@ -102,7 +115,7 @@ def _subs(op: Op, mapping: dict) -> Op:
     return op
 
 
-def _task(model: Sequential) -> tuple[str, str | None]:
+def _task(model: Model) -> tuple[str, str | None]:
     """How targets are encoded and which metric fits, from the loss."""
     if isinstance(model.loss, (CrossEntropy, SoftmaxCrossEntropy)):
         return "onehot", "accuracy"

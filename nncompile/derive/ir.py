@@ -10,6 +10,7 @@ Shapes use the string "N" for the batch size, fixed when a backend binds a works
 from __future__ import annotations
 
 import keyword
+import re
 from dataclasses import dataclass, field
 from typing import Iterator, Union
 
@@ -18,8 +19,27 @@ import sympy as sp
 Dim = Union[int, str]
 BATCH = "N"
 
-#: Buffer roles.  "value" buffers are intermediates a backend may alias or reuse.
-ROLES = ("input", "target", "param", "grad", "state", "value", "scalar")
+#: Buffer roles.  "value" buffers are intermediates a backend may alias or reuse; "seed" is the one
+#: (1,) uint64 array holding the dropout seed, which the trainer sets (`ws.dropout_seed`).
+ROLES = ("input", "target", "param", "grad", "state", "value", "scalar", "seed")
+
+#: The dropout masks' generator, the same in every backend (and in the tests' reference).  All
+#: arithmetic is on unsigned 32-bit integers (mod 2**32); fmix32 is MurmurHash3's finalizer:
+#:     fmix32(h): h ^= h >> 16; h *= 0x85EBCA6B; h ^= h >> 13; h *= 0xC2B2AE35; h ^= h >> 16
+#: For a seed s (lo = s mod 2**32, hi = (s >> 32) mod 2**32), the update count t (0 outside a
+#: training step; mod 2**32) and the dropout layer's number l (dropout1 -> 1):
+#:     key = fmix32(fmix32(fmix32(lo ^ fmix32(hi)) ^ t) ^ l)
+#: and element i of the layer's (N, ...) input in row-major order is kept when
+#:     fmix32(key + (i + 1) * 0x9E3779B9) >= threshold(p) = ceil(p * 2**32)
+#: so it is kept with probability 1 - p (to within 2**-32), independently of every other.
+DROPOUT_MIX = (0x85EBCA6B, 0xC2B2AE35)
+DROPOUT_WEYL = 0x9E3779B9
+
+
+def dropout_threshold(p: float) -> int:
+    """The 32-bit threshold at or above which an element is kept: ceil(p·2³²), p in [0, 1)."""
+    threshold = int(-(-p * 2**32 // 1))
+    return min(max(threshold, 0), 2**32 - 1)
 
 
 @dataclass(frozen=True)
@@ -79,12 +99,17 @@ class Linear(Op):
 
 @dataclass(frozen=True)
 class LinearGrad(Op):
-    """dw = xᵀ·dz and db = Σ_rows dz: both parameter gradients of a Dense layer."""
+    """dw = xᵀ·dz and db = Σ_rows dz: both parameter gradients of a Dense layer.
+
+    With `accumulate` the products are added to dw and db (a layer called more than once:
+    the gradient of a shared parameter is the sum over its uses).
+    """
 
     dw: str = ""
     db: str = ""
     x: str = ""
     dz: str = ""
+    accumulate: bool = False
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -147,6 +172,61 @@ class Reduce(Op):
 
 
 @dataclass(frozen=True)
+class Concat(Op):
+    """out = [parts[0], parts[1], ...] joined along axis 1 (features, or channels)."""
+
+    out: str = ""
+    parts: tuple[str, ...] = ()
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.out,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.parts))
+
+
+@dataclass(frozen=True)
+class Slice(Op):
+    """out = x[:, start:stop] along axis 1: one part of a joined array (the backward of Concat,
+    or one model input of several, which arrive joined in X)."""
+
+    out: str = ""
+    x: str = ""
+    start: int = 0
+    stop: int = 0
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.out,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.x,)
+
+
+@dataclass(frozen=True)
+class DropoutMask(Op):
+    """out = 1 where an element is kept, 0 where dropped, by the generator specified above
+    (`DROPOUT_MIX`): keyed by the seed in buffer `seed`, the update count (the function's "step"
+    argument, 0 in functions without one), the dropout layer's number `number` and the element's index."""
+
+    out: str = ""
+    seed: str = ""
+    number: int = 0
+    threshold: int = 0
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.out,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.seed,)
+
+
+@dataclass(frozen=True)
 class Function:
     """An entry point: ordered ops, runtime scalar arguments, and the scalar it returns.
 
@@ -177,7 +257,8 @@ class ParamSpec:
     offset: int
     layer: str
     regularized: bool
-    init: str = "xavier"  # what scheme "auto" picks: "he" before ReLU-like, else "xavier"
+    init: str = "xavier"  # what scheme "auto" picks: "he" before ReLU-like, else "xavier"; or "zeros", "ones"
+    trainable: bool = True  # False: a buffer (running statistics), after every trainable one, no gradient
 
     @property
     def size(self) -> int:
@@ -227,10 +308,20 @@ class Program:
     functions: dict[str, Function] = field(default_factory=dict)
     optimizers: dict[str, OptimizerSpec] = field(default_factory=dict)
     probes: tuple[Probe, ...] = ()
+    #: one buffer per model input (X itself, or X1, X2, ... read from X's columns), and their shapes
+    inputs: tuple[str, ...] = ()
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    min_train_rows: int = 1      # 2 with BatchNorm: a batch statistic needs two rows
 
     @property
     def n_params(self) -> int:
+        """Entries of the flat parameter vector: trainable parameters, then buffers."""
         return sum(p.size for p in self.params)
+
+    @property
+    def n_trainable(self) -> int:
+        """Entries of the flat vector that have a gradient and that the optimizer updates (a prefix)."""
+        return sum(p.size for p in self.params if p.trainable)
 
     @property
     def input_dim(self) -> int:
@@ -265,11 +356,17 @@ class Program:
         names += [part for p in self.params for part in p.name.split(".")]
         bad = [n for n in names if not _identifier(n)]
         assert not bad, f"names that are not plain identifiers: {bad}"
+        taken = [n for n in self.buffers if _BACKEND_NAMES.fullmatch(n)]
+        assert not taken, f"buffer names the backends use for their own arrays: {taken}"
         for fn in self.functions.values():
             known = set(self.buffers) | set(fn.scalars) | {BATCH}
             for op in fn.ops:
                 missing = [n for n in op.inputs + op.outputs if n and n not in known]
                 assert not missing, f"{fn.name}: {op.kind} {op.formula!r} uses unknown {missing}"
+
+
+#: Names the backends give their own arrays and constants (scratch s1, hoisted c1, k_1_0, ones_Nx1, ...).
+_BACKEND_NAMES = re.compile(r"[cs]\d+|k_\w+|ones_\w+|_cse\d*|hp_\w+|n32?|ones")
 
 
 def _identifier(name: object) -> bool:

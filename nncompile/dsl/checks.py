@@ -29,3 +29,18 @@ def non_negative(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
         raise ModelError(f"{what} must be a finite number >= 0, got {value!r}")
     return float(value)
+
+
+def positive_number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ModelError(f"{what} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def fraction(value: object, what: str, closed: bool = False) -> float:
+    """A number in [0, 1) ([0, 1] when `closed`)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value and (
+        value <= 1 if closed else value < 1)
+    if not ok:
+        raise ModelError(f"{what} must be a number in [0, {'1]' if closed else '1)'}, got {value!r}")
+    return float(value)

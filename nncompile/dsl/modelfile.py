@@ -9,10 +9,10 @@ import runpy
 from pathlib import Path
 
 from ..errors import ModelError, NncompileError
-from .models import Sequential
+from .models import Model
 
 
-def load_model(path: str | Path) -> tuple[Sequential, dict]:
+def load_model(path: str | Path) -> tuple[Model, dict]:
     """Run a model file and return its `model` and its `training` defaults (empty when absent)."""
     file = Path(path)
     if not file.is_file():
@@ -28,9 +28,10 @@ def load_model(path: str | Path) -> tuple[Sequential, dict]:
         raise ModelError(f"{file.name}{line}: {type(exc).__name__}: {exc}") from None
     model = namespace.get("model")
     if model is None:
-        raise ModelError(f"{file.name} does not define `model` (assign an nn.Sequential to a variable named model)")
-    if not isinstance(model, Sequential):
-        raise ModelError(f"{file.name}: `model` is a {type(model).__name__}, not an nn.Sequential")
+        raise ModelError(f"{file.name} does not define `model` (assign an nn.Sequential or nn.Model to a variable "
+                         "named model)")
+    if not isinstance(model, Model):
+        raise ModelError(f"{file.name}: `model` is a {type(model).__name__}, not an nn.Sequential or nn.Model")
     training = namespace.get("training", {})
     return model, training if isinstance(training, dict) else {}
 

@@ -12,11 +12,12 @@ import sympy as sp
 from sympy.core.parameters import evaluate
 
 from ..derive.backprop import Derivation, LayerRecord
-from ..dsl.models import Sequential
+from ..dsl.models import Model
 from ..symbolic.calculus import LocalDerivative, loss_gradient, regulariser_gradient
 from ..symbolic.functions import symbol
 from ..symbolic.kinks import kinks
-from ..symbolic.notation import LAMBDA, Partial, softmax, tensor
+from ..symbolic.normalization import check_closed_form
+from ..symbolic.notation import LAMBDA, LOSS, Partial, softmax, tensor
 from ..symbolic.rules import ACTIVATIONS, LAM, REGULARISERS, A, T, W, X, Y
 from .equations import A_OUT, T_TARGET, Y_PRED, ActivationFormulas, LayerFormulas, LossFormulas, Z, chain_of, named
 
@@ -96,7 +97,7 @@ def _cross_entropy_chain() -> tuple[sp.Basic, ...]:
     return (Partial(sp.Symbol("l"), sp.Symbol("z_k", real=True)), raw, middle, pk - tk)
 
 
-def _penalty_kinks(model: Sequential) -> list[str]:
+def _penalty_kinks(model: Model) -> list[str]:
     out = []
     for name, strength in (("l1", model.l1), ("l2", model.l2)):
         if strength:
@@ -109,83 +110,143 @@ def _penalty_kinks(model: Sequential) -> list[str]:
 
 # -- the layers ----------------------------------------------------------------------------
 
-def _groups(records: list[LayerRecord]) -> list[list[LayerRecord]]:
-    """Model layers as textbook layers: each Dense with the elementwise layers after it
-    (elementwise layers before the first Dense join the first group)."""
-    groups: list[list[LayerRecord]] = [[]]
+_ELEMENTWISE = ("activation", "softmax")
+_NORMALIZATIONS = {"layernorm": "features", "batchnorm": "batch"}
+
+
+def _sections(records: list[LayerRecord]) -> list[list[LayerRecord]]:
+    """The model's nodes as a textbook reads them: each Dense with the elementwise layers that follow it
+    alone (an activation whose input nothing else reads), every other node on its own; elementwise
+    layers before any parameter (no δ reaches them) join the next section, as input preprocessing."""
+    readers: dict[str, int] = {}
     for record in records:
-        if record.kind == "dense" and any(r.kind == "dense" for r in groups[-1]):
-            groups.append([])
-        groups[-1].append(record)
-    return groups
+        for name in record.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    sections: list[list[LayerRecord]] = []
+    pending: list[LayerRecord] = []
+    for record in records:
+        current = sections[-1] if sections else None
+        joins = (current is not None and record.kind in _ELEMENTWISE and current[0].kind == "dense"
+                 and record.inp == current[-1].out and readers.get(record.inp, 0) == 1)
+        if joins:
+            current.append(record)
+        elif record.kind in _ELEMENTWISE and not record.received:
+            pending.append(record)
+        else:
+            sections.append(pending + [record])
+            pending = []
+    if pending:
+        sections.append(pending)
+    return sections
 
 
 def _combine(steps: list[sp.Eq]) -> sp.Eq:
     """The recurrence in one formula: each step's left-hand side replaced by its right-hand side."""
+    known: dict[sp.Basic, sp.Expr] = {}
     expr = steps[0].rhs
-    for prev, step in zip(steps, steps[1:]):
+    for step in steps:
         with evaluate(False):
-            expr = step.rhs.xreplace({prev.lhs: expr})
+            expr = step.rhs.xreplace(known)
+        known[step.lhs] = expr
     return sp.Eq(steps[-1].lhs, expr, evaluate=False)
 
 
-def _layer(group: list[LayerRecord], index: int, incoming: sp.Eq, incoming_raw: sp.Eq, code: list[str],
-           weight_shape: tuple[int, int]) -> LayerFormulas:
-    """One textbook layer, given the step that reaches its last output (from the next layer or the loss)."""
-    dense = next(r for r in group if r.kind == "dense")
+def _section(group: list[LayerRecord], index: int, code: list[str], shapes: dict[str, tuple],
+             loss: LossFormulas) -> LayerFormulas:
+    """One section, from the δ that reaches its last output (received from the layers after it, or the loss)."""
+    head = next((r for r in group if r.kind == "dense"), group[-1])
     forward, forms, writes = [], [], []
     for record in group:
         if record.kind == "activation":
             form = activation_formulas(record.local, record.layer)
-            if not record.local.is_identity and group.index(record) > group.index(dense):
+            shown = group.index(record) > group.index(head) or (record is head and record.received)
+            if not record.local.is_identity and shown:
                 forms.append(form)  # before the first Dense layer: input preprocessing, no gradient
-                writes.append((record.backward[0] if record.backward else incoming).lhs.name)  # fused: the loss's
+                writes.append(record.writes or loss.delta.lhs.name)  # fused into the loss's δ at the output
             if not record.local.is_identity:
                 forward.append(form.forward(tensor(record.inp), tensor(record.out)))
         else:
+            forward += [chain for _, chain in record.rows]   # a normalization's mean, variance and x̂ first
             forward.append((record.forward.lhs, record.forward.rhs))
-    steps, raw_steps = [incoming], [incoming_raw]
+    steps, raw_steps, notes = [], [], []
     for record in reversed(group):
         code += record.code
-        if record.kind == "dense" or not record.backward:
+        for eq, raw in record.received:
+            steps.append(eq)
+            raw_steps.append(loss.delta_raw if eq == loss.delta else raw)
+        steps += record.steps
+        raw_steps += record.steps
+        notes += record.notes
+    description = _description(group, head, shapes)
+    rows = tuple((label, (eq.lhs, eq.rhs)) for label, eq in head.derived)
+    if head.kind in _NORMALIZATIONS and head.derived:
+        axis = _NORMALIZATIONS[head.kind]
+        verdict = "equal" if check_closed_form(axis) else "NOT equal (a bug: please report it)"
+        notes.append(f"SymPy finds the closed form {verdict} to the step-by-step derivation: their difference "
+                     f"reduces to 0 with 3 explicit entries of a {'row' if axis == 'features' else 'batch'}")
+    return LayerFormulas(head.label or head.layer, index, tuple(forward), tuple(forms),
+                         _combine(steps) if steps else None, _combine(raw_steps) if steps else None, tuple(steps),
+                         dict(head.gradients), tuple(code), description, tuple(writes), kind=head.kind,
+                         notes=tuple(notes), rows=rows)
+
+
+def _description(group: list[LayerRecord], head: LayerRecord, shapes: dict[str, tuple]) -> str:
+    if head.kind == "dense":
+        weight = head.forward.rhs.args[0].args[1].name
+        rows, cols = shapes[weight]
+        after = [r.layer for r in group[group.index(head) + 1:]
+                 if not (r.kind == "activation" and r.local.is_identity)]
+        return f"{rows} -> {cols}, " + (" + ".join(after) or "linear")
+    if head.kind == "activation":
+        return f"{head.layer} of {head.inp}"
+    if head.description:
+        return head.description
+    return sp.sstr(head.forward.rhs)
+
+
+def _shared(sections: list[LayerFormulas], records: list[LayerRecord]) -> None:
+    """A layer called more than once: its first call's section holds the sum over the uses (and the
+    penalty once); every call's section shows its own term."""
+    by_param: dict[str, list[tuple[LayerRecord, sp.Eq]]] = {}
+    for record in records:
+        for name, eq in record.gradients.items():
+            by_param.setdefault(name, []).append((record, eq))
+    for name, uses in by_param.items():
+        if len(uses) < 2:
             continue
-        steps += record.backward
-        if record.kind == "activation":
-            form = activation_formulas(record.local, record.layer)
-            factor = form.factor(tensor(record.inp), tensor(record.out), "raw")
-            raw_steps.append(sp.Eq(record.backward[0].lhs, sp.Mul(raw_steps[-1].lhs, factor, evaluate=False),
-                                   evaluate=False))
-        else:
-            raw_steps += record.backward
-    grads = dict(zip((f"{dense.layer}.W", f"{dense.layer}.b"), dense.backward[:2]))
-    after = [r.layer for r in group[group.index(dense) + 1:]
-             if not (r.kind == "activation" and r.local.is_identity)]
-    description = f"{weight_shape[0]} -> {weight_shape[1]}, " + (" + ".join(after) or "linear")
-    return LayerFormulas(dense.layer, index, tuple(forward), tuple(forms), _combine(steps), _combine(raw_steps),
-                         tuple(steps), grads, tuple(code), description, tuple(writes))
+        first, _ = uses[0]
+        penalties = [term for record, _ in uses for term in record.penalties.get(name, [])]
+        buffer = uses[0][1].lhs.name.split("_via_")[0][1:]
+        total = sp.Eq(Partial(LOSS, tensor(buffer)), sp.Add(*(eq.lhs for _, eq in uses), *penalties, evaluate=False),
+                      evaluate=False)
+        for section in sections:
+            section_uses = [eq for record, eq in uses if section.name == (record.label or record.layer)]
+            if section_uses:
+                section.uses.extend(section_uses)
+                section.gradients.pop(name, None)
+            if section.name == (first.label or first.layer):
+                section.gradients[name] = total
 
 
 def build(derivation: Derivation) -> tuple[str, str, LossFormulas, tuple[LayerFormulas, ...], dict]:
-    """(model name, summary, loss, layers, constants) from a derivation's records: the loss, then each
-    layer from the output back; `formulas.Formulas.of` holds them with the derivation."""
+    """(model name, summary, loss, sections, constants) from a derivation's records: the loss, then each
+    section from the output back; `formulas.Formulas.of` holds them with the derivation."""
     model = derivation.model
     output = next(r for r in derivation.records if r.kind == "output")
     constants = {LAMBDA[n]: v for n, v in (("l1", model.l1), ("l2", model.l2)) if v}
     loss = _loss(output, derivation, constants)
-    groups = _groups([r for r in derivation.records if r.kind != "output"])
-    layers: list[LayerFormulas] = []
-    incoming, incoming_raw = loss.delta, loss.delta_raw
+    for record in derivation.records:
+        constants.update(record.constants)   # after the loss's notes, which list the penalties only
+    records = [r for r in derivation.records if r.kind != "output"]
+    groups = _sections(records)
+    shapes = {name: buf.shape for name, buf in derivation.program.buffers.items()}
+    sections: list[LayerFormulas] = []
     for index in range(len(groups), 0, -1):
         group = groups[index - 1]
-        dense = next(r for r in group if r.kind == "dense")
-        weight = dense.forward.rhs.args[0].args[1].name
-        layers.append(_layer(group, index, incoming, incoming_raw, [] if layers else list(output.code),
-                             derivation.program.buffers[weight].shape))
-        passed = dense.backward[2:]
-        if not passed:
-            break
-        incoming = incoming_raw = passed[0]
-    parts = ", ".join(f"{lay.name} ({lay.description})" for lay in reversed(layers))
+        receives_loss = any(eq == loss.delta for r in group for eq, _ in r.received)
+        sections.append(_section(group, index, list(output.code) if receives_loss else [], shapes, loss))
+    _shared(sections, records)
+    parts = ", ".join(f"{lay.name} ({lay.description})" for lay in reversed(sections))
     penalties = "".join(f", {n} {v:g}" for n, v in (("l1", model.l1), ("l2", model.l2)) if v)
     summary = f"model {model.name}: {model.input_dim} inputs -> {parts}; loss {loss.name}{penalties}"
-    return model.name, summary, loss, tuple(layers), constants
+    return model.name, summary, loss, tuple(sections), constants

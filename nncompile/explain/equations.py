@@ -114,22 +114,33 @@ class LossFormulas:
 
 @dataclass(frozen=True)
 class LayerFormulas:
-    """One layer (a Dense and the elementwise layers after it): forward, δ recurrence, gradients."""
+    """One section of the derivation: a Dense and the elementwise layers after it, or another node
+    (a merge, a normalization, ...): forward, δ recurrence, gradients.
+
+    `steps` start from the δ's that reach the section's output, one per path with their
+    sum where the node fans out (the paths are named in `notes`); a layer called more than
+    once lists each call's term of its gradient in `uses`, and its first call's section
+    holds the sum.  `delta` is None for a node no gradient reaches (it depends on no parameter).
+    """
 
     name: str
     index: int
     forward: tuple[tuple[sp.Basic, ...], ...]      # chains: z = x·W + b; a = f(z) = formula
     activations: tuple[ActivationFormulas, ...]
-    delta: sp.Eq                                   # δₖ in one formula (code's evaluated forms)
-    delta_raw: sp.Eq                               # the same with the raw derivatives
+    delta: sp.Eq | None                            # δₖ in one formula (code's evaluated forms)
+    delta_raw: sp.Eq | None                        # the same with the raw derivatives
     steps: tuple[sp.Eq, ...]                       # the recurrence as the code runs it
     gradients: dict[str, sp.Eq]                    # "dense1.W" -> ∂L/∂W₁ = Xᵀ·δ₁ (+ λ₂·W₁)
     code: tuple[str, ...]                          # the IR formulas: comments of the generated code
     description: str = ""                          # "2 -> 8, tanh"
     derivative_writes: tuple[str, ...] = ()        # per activation: the buffer its f' multiplies into (dz1)
+    kind: str = "dense"                            # the section's main node: "dense", "add", "layernorm", ...
+    notes: tuple[str, ...] = ()                    # the paths that meet at a fan-out, and other remarks
+    uses: list[sp.Eq] = field(default_factory=list)            # this call's term of a shared weight's gradient
+    rows: tuple[tuple[str, tuple[sp.Basic, ...]], ...] = ()    # more labelled chains (a normalization's forms)
 
     def _repr_latex_(self) -> str:
-        rows = [tuple(f) for f in self.forward] + [(self.delta.lhs, self.delta.rhs)]
+        rows = [tuple(f) for f in self.forward] + ([(self.delta.lhs, self.delta.rhs)] if self.delta is not None else [])
         rows += [(g.lhs, g.rhs) for g in self.gradients.values()]
         return latex_block(rows)
 

@@ -72,7 +72,7 @@ class Formulas:
         """∂L/∂`name` and the chain of δ's from its layer to the loss."""
         for i, layer in enumerate(self.layers):
             if name in layer.gradients:
-                deltas = tuple(lay.delta for lay in reversed(self.layers[:i + 1]))
+                deltas = tuple(lay.delta for lay in reversed(self.layers[:i + 1]) if lay.delta is not None)
                 return ParamFormulas(name, layer.gradients[name], deltas)
         raise KeyError(f"no parameter {name!r} (parameters: {', '.join(self.param_names)})")
 
@@ -97,6 +97,7 @@ class Formulas:
     def _repr_latex_(self) -> str:
         rows = [(self.loss.loss.lhs, self.loss.loss.rhs), (self.loss.delta.lhs, self.loss.delta.rhs)]
         for layer in self.layers:
-            rows += [(layer.delta.lhs, layer.delta.rhs)] if layer is not self.layers[0] else []
+            if layer is not self.layers[0] and layer.delta is not None:
+                rows.append((layer.delta.lhs, layer.delta.rhs))
             rows += [(g.lhs, g.rhs) for g in layer.gradients.values()]
         return latex_block(rows)

@@ -19,7 +19,7 @@ from sympy.printing.mathml import MathMLPresentationPrinter
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.str import StrPrinter
 
-from ..symbolic.notation import Entry, NamedArray, is_tensor_valued, subscript, superscript
+from ..symbolic.notation import Constant, Entry, NamedArray, is_tensor_valued, subscript, superscript
 
 _SETTINGS = {"order": "none", "full_prec": False}
 
@@ -60,6 +60,10 @@ class TextPrinter(StrPrinter):
         var = self._print(expr.variables[0])
         return f"d/d{var} {self._print(expr.expr)}"
 
+    def _print_Constant(self, expr: Constant) -> str:
+        """A layer's constant by its letter: eps, D, p (its unique name is for code and lambdify)."""
+        return expr.name.split("_")[0]
+
 
 class UnicodePrinter(StrPrinter):
     """One-line Unicode mathematics: subscripts, superscripts, ·, ⊙, −, ᵀ, Σ, ∂."""
@@ -92,10 +96,10 @@ class UnicodePrinter(StrPrinter):
         coeff, num, den = _split_mul(expr)
         if coeff.q != 1:
             den.insert(0, sp.Integer(coeff.q))
-        if coeff.p != 1 or not num:
-            num.insert(0, sp.Integer(coeff.p))
         join = " ⊙ " if sum(is_tensor_valued(f) for f in num) >= 2 else "·"
         top = join.join(self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in num)
+        if coeff.p != 1 or not num:  # a number scales the product: 2·(a ⊙ b), not 2 ⊙ a ⊙ b
+            top = f"{coeff.p}·{top}" if num else str(coeff.p)
         if not den:
             return top
         bottom = "·".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in den)
@@ -246,18 +250,40 @@ class MathMLPrinter(MathMLPresentationPrinter):
         return _positive_first(list(expr.args))
 
     def _print_NamedArray(self, expr: NamedArray) -> Element:
+        path = expr.path
+        if path is not None:      # da1_via_z2: the part of ∂L/∂a₁ that comes through z₂
+            return self._row(self._node("mo", text="("), self._print(path[0]), self._node("mtext", text=" via "),
+                             self._print(path[1]), self._node("mo", text=")"))
+        layer = expr.layer_parts
+        if layer is not None:     # mu_ln1, var_bn2, xhat_ln1, gamma_ln1, rmean_bn1, ...: a normalization's arrays
+            grad, base, index, primes = layer
+            return self._partial(self._indexed(_layer_letter(self, base), index, primes,
+                                               "2" if base in ("var", "rvar") else None), grad)
         parts = expr.parts
         if parts is None:
             return self._print_Symbol(expr)
         grad, base, index, primes = parts
         letter = "δ" if grad and base == "z" else _GREEK_LETTERS.get(base, base)
-        body = self._node("msub", self._node("mi", text=letter), self._node("mn", text=index))
-        if primes:
-            body = self._node("msubsup", *body.childNodes, self._node("mo", text="′" * primes))
-        if not grad or base == "z":
+        return self._partial(self._indexed(self._node("mi", text=letter), index, primes), grad and base != "z")
+
+    def _indexed(self, letter: Element, index: str, primes: int, power: str | None = None) -> Element:
+        """letter with its layer index below and primes (or a power) above."""
+        marks = ("′" * primes) + (power or "")
+        if not marks:
+            return self._node("msub", letter, self._node("mn", text=index))
+        return self._node("msubsup", letter, self._node("mn", text=index),
+                          self._node("mn" if power and not primes else "mo", text=marks))
+
+    def _partial(self, body: Element, gradient: bool) -> Element:
+        """∂L/∂body as a fraction when `gradient`, else body."""
+        if not gradient:
             return body
         return self._node("mfrac", self._row(self._node("mo", text="∂"), self._node("mi", text="L")),
                           self._row(self._node("mo", text="∂"), body))
+
+    def _print_Constant(self, expr: Constant) -> Element:
+        """ε, D, p: a layer's constant by its letter (its unique name is for code and lambdify)."""
+        return self._node("mi", text=expr._unicode(self))
 
     def _print_Entry(self, expr: Entry) -> Element:
         base, layer, index = expr.parts
@@ -393,3 +419,14 @@ def mathml_chain(exprs: tuple[sp.Basic, ...], display: bool = False) -> str:
     inner = "<mo>=</mo>".join(show(e, "mathml") for e in exprs)
     block = ' display="block"' if display else ""
     return f"<math{block}><mrow>{inner}</mrow></math>"
+
+
+def _layer_letter(printer: MathMLPrinter, base: str) -> Element:
+    """μ, σ, x̂, γ, β, μ̄, σ̄: the letters of a normalization layer's arrays."""
+    plain = {"mu": "μ", "var": "σ", "gamma": "γ", "beta": "β"}
+    if base in plain:
+        return printer._node("mi", text=plain[base])
+    letter, accent = {"xhat": ("x", "^"), "rmean": ("μ", "¯"), "rvar": ("σ", "¯")}[base]
+    node = printer._node("mover", printer._node("mi", text=letter), printer._node("mo", text=accent))
+    node.setAttribute("accent", "true")
+    return node

@@ -89,28 +89,39 @@ def _eq(eq: sp.Eq) -> tuple[sp.Basic, ...]:
     return (eq.lhs, eq.rhs)
 
 
-def _written(lhs: sp.Basic, grads: dict[str, str]) -> tuple[str, ...]:
-    """The buffer a left-hand side names: z1 and dz1 themselves, ∂L/∂W1 its gradient dW1, L the loss."""
-    if isinstance(lhs, NamedArray):
-        return (lhs.name,)
-    if isinstance(lhs, Partial) and lhs.args[0] == LOSS and isinstance(lhs.args[1], NamedArray):
-        return (grads.get(lhs.args[1].name, lhs.args[1].name),)
-    return ("L",) if lhs == LOSS else ()
+@dataclass(frozen=True)
+class _Buffers:
+    """Which buffer of the program holds what a formula's left-hand side names."""
+
+    names: dict[str, str]      # a name shown (z1, dz1, da1_via_z2) -> its buffer; only buffers that exist
+    grads: dict[str, str]      # a parameter's buffer (W1) -> its gradient's (dW1)
+
+    @classmethod
+    def of(cls, formulas: Formulas) -> "_Buffers":
+        derivation = formulas.derivation
+        names = {name: name for name in derivation.program.buffers}
+        names.update({shown: buf for shown, buf in derivation.aliases.items() if buf in names})
+        return cls(names, {p.buffer: p.grad for p in derivation.program.params})
+
+    def written(self, lhs: sp.Basic) -> tuple[str, ...]:
+        """z1 and dz1 themselves, a path's δ its buffer, ∂L/∂W1 its gradient dW1, L the loss; () for a
+        name no buffer holds (a step of a derivation the code does not take, such as ∂L/∂μ)."""
+        if isinstance(lhs, NamedArray):
+            return (self.names[lhs.name],) if lhs.name in self.names else ()
+        if isinstance(lhs, Partial) and lhs.args[0] == LOSS and isinstance(lhs.args[1], NamedArray):
+            name = lhs.args[1].name
+            return (self.grads.get(name, name),)
+        return ("L",) if lhs == LOSS else ()
+
+    def steps(self, layer: LayerFormulas) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for step in layer.steps for name in self.written(step.lhs)))
 
 
-def _gradient_buffers(formulas: Formulas) -> dict[str, str]:
-    return {p.buffer: p.grad for p in formulas.derivation.program.params}
-
-
-def _steps_written(layer: LayerFormulas) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(name for step in layer.steps for name in _written(step.lhs, {})))
-
-
-def _loss_section(formulas: Formulas, mode: str) -> Section:
+def _loss_section(formulas: Formulas, mode: str, buffers: _Buffers) -> Section:
     loss = formulas.loss
-    delta = _written(loss.delta.lhs, {})
+    delta = buffers.written(loss.delta.lhs)
     section = Section(f"loss: {loss.name} (mean over the batch)", [Row("loss", _eq(loss.loss), ("L",))])
-    section.items += [Row(label, row, _written(row[0], {}) or ("L",)) for label, row in loss.rows]
+    section.items += [Row(label, row, buffers.written(row[0]) or ("L",)) for label, row in loss.rows]
     chain = loss.raw_chain if mode == "raw" else loss.chain
     if mode == "simplified":
         chain = (chain[0], chain[-1])
@@ -121,30 +132,38 @@ def _loss_section(formulas: Formulas, mode: str) -> Section:
     return section
 
 
-def _layer_section(layer: LayerFormulas, mode: str, grads: dict[str, str]) -> Section:
+def _layer_section(layer: LayerFormulas, mode: str, buffers: _Buffers) -> Section:
     section = Section(f"{layer.name}: {layer.description}")
-    section.items += [Row("forward", f, _written(f[0], grads)) for f in layer.forward]
+    section.items += [Row("forward", f, buffers.written(f[0])) for f in layer.forward]
     for i, act in enumerate(layer.activations):
         writes = layer.derivative_writes[i:i + 1]
         section.items.append(Row("derivative", act.chain(mode), writes))
         section.items += [Note(f"stability rewrite: {r}") for r in act.rewrites]
         section.items += [Note(n) for n in act.notes]
-    section.items.append(Row("delta", _eq(layer.delta_raw if mode == "raw" else layer.delta), _steps_written(layer)))
+    if layer.delta is None:
+        section.items.append(Note("no gradient reaches this node: it depends on no parameter"))
+    else:
+        section.items.append(Row("delta", _eq(layer.delta_raw if mode == "raw" else layer.delta),
+                                 buffers.steps(layer)))
     if len(layer.steps) > 1 and mode != "raw":
-        section.items += [Row("in steps", _eq(step), _written(step.lhs, grads)) for step in layer.steps]
-    section.items += [Row("gradient", _eq(g), _written(g.lhs, grads)) for g in layer.gradients.values()]
-    section.items.append(Code(layer.code))
+        section.items += [Row("in steps", _eq(step), buffers.written(step.lhs)) for step in layer.steps]
+    section.items += [Row(label, chain, buffers.written(chain[0])) for label, chain in layer.rows]
+    section.items += [Note(n) for n in layer.notes]
+    section.items += [Row("this use", _eq(g), buffers.written(g.lhs)) for g in layer.uses]
+    section.items += [Row("gradient", _eq(g), buffers.written(g.lhs)) for g in layer.gradients.values()]
+    if layer.code:
+        section.items.append(Code(layer.code))
     return section
 
 
-def _param_section(formulas: Formulas, name: str, mode: str, grads: dict[str, str]) -> Section:
+def _param_section(formulas: Formulas, name: str, mode: str, buffers: _Buffers) -> Section:
     param = formulas.param(name)
-    layers = {lay.delta.lhs: lay for lay in formulas}
-    section = Section(f"gradient of {name}", [Row("gradient", _eq(param.gradient), _written(param.gradient.lhs,
-                                                                                           grads))])
+    layers = {lay.delta.lhs: lay for lay in formulas if lay.delta is not None}
+    section = Section(f"gradient of {name}", [Row("gradient", _eq(param.gradient),
+                                                  buffers.written(param.gradient.lhs))])
     for delta in param.deltas:
         layer = layers[delta.lhs]
-        section.items.append(Row("where", _eq(layer.delta_raw if mode == "raw" else delta), _steps_written(layer)))
+        section.items.append(Row("where", _eq(layer.delta_raw if mode == "raw" else delta), buffers.steps(layer)))
     return section
 
 
@@ -158,14 +177,14 @@ def document(formulas: Formulas, simplify: bool | None = None, layers: list[str]
              params: list[str] | None = None) -> Document:
     """The derivation laid out: loss, then each layer from the output back (or the selection)."""
     mode = mode_of(simplify)
-    grads = _gradient_buffers(formulas)
+    buffers = _Buffers.of(formulas)
     sections: list[Section] = []
     show_all = layers is None and params is None
     if show_all or "loss" in (layers or []) or formulas.loss.name in (layers or []):
-        sections.append(_loss_section(formulas, mode))
+        sections.append(_loss_section(formulas, mode, buffers))
     if show_all or layers:
-        sections += [_layer_section(layer, mode, grads) for layer in _selected(formulas, layers)]
-    sections += [_param_section(formulas, name, mode, grads) for name in params or []]
+        sections += [_layer_section(layer, mode, buffers) for layer in _selected(formulas, layers)]
+    sections += [_param_section(formulas, name, mode, buffers) for name in params or []]
     intro = [formulas.summary, "backward pass, from the loss to the input"
              + {"raw": " (raw chain-rule products, unsimplified)", "simplified": " (simplified forms)"}.get(mode, "")]
     return Document(f"Backpropagation for model {formulas.model}", intro, sections)

@@ -91,11 +91,23 @@ class ScalarFormulas:
         return "\n".join(g._repr_latex_() for g in self.gradients)
 
 
+#: The kinds of node the scalar view writes out (a normalization or dropout would make every entry depend
+#: on a whole row or batch, or on a random mask: their matrix form is the readable one).
+SCALAR_KINDS = ("dense", "activation", "softmax", "add", "multiply", "concat")
+
+
 def check_size(derivation: Derivation) -> None:
-    """Refuse networks too large to expand, naming the limit that was passed."""
+    """Refuse networks too large to expand, or with layers it does not write out, naming the limit."""
     model = derivation.model
+    records = [r for r in derivation.records if r.kind != "output"]
+    other = next((r for r in records if r.kind not in SCALAR_KINDS), None)
+    if other is not None:
+        raise ModelError(f"--scalar writes out Dense, activation, Softmax, Add, Multiply and Concat layers; model "
+                         f"{model.name} has {other.label or other.layer} ({other.kind}): read the matrix form "
+                         "(nncompile derive without --scalar)")
+    widths = [int(derivation.program.buffers[r.out].shape[1]) for r in records]
     sizes = {"parameters": derivation.program.n_params, "dense layers": len(model.dense_layers),
-             "units per layer": max((model.input_dim, *model.widths))}
+             "units per layer": max((model.input_dim, *widths))}
     for what, limit in LIMITS.items():
         if sizes[what] > limit:
             stated = ", ".join(f"{v} {k}" for k, v in LIMITS.items())
@@ -112,7 +124,12 @@ def _check_nodes(name: str, gradients: list[ScalarGradient]) -> None:
 
 
 class _Expansion:
-    """Per-example scalars for each model layer, and the paths from each unit to the loss."""
+    """Per-example scalars for each node, and the paths from each unit to the loss.
+
+    Values are kept by buffer name; a path from a unit goes through every layer that reads
+    its node (a fan-out gives one group of paths per reader), so the gradient is the chain
+    rule summed over every path of the graph.
+    """
 
     def __init__(self, derivation: Derivation, mode: str) -> None:
         self.derivation, self.mode = derivation, mode
@@ -123,34 +140,47 @@ class _Expansion:
         self.output = next(r for r in derivation.records if r.kind == "output")
         self.params: dict[str, tuple[Entry, ...]] = {}
         self.defs: list[tuple[Entry, sp.Expr]] = []
-        self.outs: list[tuple[sp.Expr, ...]] = []
-        self.weights: dict[int, list[list[Entry]]] = {}
-        self.memo: dict[tuple[int, int], tuple] = {}
+        self.values: dict[str, tuple[sp.Expr, ...]] = {}
+        self.weights: dict[str, list[list[Entry]]] = {}
+        self.memo: dict[tuple[str, int], tuple] = {}
         self.expanded: dict[Entry, sp.Expr] | None = None
-        self.wrt = max(i for i, r in enumerate(self.layers) if r.out == self.output.inp)
+        self.wrt = self.output.inp
         self._forward()
 
     def _forward(self) -> None:
-        h: tuple[sp.Expr, ...] = self.inputs
-        for pos, record in enumerate(self.layers):
+        program = self.derivation.program
+        start = 0
+        for name, shape in zip(program.inputs, program.input_shapes):
+            self.values[name] = self.inputs[start:start + shape[0]]
+            start += shape[0]
+        self.values.setdefault("X", self.inputs)
+        for record in self.layers:
+            ins = [self.values[name] for name in record.inputs]
             if record.kind == "dense":
-                k = record.forward.lhs.name[1:]
-                Wk = [[Entry(f"W{k}_{i}{j}") for j in range(self._width(record))] for i in range(len(h))]
-                bk = [Entry(f"b{k}_{j}") for j in range(self._width(record))]
-                self.params[f"{record.layer}.W"] = tuple(e for row in Wk for e in row)
-                self.params[f"{record.layer}.b"] = tuple(bk)
-                self.weights[pos] = Wk
-                h = self._define(record.out, [sum((h[i] * Wk[i][j] for i in range(len(h))), sp.S.Zero) + bk[j]
-                                              for j in range(len(bk))])
+                w = record.forward.rhs.args[0].args[1].name
+                k, h = w[1:], ins[0]
+                if w not in self.weights:
+                    self.weights[w] = [[Entry(f"W{k}_{i}{j}") for j in range(self._width(record))]
+                                       for i in range(len(h))]
+                    self.params[f"{record.layer}.W"] = tuple(e for row in self.weights[w] for e in row)
+                    self.params[f"{record.layer}.b"] = tuple(Entry(f"b{k}_{j}") for j in range(self._width(record)))
+                Wk, bk = self.weights[w], self.params[f"{record.layer}.b"]
+                self._define(record.out, [sum((h[i] * Wk[i][j] for i in range(len(h))), sp.S.Zero) + bk[j]
+                                          for j in range(len(bk))])
             elif record.kind == "activation" and not record.local.is_identity:
-                h = self._define(record.out, [record.local.function.xreplace({X: z}) for z in h])
+                self._define(record.out, [record.local.function.xreplace({X: z}) for z in ins[0]])
             elif record.kind == "softmax":
-                h = self._define(record.out, _softmax(h))
-            self.outs.append(h)
+                self._define(record.out, _softmax(ins[0]))
+            elif record.kind == "add":
+                self._define(record.out, [sp.Add(*column) for column in zip(*ins)])
+            elif record.kind == "multiply":
+                self._define(record.out, [sp.Mul(*column) for column in zip(*ins)])
+            elif record.kind == "concat":
+                self.values[record.out] = tuple(v for part in ins for v in part)
         if self.output.rule == "softmax_cross_entropy" and all(r.kind != "softmax" for r in self.layers):
-            self.probabilities = self._define(self.output.out, _softmax(self.outs[self.wrt]))
+            self.probabilities = self._define(self.output.out, _softmax(self.values[self.wrt]))
         else:
-            self.probabilities = self.outs[-1]
+            self.probabilities = self.values[self.derivation.program.output]
 
     def _width(self, dense: LayerRecord) -> int:
         return int(self.derivation.program.buffers[dense.out].shape[1])
@@ -158,6 +188,7 @@ class _Expansion:
     def _define(self, buffer: str, exprs: list[sp.Expr]) -> tuple[Entry, ...]:
         entries = tuple(Entry(f"{buffer}_{j}") for j in range(len(exprs)))
         self.defs += list(zip(entries, exprs))
+        self.values[buffer] = entries
         return entries
 
     def loss(self) -> sp.Expr:
@@ -179,32 +210,49 @@ class _Expansion:
         if self.output.rule == "composite":
             composite = self.output.output
             form = composite.chain if self.mode == "raw" else composite.delta
-            z, a = self.outs[self.wrt][k], self.probabilities[k]
+            z, a = self.values[self.wrt][k], self.probabilities[k]
             return form.xreplace({X: z, A: a, T: t[k]}) / per
         return sp.diff(self.output.loss.expr, Y).xreplace({Y: self.probabilities[k], T: t[k]}) / per
 
-    def adjoint(self, pos: int, unit: int) -> tuple[tuple[sp.Expr, ...], ...]:
-        """Paths (factor tuples) from unit `unit` of layer `pos`'s output to the loss."""
-        if (pos, unit) not in self.memo:
-            self.memo[pos, unit] = self._adjoint(pos, unit)
-        return self.memo[pos, unit]
+    def adjoint(self, buffer: str, unit: int) -> tuple[tuple[sp.Expr, ...], ...]:
+        """Paths (factor tuples) from unit `unit` of the node held in `buffer` to the loss."""
+        if (buffer, unit) not in self.memo:
+            self.memo[buffer, unit] = self._adjoint(buffer, unit)
+        return self.memo[buffer, unit]
 
-    def _adjoint(self, pos: int, unit: int) -> tuple[tuple[sp.Expr, ...], ...]:
-        if pos == self.wrt:
+    def _adjoint(self, buffer: str, unit: int) -> tuple[tuple[sp.Expr, ...], ...]:
+        if buffer == self.wrt:
             return ((self.delta(unit),),)
-        record = self.layers[pos + 1]
+        paths: list[tuple[sp.Expr, ...]] = []
+        for record in self.layers:
+            if record.kind == "activation" and record.local.is_identity:
+                continue  # the same array: its readers read `buffer` itself
+            for position, name in enumerate(record.inputs):
+                if name == buffer:
+                    paths += self._through(record, position, unit)
+        return tuple(paths)
+
+    def _through(self, record: LayerRecord, position: int, unit: int) -> list[tuple[sp.Expr, ...]]:
+        """The paths from `unit` of input `position` of `record` that go through `record`."""
+        out = record.out
         if record.kind == "dense":
-            Wn = self.weights[pos + 1]
-            return tuple((Wn[unit][m], *p) for m in range(len(Wn[unit])) for p in self.adjoint(pos + 1, m))
+            Wn = self.weights[record.forward.rhs.args[0].args[1].name]
+            return [(Wn[unit][m], *p) for m in range(len(Wn[unit])) for p in self.adjoint(out, m)]
         if record.kind == "activation":
-            if record.local.is_identity:
-                return self.adjoint(pos + 1, unit)
             local = record.local
-            z, a = self.outs[pos][unit], self.outs[pos + 1][unit]
+            z, a = self.values[record.inp][unit], self.values[out][unit]
             factor = local.raw.xreplace({X: z}) if self.mode == "raw" else local.evaluated.xreplace({X: z, A: a})
-            return tuple((factor, *p) for p in self.adjoint(pos + 1, unit))
-        p = self.outs[pos + 1]
-        return tuple((p[m] * (int(m == unit) - p[unit]), *q) for m in range(len(p)) for q in self.adjoint(pos + 1, m))
+            return [(factor, *p) for p in self.adjoint(out, unit)]
+        if record.kind == "softmax":
+            p = self.values[out]
+            return [(p[m] * (int(m == unit) - p[unit]), *q) for m in range(len(p)) for q in self.adjoint(out, m)]
+        if record.kind == "add":
+            return list(self.adjoint(out, unit))
+        if record.kind == "multiply":
+            others = sp.Mul(*(self.values[n][unit] for i, n in enumerate(record.inputs) if i != position))
+            return [(others, *p) for p in self.adjoint(out, unit)]
+        offset = sum(len(self.values[n]) for n in record.inputs[:position])
+        return list(self.adjoint(out, offset + unit))
 
     def substitute(self, expr: sp.Expr) -> sp.Expr:
         """`expr` with every named intermediate replaced by its definition: inputs, targets, parameters only."""
@@ -259,18 +307,21 @@ def expand(derivation: Derivation, mode: str = "simplified", params: list[str] |
     model = derivation.model
     rows = {**{x: XB[ROW, i] for i, x in enumerate(ex.inputs)}, **{t: TB[ROW, k] for k, t in enumerate(ex.targets)}}
     gradients = []
-    for pos, record in enumerate(ex.layers):
-        if record.kind != "dense":
-            continue
-        h = ex.outs[pos - 1] if pos else ex.inputs
-        for name, entries in ((f"{record.layer}.W", ex.weights[pos]), (f"{record.layer}.b", None)):
+    calls: dict[str, list[LayerRecord]] = {}
+    for record in ex.layers:
+        if record.kind == "dense":
+            calls.setdefault(record.layer, []).append(record)
+    for layer, uses in calls.items():
+        w = uses[0].forward.rhs.args[0].args[1].name
+        for name, entries in ((f"{layer}.W", ex.weights[w]), (f"{layer}.b", None)):
             if params is not None and name not in params:
                 continue
-            cells = [(e, (i, j), (h[i],)) for i, row in enumerate(entries) for j, e in enumerate(row)] if entries \
-                else [(e, (j,), ()) for j, e in enumerate(ex.params[name])]
-            for entry, index, lead in cells:
-                paths = ex.adjoint(pos, index[-1])
-                data = sp.Add(*[sp.Mul(*lead, *p, evaluate=False) for p in paths], evaluate=False)
+            cells = [(e, (i, j)) for i, row in enumerate(entries) for j, e in enumerate(row)] if entries \
+                else [(e, (j,)) for j, e in enumerate(ex.params[name])]
+            for entry, index in cells:
+                paths = [sp.Mul(*((ex.values[use.inp][index[0]],) if entries else ()), *p, evaluate=False)
+                         for use in uses for p in ex.adjoint(use.out, index[-1])]
+                data = sp.Add(*paths, evaluate=False)
                 penalty = _penalty(entry, model) if entries else sp.S.Zero
                 explicit = ex.substitute(data)
                 mean = sp.Sum(explicit.xreplace(rows), (ROW, 0, N - 1)) / N

@@ -40,7 +40,7 @@ class Monitor:
     def __init__(self, module, X, T, rows=256, every=None):
         step = max(1, X.shape[0] // rows)
         self.module, self.X, self.T, self.every = module, X[::step][:rows], T[::step][:rows], every
-        self.layers = _dense_layers(module.PARAMS)
+        self.layers = _dense_layers(module.PARAMS, getattr(module, "BUFFERS", ()))
         self.previous = None  # gradient norms at the previous check
 
     def due(self, epoch, epochs):
@@ -65,7 +65,8 @@ class Monitor:
         report = {name: {"grad_norm": float(np.sqrt(sum(np.vdot(grads[a:b], grads[a:b]) for a, b in spans)))}
                   for name, spans in self.layers.items()}
         for (layer, activation, _, kind), fprime in zip(self.module.PROBES, ws.probes):
-            report[layer].update(activation=activation, kind=kind, **unit_statistics(to_host(fprime)))
+            # an activation after a layer without parameters (an Add, say) gets an entry of its own
+            report.setdefault(layer, {}).update(activation=activation, kind=kind, **unit_statistics(to_host(fprime)))
         return report
 
     def judge(self, report):
@@ -79,7 +80,7 @@ class Monitor:
             found.append(_warning("network", "linear_model",
                                   "every hidden layer acts linearly, so the network computes an (almost) linear "
                                   "function of its input and cannot fit non-linear structure"))
-        norms = {name: r["grad_norm"] for name, r in report.items()}
+        norms = {name: r["grad_norm"] for name, r in report.items() if "grad_norm" in r}
         found += _gradient_warnings(norms, self.previous)
         self.previous = norms
         return found
@@ -144,10 +145,12 @@ def _gradient_warnings(norms, previous):
     return found
 
 
-def _dense_layers(params):
-    """Layer name -> [(start, stop)] spans of the flat gradient vector holding its W and b."""
+def _dense_layers(params, buffers=()):
+    """Layer name -> [(start, stop)] spans of the flat gradient vector holding its parameters (not buffers)."""
     layers = {}
     for name, shape, offset, _ in params:
+        if name in buffers:
+            continue
         size = 1
         for d in shape:
             size *= d
@@ -179,5 +182,6 @@ def summary_rows(report):
             cells = [f"{100 * r[k]:.1f}%" for k in ("saturated", "dead", "linear")]
         else:
             cells = ["-", "-", "-"]
-        rows.append([name, r.get("activation", "-"), *cells, f"{r['grad_norm']:.2e}"])
+        norm = f"{r['grad_norm']:.2e}" if "grad_norm" in r else "-"
+        rows.append([name, r.get("activation", "-"), *cells, norm])
     return rows

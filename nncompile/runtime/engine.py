@@ -32,11 +32,13 @@ class Diverged(TrainingError):
 
 
 def init_flat(module, seed=0, scheme="auto"):
-    """Flat parameter vector: weights by `scheme`, biases zero; same seed, same numbers.
+    """Flat parameter vector: weights by `scheme`, the rest as declared (biases zero, scales one).
 
     "normal" draws N(0, 0.01²); "xavier" U(-a, a) with a = sqrt(6/(fan_in + fan_out))
     (Glorot); "he" N(0, 2/fan_in) (Kaiming); "auto" He before ReLU-like layers, else Xavier.
-    Numbers are drawn in float64 and then cast, so float32 starts from the same values.
+    A parameter declared "zeros" or "ones" (a bias, LayerNorm's gamma, BatchNorm's running
+    variance) starts at that value whatever the scheme.  Numbers are drawn in float64 and
+    then cast, so float32 starts from the same values.
     """
     if scheme not in INIT_SCHEMES:
         raise TrainingError(f"unknown init scheme {scheme!r} (choose from {', '.join(INIT_SCHEMES)})")
@@ -44,9 +46,11 @@ def init_flat(module, seed=0, scheme="auto"):
     rng = np.random.default_rng(seed)
     flat = np.zeros(module.N_PARAMS, dtype=np.float64)
     for name, shape, offset, auto in module.PARAMS:
-        if len(shape) != 2:
+        size = int(np.prod(shape))
+        if auto in ("zeros", "ones"):
+            flat[offset:offset + size] = 0.0 if auto == "zeros" else 1.0
             continue
-        fan_in, fan_out = shape
+        fan_in, fan_out = fans(shape)
         kind = auto if scheme == "auto" else scheme
         if kind == "normal":
             values = rng.normal(0.0, 0.01, size=shape)
@@ -55,8 +59,27 @@ def init_flat(module, seed=0, scheme="auto"):
             values = rng.uniform(-bound, bound, size=shape)
         else:
             values = rng.normal(0.0, math.sqrt(2.0 / fan_in), size=shape)
-        flat[offset:offset + fan_in * fan_out] = values.ravel()
+        flat[offset:offset + size] = values.ravel()
     return flat.astype(module.DTYPE)
+
+
+def fans(shape):
+    """(fan_in, fan_out) of a weight: (in, out) for a matrix; for a convolution kernel (out, in, kh, kw),
+    in·kh·kw and out·kh·kw, as PyTorch counts them."""
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    field = int(np.prod(shape[2:]))
+    return shape[1] * field, shape[0] * field
+
+
+def check_train_rows(module, *sizes):
+    """Refuse a training batch smaller than the model allows (BatchNorm: a variance needs two rows)."""
+    least = getattr(module, "MIN_TRAIN_ROWS", 1)
+    small = [n for n in sizes if n < least]
+    if small:
+        raise TrainingError(f"a training batch of {small[0]} row{'s' if small[0] != 1 else ''} is too small: "
+                            f"BatchNorm normalizes with batch statistics and needs at least {least} rows per "
+                            "batch (choose a batch size that leaves no batch of one row)")
 
 
 def numeric_array(values, what):
@@ -194,6 +217,7 @@ class Engine:
         self.params = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else self.device(params)
         self.grads = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE)
         self.state = {}
+        self.seed = 0
         self.max_workspaces = max_workspaces
         self._workspaces = {}
 
@@ -223,7 +247,20 @@ class Engine:
                 raise TrainingError(f"a batch of {n} rows needs {need} of buffers, more than "
                                     "this machine can allocate: use a smaller batch") from None
             self._workspaces[n] = ws
+            self._seed_workspace(ws)
         return ws
+
+    def set_seed(self, seed):
+        """The seed the dropout masks are drawn from (with the update count, layer and element)."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+            raise TrainingError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        self.seed = int(seed)
+        for ws in self._workspaces.values():
+            self._seed_workspace(ws)
+
+    def _seed_workspace(self, ws):
+        if getattr(ws, "dropout_seed", None) is not None:
+            ws.dropout_seed[...] = self.seed
 
     def reset_state(self, optimizer):
         """Zero state vectors for `optimizer` (kept across epochs, saved in checkpoints)."""

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 if __package__ == "nncompile.runtime":  # in a generated script engine.py is embedded above this file
-    from .engine import Diverged, TrainingError, to_host
+    from .engine import Diverged, TrainingError, check_train_rows, to_host
 
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 
@@ -207,6 +207,8 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
     """
     run = _Run(engine, X, T, validation, monitor, on_batch)
     run.batch = batch_size_for(mode, batch_size, X.shape[0])
+    check_train_rows(engine.module, run.batch, X.shape[0] % run.batch or run.batch)
+    engine.set_seed(seed)  # dropout masks: keyed by (seed, update count, layer, element)
     check_schedule(schedule, step_size, gamma)
     run.plan = {"mode": mode, "batch": run.batch, "optimizer": optimizer, "hyper": list(hyper), "lr": lr,
                 "schedule": [schedule, step_size, gamma], "seed": seed, "patience": patience,

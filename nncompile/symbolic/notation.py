@@ -57,7 +57,7 @@ class NamedArray(sp.Symbol):
 
     @property
     def is_gradient(self) -> bool:
-        parts = _parts(self.name)
+        parts = _parts(self.name.partition("_via_")[0])
         return parts is not None and parts[0]
 
     @property
@@ -65,7 +65,26 @@ class NamedArray(sp.Symbol):
         """(gradient, base, index, primes) of the name, as every printer reads it; None for X, T, ..."""
         return _parts(self.name)
 
+    @property
+    def path(self) -> tuple["NamedArray", "NamedArray"] | None:
+        """``da1_via_z2`` (the part of ∂L/∂a1 that comes through z2) as (da1, z2), else None."""
+        head, via, tail = self.name.partition("_via_")
+        return (NamedArray(head), NamedArray(tail)) if via and head and tail else None
+
+    @property
+    def layer_parts(self) -> tuple[bool, str, str, int] | None:
+        """(gradient, base, index, primes) of a normalization layer's array (``dmu_ln1``), else None."""
+        return _layer_array(self.name)
+
     def _unicode(self, printer: object) -> str:
+        path = self.path
+        if path is not None:
+            return f"({path[0]._unicode(printer)} via {path[1]._unicode(printer)})"
+        layer = _layer_array(self.name)
+        if layer is not None:
+            grad, base, index, primes = layer
+            body = _UNICODE_BASE[base] + subscript(index) + "′" * primes + ("²" if base in ("var", "rvar") else "")
+            return "∂L/∂" + body if grad else body
         parts = _parts(self.name)
         if parts is None:
             return _GREEK.get(self.name, self.name)
@@ -76,6 +95,14 @@ class NamedArray(sp.Symbol):
         return "δ" + subscript(index) + "′" * primes if base == "z" else "∂L/∂" + body
 
     def _latex(self, printer: object) -> str:
+        path = self.path
+        if path is not None:
+            return rf"\left({path[0]._latex(printer)}\right)_{{\mathrm{{via}}\,{path[1]._latex(printer)}}}"
+        layer = _layer_array(self.name)
+        if layer is not None:
+            grad, base, index, primes = layer
+            body = rf"{_LATEX_BASE[base]}{chr(39) * primes}_{{{index}}}" + ("^{2}" if base in ("var", "rvar") else "")
+            return rf"\frac{{\partial L}}{{\partial {body}}}" if grad else body
         parts = _parts(self.name)
         if parts is None:
             return self.name
@@ -85,6 +112,44 @@ class NamedArray(sp.Symbol):
         if not grad:
             return body
         return rf"\delta{mark}_{{{index}}}" if base == "z" else rf"\frac{{\partial L}}{{\partial {body}}}"
+
+
+#: How the arrays of a normalization or dropout layer read: mu_ln1 is μ₁ (LayerNorm 1's mean), var_bn2 is σ₂²,
+#: xhat_ln1 is x̂₁, gamma_ln1 γ₁, rmean_bn1 the running mean μ̄₁, m1 is a dropout mask.
+_LAYER_ARRAY = re.compile(r"^(d?)(mu|var|xhat|gamma|beta|rmean|rvar)_(?:ln|bn)(\d+)((?:_\d+)?)$")
+_UNICODE_BASE = {"mu": "μ", "var": "σ", "xhat": "x̂", "gamma": "γ", "beta": "β", "rmean": "μ̄", "rvar": "σ̄"}
+_LATEX_BASE = {"mu": r"\mu", "var": r"\sigma", "xhat": r"\hat{x}", "gamma": r"\gamma", "beta": r"\beta",
+               "rmean": r"\bar{\mu}", "rvar": r"\bar{\sigma}"}
+
+
+def _layer_array(name: str) -> tuple[bool, str, str, int] | None:
+    """``dmu_ln1`` -> (gradient, "mu", "1", primes): an array of a normalization layer."""
+    m = _LAYER_ARRAY.match(name)
+    if m is None:
+        return None
+    return bool(m.group(1)), m.group(2), m.group(3), int(m.group(4)[1:]) - 1 if m.group(4) else 0
+
+
+class Constant(sp.Symbol):
+    """A layer's constant shown by its textbook letter: ε of a normalization, D its width, p of a dropout.
+
+    The name (``eps_ln1``) is unique in a model, for code and for `sympy.lambdify`; people read
+    ``ε``.  Its value is in the derivation's `constants`, as λ₁ and λ₂ are.
+    """
+
+    _shown: dict[str, tuple[str, str]] = {}
+
+    def __new__(cls, name: str, unicode: str = "", latex: str = "") -> "Constant":
+        obj = super().__new__(cls, name, positive=True)
+        if unicode:
+            cls._shown[name] = (unicode, latex or unicode)
+        return obj
+
+    def _unicode(self, printer: object) -> str:
+        return self._shown.get(self.name, (self.name,))[0]
+
+    def _latex(self, printer: object) -> str:
+        return self._shown.get(self.name, (self.name, self.name))[1]
 
 
 class _MatrixOp(sp.Function):
@@ -194,6 +259,45 @@ class softmax(sp.Function):  # noqa: N801  (SymPy function classes are lower cas
         return f"({e}/{total}({e}, axis=1, keepdims=True))"
 
 
+class Joined(_MatrixOp):
+    """[A, B, ...]: arrays joined along the feature axis (NumPy ``np.concatenate(..., axis=1)``)."""
+
+    precedence = PRECEDENCE["Atom"]
+
+    def _sympystr(self, printer: object) -> str:
+        return "[" + ", ".join(printer._print(a) for a in self.args) + "]"
+
+    _unicode = _sympystr
+
+    def _latex(self, printer: object) -> str:
+        return r"\left[" + r",\ ".join(printer._print(a) for a in self.args) + r"\right]"
+
+    def _numpycode(self, printer: object) -> str:
+        inner = ", ".join(printer._print(a) for a in self.args)
+        return f"{printer._module_format('numpy.concatenate')}(({inner},), axis=1)"
+
+
+class Columns(_MatrixOp):
+    """A[:, start:stop]: the columns of one part of a joined array (start and stop are integers)."""
+
+    nargs = 3
+    precedence = PRECEDENCE["Func"]
+
+    def _arg(self, printer: object) -> str:
+        return printer.parenthesize(self.args[0], PRECEDENCE["Func"], strict=True)
+
+    def _sympystr(self, printer: object) -> str:
+        return f"{self._arg(printer)}[:, {self.args[1]}:{self.args[2]}]"
+
+    _unicode = _sympystr
+
+    def _latex(self, printer: object) -> str:
+        return rf"{self._arg(printer)}_{{[:,\,{self.args[1]}:{self.args[2]}]}}"
+
+    def _numpycode(self, printer: object) -> str:
+        return f"({printer._print(self.args[0])})[:, {self.args[1]}:{self.args[2]}]"
+
+
 class Partial(sp.Function):
     """∂L/∂W as the name of a gradient (the left-hand side of a formula); never evaluated."""
 
@@ -247,6 +351,11 @@ LOSS = sp.Symbol("L", real=True)
 #: The loss of one example (l) and the batch mean (L), as the scalar view writes them.
 LOSS_ONE, LOSS_MEAN = sp.Symbol("l", real=True), LOSS
 LAMBDA = {"l1": sp.Symbol("lambda1", positive=True), "l2": sp.Symbol("lambda2", positive=True)}
+
+
+def equation(lhs: sp.Basic, rhs: sp.Basic) -> sp.Eq:
+    """lhs = rhs as SymPy's Eq, never evaluated (deciding whether two arrays are equal is slow and pointless here)."""
+    return sp.Eq(lhs, rhs, evaluate=False)
 
 
 def tensor(name: str) -> NamedArray:

@@ -118,7 +118,7 @@ def batch(prog: CompiledProgram, rows: int, seed: int, scale: float = 1.0) -> tu
     X, Y = random_batch(prog, rows, seed=seed)
     if prog.module.TARGET_ENCODING not in ("onehot", "binary"):
         Y = Y + 3.0
-    return X * scale, Y
+    return ([x * scale for x in X] if isinstance(X, list) else X * scale), Y   # a list: one array per input
 
 
 def compare_programs(gpu: CompiledProgram, ref: CompiledProgram, batches, calls: int = 3, seed: int = 0,

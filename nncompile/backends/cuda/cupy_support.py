@@ -76,14 +76,16 @@ def load_kernels(source, names):
     return types.SimpleNamespace(**{name: module.get_function(name) for name in names})
 
 
-def gemm(transa, transb, a, b, out):
-    """out = op(a) @ op(b) by cuBLAS on C-ordered arrays; op is 'N' (as is) or 'T' (transposed)."""
-    _cupy.cublas.gemm(transa, transb, a, b, out=out)
+def gemm(transa, transb, a, b, out, beta=0.0):
+    """out = op(a) @ op(b) (+ out with beta=1: a shared weight's next use) by cuBLAS on C-ordered arrays;
+    op is 'N' (as is) or 'T' (transposed)."""
+    _cupy.cublas.gemm(transa, transb, a, b, out=out, beta=beta)
 
 
-def gemv(transa, a, x, out):
-    """out = op(a) @ x by cuBLAS: with a ones vector x, the column sums of a (a bias gradient)."""
-    _cupy.cublas.gemv(transa, 1.0, a, x, 0.0, out)
+def gemv(transa, a, x, out, beta=0.0):
+    """out = op(a) @ x (+ out with beta=1) by cuBLAS: with a ones vector x, the column sums of a (a bias
+    gradient)."""
+    _cupy.cublas.gemv(transa, 1.0, a, x, beta, out)
 
 
 def grid(size):

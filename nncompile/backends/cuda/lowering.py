@@ -19,13 +19,14 @@ Rendering needs neither CuPy nor a GPU; running does (`require`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import sympy as sp
 
-from ...derive.ir import Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
+from ...derive.ir import (DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask, Function, Linear, LinearGrad, Map, MatMulT,
+                          Op, Program, Reduce, Slice)
 from ...errors import BackendError
 from ..interface import allocation_shape, count_elements, interface, names_tuple, shape_text
 from ..templating import render
@@ -60,7 +61,8 @@ class Blas:
     math: str
     reads: frozenset[str]
     writes: frozenset[str]
-    origin: int = -1
+    partial: bool = False  # writes only part of its output (one block of columns): earlier writes stay live
+    origin: int = -1       # the index, in its function, of the IR op the call comes from
 
 
 def _steps(program: Program, fn: Function) -> list[Blas | Stmt]:
@@ -72,7 +74,7 @@ def _steps(program: Program, fn: Function) -> list[Blas | Stmt]:
     """
     steps: list[Blas | Stmt] = []
     for index, op in enumerate(fn.ops):
-        steps += _lower(program, op, index)
+        steps += [replace(step, origin=index) for step in _lower(program, op, fn)]
     live = fn.kept(program.output)
     kept: list[Blas | Stmt] = []
     for step in reversed(steps):
@@ -80,32 +82,77 @@ def _steps(program: Program, fn: Function) -> list[Blas | Stmt]:
         plain = all(program.buffers[w].role in ("value", "scalar") for w in writes)
         if plain and not writes & live:
             continue
-        live = (live - set(writes)) | step.reads
+        partial = isinstance(step, Blas) and step.partial
+        live = (live if partial else live - set(writes)) | step.reads
         kept.append(step)
     return kept[::-1]
 
 
-def _lower(program: Program, op: Op, index: int = -1) -> list[Blas | Stmt]:
-    """The cuBLAS calls and statements of `op`, the op at `index` of its function."""
+def _lower(program: Program, op: Op, fn: Function) -> list[Blas | Stmt]:
+    """The cuBLAS calls and statements of `op` (`_steps` marks each with the op it comes from)."""
     header = f"{op.stage}: {op.formula}"
+    if isinstance(op, DropoutMask):
+        return [_dropout_mask(program, op, fn, header)]
     if isinstance(op, Linear):
         bias = sp.Symbol(op.out, real=True) + sp.Symbol(op.b, real=True)
         return [Blas(f'gemm("N", "N", {op.x}, {op.w}, {op.out})', f"{op.out} = {op.x} @ {op.w}",
-                     frozenset({op.x, op.w}), frozenset({op.out}), index),
-                Stmt(op.out, bias, f"{header}   [bias add after the cuBLAS product]", origin=index)]
+                     frozenset({op.x, op.w}), frozenset({op.out})),
+                Stmt(op.out, bias, f"{header}   [bias add after the cuBLAS product]")]
     if isinstance(op, LinearGrad):
-        return [Blas(f'gemm("T", "N", {op.x}, {op.dz}, {op.dw})', f"{op.dw} = {op.x}.T @ {op.dz}",
-                     frozenset({op.x, op.dz}), frozenset({op.dw}), index),
-                Blas(f'gemv("T", {op.dz}, ones, {op.db})', f"{op.db} = {op.dz}.T @ ones = colsum({op.dz})",
-                     frozenset({op.dz}), frozenset({op.db}), index)]
+        beta, sign = (", beta=1.0", "+=") if op.accumulate else ("", "=")
+        reads = frozenset({op.dw, op.db}) if op.accumulate else frozenset()
+        return [Blas(f'gemm("T", "N", {op.x}, {op.dz}, {op.dw}{beta})', f"{op.dw} {sign} {op.x}.T @ {op.dz}",
+                     frozenset({op.x, op.dz}) | reads, frozenset({op.dw})),
+                Blas(f'gemv("T", {op.dz}, ones, {op.db}{beta})', f"{op.db} {sign} {op.dz}.T @ ones = colsum({op.dz})",
+                     frozenset({op.dz}) | reads, frozenset({op.db}))]
+    if isinstance(op, Concat):
+        return _columns(program, op.out, list(op.parts), header)
+    if isinstance(op, Slice):
+        return [_copy(program, op.out, op.x, 0, op.start, _row_size(program, op.out), header)]
     if isinstance(op, MatMulT):
         return [Blas(f'gemm("N", "T", {op.a}, {op.b}, {op.out})', f"{op.out} = {op.a} @ {op.b}.T",
-                     frozenset({op.a, op.b}), frozenset({op.out}), index)]
+                     frozenset({op.a, op.b}), frozenset({op.out}))]
     if isinstance(op, Map):
-        return [Stmt(op.out, op.expr, header, origin=index)]
+        return [Stmt(op.out, op.expr, header)]
     if isinstance(op, Reduce):
-        return [Stmt(op.out, op.expr, header, op.op, op.axis, origin=index)]
+        return [Stmt(op.out, op.expr, header, op.op, op.axis)]
     raise NotImplementedError(f"CUDA backend has no lowering for {op.kind}")
+
+
+def _dropout_mask(program: Program, op: DropoutMask, fn: Function, math: str) -> Blas:
+    """The nc_dropout_mask kernel: the update count is the function's step argument on the device (so a
+    replayed CUDA graph draws the next step's masks), or 0 (step_zero) in a function without one."""
+    width = _row_size(program, op.out)
+    hp, index = (f"hp_{fn.name}.values", fn.scalars.index("step")) if "step" in fn.scalars else ("step_zero", 0)
+    args = (f"{op.out}, {op.seed}, {hp}, np.int32({index}), np.uint32({op.number}), np.uint32({op.threshold}), n32, "
+            f"np.int32({width})")
+    return Blas(f"k.nc_dropout_mask(grid(n * {width}), BLOCK, ({args}))", math, frozenset({op.seed}),
+                frozenset({op.out}))
+
+
+def _row_size(program: Program, name: str) -> int:
+    size = 1
+    for d in program.buffers[name].shape[1:]:
+        size *= int(d)
+    return size
+
+
+def _copy(program: Program, dst: str, src: str, dst_col0: int, src_col0: int, width: int, math: str) -> Blas:
+    """A block of columns copied between two row-major arrays by the nc_columns kernel (grid-stride)."""
+    args = (f"{dst}, {src}, n32, np.int32({width}), np.int32({_row_size(program, dst)}), np.int32({dst_col0}), "
+            f"np.int32({_row_size(program, src)}), np.int32({src_col0})")
+    return Blas(f"k.nc_columns(grid(n * {width}), BLOCK, ({args}))", math, frozenset({src}), frozenset({dst}))
+
+
+def _columns(program: Program, out: str, parts: list[str], math: str) -> list[Blas]:
+    """out = [parts...] along axis 1: one copy per part, into its block of columns."""
+    steps, start = [], 0
+    for part in parts:
+        width = _row_size(program, part)
+        step = _copy(program, out, part, start, 0, width, f"{math}   [columns {start}:{start + width}]")
+        steps.append(Blas(step.code, step.math, step.reads, step.writes, partial=True))
+        start += width
+    return steps
 
 
 def _live_after(steps: list[Blas | Stmt]) -> list[set[str]]:
@@ -140,7 +187,8 @@ class _Lowering:
             if step is not None:
                 launches.append({"code": step.code, "formulas": [step.math], "ops": [step.origin], "kernel": None})
         uses_step = "step" in fn.scalars and any(
-            sp.Symbol("step", real=True) in op.expr.free_symbols for op in fn.ops if isinstance(op, (Map, Reduce)))
+            isinstance(op, DropoutMask) or sp.Symbol("step", real=True) in op.expr.free_symbols
+            for op in fn.ops if isinstance(op, (Map, Reduce, DropoutMask)))
         if uses_step:
             launches.append({"code": f"k.nc_advance(ONE, ONE, (hp_{fn.name}.values, "
                                      f"np.int32({fn.scalars.index('step')})))",
@@ -169,16 +217,29 @@ class _Lowering:
                 "formulas": [comment(f) for f in kernel.formulas], "ops": ops, "kernel": name}
 
 
+#: What a dropout seed costs on the device: the (1,) uint64 seed and the (1,) float64 update count.
+_SEED_BYTES = 16
+
+
+def _has_seed(program: Program) -> bool:
+    return any(buf.role == "seed" for buf in program.buffers.values())
+
+
 def _allocations(program: Program, uses_ones: bool) -> tuple[list[tuple[str, str]], int, int]:
     """Driver lines binding every buffer, and the per-row and fixed element counts allocated."""
     lines: list[tuple[str, str]] = []
     for p in program.params:
         end, shape = p.offset + p.size, shape_text(p.shape)
-        lines += [(f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name),
-                  (f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}")]
+        lines.append((f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name))
+        if p.trainable:
+            lines.append((f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}"))
     per_row, fixed = 0, 0
     for name, buf in program.buffers.items():
         if buf.role in ("param", "grad", "state"):
+            continue
+        if buf.role == "seed":
+            lines += [(f"{name} = cp.zeros((1,), dtype=cp.uint64)", "the dropout seed: set by the trainer"),
+                      ("step_zero = cp.zeros((1,), dtype=cp.float64)", "the update count outside a training step")]
             continue
         lines.append((f"{name} = cp.zeros({allocation_shape(buf.shape)}, dtype=DTYPE)", buf.role))
         per_row, fixed = count_elements(buf.shape, per_row, fixed)
@@ -205,11 +266,15 @@ def context(program: Program, cuda_graphs: bool = True) -> dict:
         "allocations": allocations,
         "functions": functions,
         "kernels": kernels,
+        "uses_columns": any(isinstance(op, (Concat, Slice)) for op in program.iter_ops()),
+        "uses_dropout": any(isinstance(op, DropoutMask) for op in program.iter_ops()),
+        "mix": [f"{c:#x}u" for c in DROPOUT_MIX],
+        "weyl": f"{DROPOUT_WEYL:#x}u",
         "scalars": scalars,
         "per_row": per_row,
         "fixed": fixed,
         "itemsize": np.dtype(program.dtype).itemsize,
-        "scalar_bytes": 8 * sum(count for _, count, _, _ in scalars),
+        "scalar_bytes": 8 * sum(count for _, count, _, _ in scalars) + _SEED_BYTES * _has_seed(program),
         "cuda_graphs": cuda_graphs,
     }
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...derive.ir import BATCH, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, last_uses
+from ...derive.ir import (BATCH, DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask, Function, Linear, LinearGrad, Map,
+                          MatMulT, Op, Program, Reduce, Slice, last_uses)
 from ..interface import allocation_shape, count_elements, interface, shape_text
 from ..templating import render
 from .scratch import Scalars, ScratchPool
@@ -48,11 +49,14 @@ def plan_layout(program: Program, fold_bias: bool = True, alias: bool = True) ->
     linear_ops = [op for op in program.iter_ops() if isinstance(op, Linear)]
     producers = {out: op for op in program.iter_ops() for out in op.outputs}
     specs = {p.buffer: p for p in program.params}
+    foldable: dict[str, bool] = {}
+    for op in linear_ops:  # a weight used by several calls folds only if every call's input can carry ones
+        fed_elementwise = op.x == program.input or isinstance(producers.get(op.x), Map)
+        foldable[op.w] = foldable.get(op.w, True) and fed_elementwise
     for op in linear_ops:
         w, b = specs[op.w], specs[op.b]
         adjacent = b.offset == w.offset + w.size
-        fed_elementwise = op.x == program.input or isinstance(producers.get(op.x), Map)
-        if fold_bias and adjacent and fed_elementwise:
+        if fold_bias and adjacent and foldable[op.w]:
             block = f"{op.w}b"
             layout.blocks.update({w.buffer: block, b.buffer: block, w.grad: f"d{block}", b.grad: f"d{block}"})
             layout.augmented.add(op.x)
@@ -64,6 +68,7 @@ def plan_layout(program: Program, fold_bias: bool = True, alias: bool = True) ->
 def _plan_aliases(program: Program, layout: Layout) -> None:
     """Let a Map's output reuse the storage of an input that dies at that Map in every function."""
     lasts = {name: last_uses(fn.ops) for name, fn in program.functions.items()}
+    places = {name: _places(fn) for name, fn in program.functions.items()}
     for op in program.iter_ops():
         if not isinstance(op, Map) or op.out in layout.storage or op.out in layout.augmented:
             continue
@@ -74,14 +79,22 @@ def _plan_aliases(program: Program, layout: Layout) -> None:
             buf = program.buffers.get(cand)
             if buf is None or buf.role != "value" or buf.shape != out.shape or cand in layout.augmented:
                 continue
-            if all(_dies_at(fn, lasts[name], op, cand) for name, fn in program.functions.items()):
+            if all(_dies_at(fn, lasts[name], places[name], op, cand) for name, fn in program.functions.items()):
                 layout.storage[op.out] = cand
                 break
 
 
-def _dies_at(fn: Function, last: dict[str, int], op: Op, cand: str) -> bool:
+def _places(fn: Function) -> dict[tuple, int]:
+    """The first index of each (outputs, inputs) in `fn` (a step's copy of an op, lr folded in, is found too)."""
+    places: dict[tuple, int] = {}
+    for i, o in enumerate(fn.ops):
+        places.setdefault((o.outputs, o.inputs), i)
+    return places
+
+
+def _dies_at(fn: Function, last: dict[str, int], places: dict[tuple, int], op: Op, cand: str) -> bool:
     """True if `op` is in `fn` and is the last reader of `cand` there (or `cand` is unused in fn)."""
-    index = next((i for i, o in enumerate(fn.ops) if o.outputs == op.outputs and o.inputs == op.inputs), None)
+    index = places.get((op.outputs, op.inputs))
     if index is None:
         return cand not in last and op.out not in last
     return last.get(cand) == index and fn.returns != cand
@@ -132,6 +145,16 @@ class _Lowering:
             lines = self._linear_grad(op)
         elif isinstance(op, MatMulT):
             lines = [(f"np.dot({op.a}, {op.b}T, {op.out})", f"{op.out} = {op.a} @ {op.b}.T")]
+        elif isinstance(op, DropoutMask):
+            lines = self._dropout_mask(op)
+        elif isinstance(op, Concat):
+            lines = [(f"np.concatenate(({', '.join(op.parts)},), 1, {op.out})", op.formula)]
+        elif isinstance(op, Slice) and self._is_view(op.out):
+            lines = []  # a view of X, bound once per workspace
+        elif isinstance(op, Slice) and len(self._shape(op.out)) > 2:
+            lines = [(f"np.copyto({op.out}_rows, {op.x}[:, {op.start}:{op.stop}])", op.formula)]
+        elif isinstance(op, Slice):
+            lines = [(f"np.copyto({op.out}, {op.x}[:, {op.start}:{op.stop}])", op.formula)]
         elif isinstance(op, Map) and not self._shape(op.out):
             lines = self.printer.scalar(op.out, op.expr)
         elif isinstance(op, Map):
@@ -150,14 +173,55 @@ class _Lowering:
         return [(f"np.dot({op.x}, {op.w}, {op.out})", f"{op.out} = {op.x} @ {op.w}"),
                 (f"np.add({op.out}, {op.b}, {op.out})", math)]
 
+    def _dropout_mask(self, op: DropoutMask) -> list[tuple[str, str]]:
+        """The mask by the IR's generator: a per-call key, then MurmurHash3's finalizer on each element's
+        counter, compared with the layer's threshold (uint32 arithmetic wraps, as the spec says)."""
+        shape = self._shape(op.out)
+        h, t = self.pool.take(shape, "uint32"), self.pool.take(shape, "uint32")
+        key = f"key_{op.out}"
+        lines = [(f"{key} = dropout_key({op.seed}[0], step, {op.number})", f"the key of {op.out} for this call"),
+                 (f"np.add({self.pool.counter_of(shape)}, {key}, {h})", f"{h} = key + (i + 1)*{DROPOUT_WEYL:#x}")]
+        for shift, mix in ((16, 0), (13, 1), (16, None)):
+            lines += [(f"np.right_shift({h}, {shift}, {t})", ""),
+                      (f"np.bitwise_xor({h}, {t}, {h})", f"{h} ^= {h} >> {shift}")]
+            if mix is not None:
+                lines.append((f"np.multiply({h}, DROPOUT_MIX[{mix}], {h})", f"{h} *= {DROPOUT_MIX[mix]:#x}"))
+        lines.append((f"np.greater_equal({h}, np.uint32({op.threshold}), {op.out})",
+                      f"{op.out} = 1 where kept (fmix32 >= {op.threshold}), 0 where dropped"))
+        self.pool.give(h)
+        self.pool.give(t)
+        return lines
+
+    def _is_view(self, name: str) -> bool:
+        return _viewable(self.program, name)
+
     def _linear_grad(self, op: LinearGrad) -> list[tuple[str, str]]:
         if op.dw in self.layout.blocks:
-            return [(f"np.dot({op.x}_augT, {op.dz}, {self.layout.blocks[op.dw]})",
-                     f"[{op.dw}; {op.db}] = [{op.x}, 1].T @ {op.dz}")]
-        colsum = (f"np.dot({self.pool.ones_of((BATCH,))}, {op.dz}, {op.db})" if self.printer.fast
-                  else f"np.add.reduce({op.dz}, 0, None, {op.db})")
-        return [(f"np.dot({op.x}T, {op.dz}, {op.dw})", f"{op.dw} = {op.x}.T @ {op.dz}"),
-                (colsum, f"{op.db} = colsum({op.dz})")]
+            block = self.layout.blocks[op.dw]
+            math = f"[{op.dw}; {op.db}] = [{op.x}, 1].T @ {op.dz}"
+            if not op.accumulate:
+                return [(f"np.dot({op.x}_augT, {op.dz}, {block})", math)]
+            rows, cols = next(p.shape for p in self.program.params if p.grad == op.dw)
+            scratch = self._scratch((rows + 1, cols))
+            return [(f"np.dot({op.x}_augT, {op.dz}, {scratch})", f"{scratch} = [{op.x}, 1].T @ {op.dz}"),
+                    (f"np.add({block}, {scratch}, {block})", f"{math.replace(' = ', ' += ')}   (another use)")]
+        colsum = (f"np.dot({self.pool.ones_of((BATCH,))}, {op.dz}, {{}})" if self.printer.fast
+                  else f"np.add.reduce({op.dz}, 0, None, {{}})")
+        if not op.accumulate:
+            return [(f"np.dot({op.x}T, {op.dz}, {op.dw})", f"{op.dw} = {op.x}.T @ {op.dz}"),
+                    (colsum.format(op.db), f"{op.db} = colsum({op.dz})")]
+        sw = self._scratch(self.program.buffers[op.dw].shape)
+        sb = self._scratch(self.program.buffers[op.db].shape)
+        return [(f"np.dot({op.x}T, {op.dz}, {sw})", f"{sw} = {op.x}.T @ {op.dz}"),
+                (f"np.add({op.dw}, {sw}, {op.dw})", f"{op.dw} += {op.x}.T @ {op.dz}   (another use)"),
+                (colsum.format(sb), f"{sb} = colsum({op.dz})"),
+                (f"np.add({op.db}, {sb}, {op.db})", f"{op.db} += colsum({op.dz})")]
+
+    def _scratch(self, shape: tuple) -> str:
+        """A scratch array for the lines of one op (given back at once: the next op may reuse it)."""
+        name = self.pool.take(tuple(shape))
+        self.pool.give(name)
+        return name
 
 
 def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
@@ -167,8 +231,9 @@ def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
         block = layout.blocks.get(p.buffer)
         if block is None:
             shape, end = shape_text(p.shape), p.offset + p.size
-            lines += [(f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name),
-                      (f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}")]
+            lines.append((f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name))
+            if p.trainable:
+                lines.append((f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}"))
         elif len(p.shape) == 2:
             rows, cols = p.shape[0] + 1, p.shape[1]
             end = p.offset + rows * cols
@@ -192,11 +257,25 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
     for name, buf in program.buffers.items():
         if buf.role in ("param", "grad", "state", "scalar"):
             continue
+        if buf.role == "seed":
+            lines += [(f"{name} = np.zeros((1,), dtype=np.uint64)", "the dropout seed: set by the trainer"),
+                      ("step = 0", "the update count dropout masks use outside a training step")]
+            continue
         root, width = layout.root(name), buf.shape[-1]
         if root != name:
             aliases.append((f"{name} = {root}", f"shares storage: {root} is dead when {name} is written"))
             if name in transposed:
                 aliases.append((f"{name}T = {name}.T", "transposed view, no copy"))
+            continue
+        if buf.role == "input" and len(buf.shape) > 2 and not _viewable(program, name):
+            lines += [(f"{name} = np.empty({allocation_shape(buf.shape)}, dtype=DTYPE)", "an image input"),
+                      (f"{name}_rows = {name}.reshape(n, -1)", "its rows, a view: its columns of X land here")]
+            per_row, fixed = count_elements(buf.shape, per_row, fixed)
+            continue
+        if _viewable(program, name):
+            lines.append((f"{name} = {_input_view(program, name)}", "one model input: its columns of X, a view"))
+            if name in transposed:
+                lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
             continue
         if name in layout.augmented:
             lines += [(f"{name}_aug = np.empty((n, {width + 1}), dtype=DTYPE)", f"{name} with a ones column"),
@@ -210,14 +289,49 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
         if name in transposed and name not in layout.augmented:
             lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
     lines += aliases
+    if program.n_trainable < program.n_params:
+        t = program.n_trainable
+        lines.append((f"params, grads = params[:{t}], grads[:{t}]",
+                      "the optimizer updates the trainable prefix; buffers follow it"))
     for name, (shape, kind) in pool.declared.items():
-        dtype = "np.bool_" if kind == "bool" else "DTYPE"
+        dtype = {"bool": "np.bool_", "uint32": "np.uint32"}.get(kind, "DTYPE")
         lines.append((f"{name} = np.empty({allocation_shape(shape)}, dtype={dtype})", "scratch"))
         per_row, fixed = count_elements(shape, per_row, fixed)
     for name, shape in sorted(pool.ones.items()):
         lines.append((f"{name} = np.ones({allocation_shape(shape)}, dtype=DTYPE)", "sums are dot products with ones"))
         per_row, fixed = count_elements(shape, per_row, fixed)
+    for name, shape in sorted(pool.counters.items()):
+        size = "*".join("n" if d == BATCH else str(d) for d in shape)
+        lines.append((f"{name} = np.multiply(np.arange(1, {size} + 1, dtype=np.uint32), np.uint32({DROPOUT_WEYL:#x}))"
+                      f".reshape{allocation_shape(shape)}", "(i + 1)*0x9E3779B9 for element i: dropout counters"))
+        per_row, fixed = count_elements(shape, per_row, fixed)
     return lines, per_row, fixed
+
+
+def _state_bindings(program: Program) -> list[tuple[str, str]]:
+    """Each optimizer state vector as the step functions see it (its trainable prefix when buffers follow)."""
+    names = sorted({s for o in program.optimizers.values() for s in o.state})
+    if program.n_trainable == program.n_params:
+        return [(name, f"state.get({name!r})") for name in names]
+    t = program.n_trainable
+    return [(name, f"state[{name!r}][:{t}] if {name!r} in state else None") for name in names]
+
+
+def _viewable(program: Program, name: str) -> bool:
+    """Whether an input's buffer is a view of X: its columns, as they are, or reshaped when they are all of X."""
+    buf = program.buffers[name]
+    if buf.role != "input" or name == program.input:
+        return False
+    return len(buf.shape) == 2 or len(program.inputs) == 1
+
+
+def _input_view(program: Program, name: str) -> str:
+    """One input's columns of X, as a view: reshaped to (n, C, H, W) for an image (X is C-contiguous, so
+    the reshape of a slice starting at column 0 and ending at the last is a view too)."""
+    op = next(op for op in program.iter_ops() if isinstance(op, Slice) and op.out == name)
+    shape = program.buffers[name].shape
+    view = f"{op.x}[:, {op.start}:{op.stop}]"
+    return view if len(shape) == 2 else f"{view}.reshape{allocation_shape(shape)}"
 
 
 def context(program: Program, fold_bias: bool = True, optimize: bool = True, marks: bool = False) -> dict:
@@ -234,11 +348,15 @@ def context(program: Program, fold_bias: bool = True, optimize: bool = True, mar
     return {
         **interface(program, NAME),
         "allocations": allocations,
+        "state_bindings": _state_bindings(program),
         "workspace_scalars": lowering.scalars.workspace,
         "functions": functions,
         "per_row": per_row,
         "fixed": fixed,
         "itemsize": np.dtype(program.dtype).itemsize,
+        "dropout": any(isinstance(op, DropoutMask) for op in program.iter_ops()),
+        "mix": [f"{c:#x}" for c in DROPOUT_MIX],
+        "weyl": f"{DROPOUT_WEYL:#x}",
     }
 
 

@@ -58,11 +58,18 @@ class ScratchPool:
     declared: dict[str, tuple[Shape, str]] = field(default_factory=dict)
     free: list[str] = field(default_factory=list)
     ones: dict[str, Shape] = field(default_factory=dict)
+    counters: dict[str, Shape] = field(default_factory=dict)
 
     def ones_of(self, shape: Shape) -> str:
         """A read-only buffer of ones (sums become BLAS dot products with it)."""
         name = "ones_" + "x".join(str(d) for d in shape)
         self.ones[name] = shape
+        return name
+
+    def counter_of(self, shape: Shape) -> str:
+        """A read-only uint32 buffer holding (i + 1)·0x9E3779B9 for each element index i (dropout masks)."""
+        name = "weyl_" + "x".join(str(d) for d in shape)
+        self.counters[name] = shape
         return name
 
     def take(self, shape: Shape, kind: str = "float") -> str:
