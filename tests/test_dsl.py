@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import sympy as sp
 
+import nncompile as nc
 from nncompile import FormulaError, ModelError, nn
 from nncompile.symbolic.parse import to_expr
 
@@ -66,3 +67,15 @@ def test_callables_and_expressions_are_checked() -> None:
         nn.Activation(lambda x: __import__("math").exp(x))
     with pytest.raises(FormulaError, match="not finite"):
         nn.Activation("1/(x - x)")
+
+
+@pytest.mark.parametrize("typo,suggestion", [("Tanhh", "Tanh"), ("relu", "ReLU"), ("Sequencial", "Sequential"),
+                                             ("CrossEntropyy", "CrossEntropy")])
+def test_a_misspelt_layer_name_suggests_the_right_one(tmp_path, typo: str, suggestion: str) -> None:
+    with pytest.raises(AttributeError, match=rf"has no attribute '{typo}' \(did you mean nn.{suggestion}\?\)"):
+        getattr(nn, typo)
+    model = tmp_path / "typo.py"
+    model.write_text(f"from nncompile import nn\nmodel = nn.Sequential(nn.Dense(2), nn.{typo}(), input_dim=2, "
+                     "loss=nn.MSE())\n")
+    with pytest.raises(nc.ModelError, match=rf"typo.py:2: AttributeError: .* \(did you mean nn.{suggestion}\?\)"):
+        nc.load_model(model)

@@ -142,18 +142,31 @@ def test_sigkill_while_saving_weights_never_leaves_a_torn_file(writer: str, tmp_
     assert len(seen) > 3, "the writer must have been killed at different points"
 
 
+def _sigint_as_default() -> None:
+    """In the child: Ctrl-C interrupts, even when this test runs with SIGINT ignored (a background job
+    of a non-interactive shell, nohup), which a child would otherwise inherit across exec."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_stops_a_cli_run_cleanly(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-m", "nncompile.cli", "run", str(ROOT / "examples" / "digits.py"),
-                              "--data", "digits", "--epochs", "100000"], cwd=tmp_path,
+                              "--data", "digits", "--epochs", "100000"], cwd=tmp_path, preexec_fn=_sigint_as_default,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    progress = ""
-    while "epoch" not in progress and time.time() < deadline:  # wait for the first progress update
-        progress += child.stderr.read(1)
-    child.send_signal(signal.SIGINT)
-    _, err = child.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        progress = ""
+        while "epoch" not in progress and time.time() < deadline:  # wait for the first progress update
+            progress += child.stderr.read(1)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:  # never leave a 100000-epoch run behind
+            child.kill()
+            child.wait()
     assert child.returncode == 130
-    assert "Traceback" not in err and err.rstrip().endswith("nncompile: interrupted")
+    last = err.rstrip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("nncompile: interrupted after epoch ")
+    assert err.count("interrupted") == 1
 
 
 # -- memory ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 from .. import data as datasets
 from .. import jit
 from ..dsl.modelfile import load_model
+from ..errors import ModelError
 from .errors import CliError
 
 
@@ -63,9 +64,10 @@ def generate(args: argparse.Namespace) -> int:
     from ..generate import standalone
     model, training = load_model(args.model)
     name = Path(args.output).name if args.output else f"train_{model.name}.py"
-    rule = training.get("optimizer")
-    extra = () if rule is None or isinstance(rule, str) else (rule,)
-    text = standalone(model, args.backend, args.dtype, filename=name, optimizers=extra)
+    try:
+        text = standalone(model, args.backend, args.dtype, filename=name, training=training)
+    except ModelError as exc:
+        raise CliError(f"{Path(args.model).name}: {exc}") from None
     if args.output:
         try:
             jit.write_atomic(Path(args.output), text)

@@ -87,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NncompileError as exc:
         print(f"nncompile: error: {printable(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("nncompile: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"nncompile: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

@@ -6,6 +6,7 @@ library only).  Everything an epoch changes lives in the engine's flat vectors a
 interrupted run resumed from its checkpoint ends with the same bits as one never
 interrupted.
 """
+import difflib
 import hashlib
 import math
 
@@ -115,8 +116,10 @@ def hyperparameters(module, optimizer, overrides):
     _, defaults = module.OPTIMIZERS[optimizer]
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], list(defaults), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         known = ", ".join(defaults) or "none"
-        raise TrainingError(f"optimizer {optimizer} has no hyperparameter {unknown[0]!r} (it takes: {known})")
+        raise TrainingError(f"optimizer {optimizer} has no hyperparameter {unknown[0]!r} ({hint}it takes: {known})")
     values = []
     for name, value in defaults.items():
         value = overrides.get(name, value)
