@@ -21,7 +21,7 @@ from ..dsl.modelfile import load_model
 from ..errors import DivergenceError, TrainingWarning
 from ..runtime import loop, script
 from ..runtime.checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
-from ..runtime.diagnostics import summary_rows
+from ..runtime.diagnostics import DEAD_WARN, FLAT, LINEAR_WARN, summary_rows
 from ..runtime.engine import TrainingError
 from ..runtime.plot import PlotUnavailable, render_png
 from .errors import CliError
@@ -100,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+DIAGNOSTICS_LEGEND = (f"saturated/inactive: share of (example, unit) pairs with |f'(z)| < {FLAT:g} (saturated "
+                      f"sigmoid/tanh, inactive ReLU); dead: units inactive on every example (a warning from "
+                      f"{DEAD_WARN:.0%}); linear: units whose f'(z) barely varies (a warning from {LINEAR_WARN:.0%})")
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during `run`: the one line to print says what was kept."""
 
@@ -174,8 +179,8 @@ def _table(summary: dict, metric: str | None, result: object, early_stopping: bo
              f"({summary['examples_per_second']:,} examples/s)"]
     if "diagnostics" in summary:
         lines += ["", "diagnostics (last check)",
-                  *_aligned([["layer", "activation", "saturated", "dead", "linear", "grad norm"],
-                             *summary_rows(summary["diagnostics"])], text_columns=2)]
+                  *_aligned([["layer", "activation", "saturated/inactive", "dead", "linear", "grad norm"],
+                             *summary_rows(summary["diagnostics"])], text_columns=2), DIAGNOSTICS_LEGEND]
     if summary["warnings"]:
         lines += ["", f"{len(summary['warnings'])} warning(s) during training; see above"]
     return "\n".join(lines)
