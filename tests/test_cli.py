@@ -59,7 +59,7 @@ def test_the_table_says_whose_weights_it_scores(capsys: pytest.CaptureFixture) -
 @pytest.mark.parametrize("example", ["xor", "digits", "mish"])
 def test_check_passes_on_examples(example: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["check", str(EXAMPLES / f"{example}.py")]) == 0
-    assert "agree with central finite differences" in capsys.readouterr().out
+    assert "agree with finite differences" in capsys.readouterr().out
 
 
 def test_derive_graph_generate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

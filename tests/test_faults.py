@@ -34,13 +34,14 @@ def _data() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("mode,optimizer,lr,good", [
-    ("gd", "sgd", 1.6, 323), ("sgd", "sgd", 1.0, 12), ("minibatch", "momentum", 0.8, 561),
-    ("minibatch", "nesterov", 0.8, 126), ("minibatch", "adam", 1e200, 0), ("gd", "rmsprop", 1e200, 1),
+    ("gd", "sgd", 1.6, 4), ("sgd", "sgd", 1.0, 0), ("minibatch", "momentum", 0.8, 4),
+    ("minibatch", "nesterov", 0.8, 1), ("minibatch", "adam", 1e200, 0), ("gd", "rmsprop", 1e200, 1),
 ])
 def test_divergence_keeps_the_weights_of_the_last_finished_epoch(mode: str, optimizer: str, lr: float,
                                                                  good: int) -> None:
-    """Too large a step overflows after `good` epochs; the run stops with exactly the weights it had
-    after epoch `good` (bit for bit the result of the same run told to stop there) and its history."""
+    """Too large a step makes the loss grow 1000-fold (or overflow) after `good` epochs; the run stops
+    with exactly the weights it had after epoch `good` (bit for bit the result of the same run told
+    to stop there) and its history."""
     prog, (X, y) = _linear(), _data()
     kw = dict(mode=mode, batch_size=8, lr=lr, optimizer=optimizer, seed=3, evaluate=False)
     with pytest.raises(nc.DivergenceError, match=rf"diverged in epoch {good + 1}: .*lower the learning rate") as info:

@@ -305,9 +305,11 @@ class _Run:
                            loop.history) from None
         return {"epoch": loop.epoch + 1, "loss": float(loss), "updates": updates, "lr": lr}
 
-    def first_loss(self, rows=1024):
-        """Loss of the starting weights on the first rows: what check_growth measures against."""
-        loss, _ = self.engine.evaluate(self.X[:rows], self.T[:rows])
+    def first_loss(self):
+        """Loss of the starting weights on the first batch of rows (in the workspace training uses
+        anyway): what check_growth measures against."""
+        rows = self.batch
+        loss, _ = self.engine.evaluate(self.X[:rows], self.T[:rows], chunk=rows)
         return loss if math.isfinite(loss) else None
 
     def scale_advice(self):
