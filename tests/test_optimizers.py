@@ -175,7 +175,7 @@ def test_only_sgd_folds_the_learning_rate() -> None:
 
 
 def test_matches_torch_optim_when_torch_is_installed(prog, batch) -> None:
-    """Optional cross-check (CI has no torch): gd steps equal torch.optim's in float64."""
+X
     torch = pytest.importorskip("torch")
     X, y = batch
     start = prog.init_params(6)
