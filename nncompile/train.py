@@ -101,6 +101,8 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
             Xc, T, (Xv, Tv) = script.validation_split(Xc, T, val_split, seed)
         loop.batch_size_for(mode, batch_size, Xc.shape[0])
         loop.check_schedule(schedule, step_size, gamma)
+        if checkpoint is not None:  # before any training, not at the first save
+            script.check_writable(str(checkpoint), "checkpoint")
     if params is not None and resume is not None:
         raise DataError("give params or resume, not both: a checkpoint holds its own parameters")
     engine = prog.engine(params if params is not None else prog.init_params(seed, init))

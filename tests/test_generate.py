@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -257,3 +258,19 @@ def test_script_runs_a_custom_optimizer_and_plots(tmp_path: Path) -> None:
     assert "binary accuracy 100.00%" in done.stdout
     if plot:
         assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("training,message", [
+    ({"mode": "gd\nimport os"}, "training['mode'] must be a number, a name"),
+    ({"lr": float("nan")}, "training['lr'] must be"),
+    ({"hyper": {"mu": "0.9); import os; ("}}, "training['hyper'] must be"),
+    ({"epoch": 5}, "unknown training setting 'epoch'"),
+    ({"betas": [0.9, object()]}, "training['betas'] must be"),
+])
+def test_a_training_dict_reaches_a_script_only_as_checked_literals(training: dict, message: str) -> None:
+    import nncompile as nc
+    model, _ = load_model(str(ROOT / "examples" / "xor.py"))
+    with pytest.raises(nc.ModelError, match=re.escape(message)):
+        standalone(model, filename="t.py", training=training)
+    text = standalone(model, filename="t.py", training={"mode": "gd", "betas": [0.5, 0.6], "hyper": {"mu": 0.5}})
+    assert "TRAINING = {'betas': (0.5, 0.6), 'hyper': {'mu': 0.5}, 'mode': 'gd'}" in text

@@ -156,3 +156,12 @@ def test_unknown_keywords_are_argument_errors_with_a_hint(keyword: dict, message
     assert message in str(info.value) and "\n" not in str(info.value)
     if expected is nc.ArgumentError:
         assert isinstance(info.value, TypeError)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path) -> None:
+    prog = nc.compile(nn.Sequential(nn.Dense(1), input_dim=2, loss=nn.MSE(), name="ck"))
+    seen: list[dict] = []
+    with pytest.raises(nc.DataError, match="checkpoint .*no/dir/ck.npz: the folder .* does not exist"):
+        nc.train(prog, np.zeros((4, 2)), np.zeros(4), epochs=3, checkpoint=tmp_path / "no" / "dir" / "ck.npz",
+                 callback=seen.append)
+    assert seen == []
