@@ -251,3 +251,16 @@ def test_resume_refuses_other_data_and_broken_files(prog, digits, tmp_path) -> N
     with pytest.raises(nc.DataError, match="does not exist"):
         _run(prog, digits, resume=tmp_path / "missing.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz", "junk.npz"]  # no temporary files left
+
+
+def test_val_split_holds_out_the_documented_rows(prog, digits) -> None:
+    """val_split=f holds out the first round(f·N) rows of a permutation drawn with seed + 1 (not the
+    training seed, whose shuffles would then repeat it): the same run as passing those rows as
+    validation=(X, Y) explicitly, bit for bit."""
+    n = len(digits.X)
+    order = np.random.default_rng(7 + 1).permutation(n)
+    held, kept = order[:round(0.2 * n)], order[round(0.2 * n):]
+    settings = dict(mode="minibatch", batch_size=25, epochs=3, lr=0.05, seed=7)
+    split = nc.train(prog, digits.X, digits.y, val_split=0.2, **settings)
+    explicit = nc.train(prog, digits.X[kept], digits.y[kept], validation=(digits.X[held], digits.y[held]), **settings)
+    _assert_same_run(split, explicit)
