@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nncompile as nc
 from nncompile.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,10 @@ def test_run_saves_weights_and_prints_a_summary_table(tmp_path: Path, capsys: py
     assert lines[2].split()[0] == "train" and lines[2].endswith("100.00%")
     assert "2000 epochs, 2000 updates" in lines[3] and "examples/s" in lines[3]
     assert sorted(np.load(tmp_path / "w.npz").files) == ["dense1.W", "dense1.b", "dense2.W", "dense2.b"]
+    prog = nc.compile(nc.load_model(str(EXAMPLES / "xor.py"))[0])   # the file holds the trained weights
+    with np.load(tmp_path / "w.npz") as saved:
+        scores = prog.evaluate(dict(saved), *nc.data.load("xor"))
+    assert scores["binary_accuracy"] == 1.0 and f"{scores['loss']:.4f}" == lines[2].split()[2]
 
 
 def test_the_table_says_whose_weights_it_scores(capsys: pytest.CaptureFixture) -> None:
