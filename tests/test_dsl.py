@@ -79,3 +79,10 @@ def test_a_misspelt_layer_name_suggests_the_right_one(tmp_path, typo: str, sugge
                      "loss=nn.MSE())\n")
     with pytest.raises(nc.ModelError, match=rf"typo.py:2: AttributeError: .* \(did you mean nn.{suggestion}\?\)"):
         nc.load_model(model)
+
+
+@pytest.mark.parametrize("formula,refused", [("x.real", "attribute access"), ("(lambda: x)()", "lambda"),
+                                             ("x[0]", "indexing")])
+def test_a_refused_formula_says_what_was_refused(formula: str, refused: str) -> None:
+    with pytest.raises(FormulaError, match=refused):
+        nn.Activation(formula, name="a")
