@@ -86,3 +86,11 @@ def test_a_misspelt_layer_name_suggests_the_right_one(tmp_path, typo: str, sugge
 def test_a_refused_formula_says_what_was_refused(formula: str, refused: str) -> None:
     with pytest.raises(FormulaError, match=refused):
         nn.Activation(formula, name="a")
+
+
+@pytest.mark.parametrize("formula", ["x*((2^64)^64)^64", "x + (10^60)^60", "x*(1e-300)^64"])
+def test_huge_constant_powers_are_refused_before_they_are_computed(formula: str) -> None:
+    """Nested powers of constants grow doubly exponentially (((2^64)^64)^64 has 2^18 bits, one level
+    more 2^24): they are refused from their size estimate, not after SymPy has built the number."""
+    with pytest.raises(FormulaError, match=r"constant power is too large \(about 10\^\d+\)"):
+        nn.Activation(formula, name="a")
