@@ -19,7 +19,8 @@ from .rules import A, ElementwiseFunction, LossFunction, Regulariser, W, X, Y
 
 #: Functions whose presence makes a formula non-differentiable somewhere.
 _KINKED = (sp.Abs, sp.Max, sp.Min, sp.Heaviside, sp.sign, sp.Piecewise)
-_SIMPLIFY_LIMIT = 40  # sympy.simplify is tried only on expressions at most this big
+_SIMPLIFY_LIMIT = 20  # sympy.simplify is tried only on expressions at most this big (count_ops):
+#                     some of 30-40 ops (tanh(x)**2 + exp(-x**2) times softplus(x) + ...) ran for minutes
 _EXPAND_LIMIT = 200   # expand/factor are tried only where expansion gives at most this many terms
 
 
