@@ -178,3 +178,12 @@ def test_check_fails_on_a_wrong_gradient(monkeypatch: pytest.MonkeyPatch, capsys
     assert main(["check", str(ROOT / "examples" / "kinks.py"), "--seed", "2"]) == 1
     out, err = capsys.readouterr()
     assert f"{param}" in out and "FAIL" in out.split(param)[1].splitlines()[0] and "check failed" in err
+
+
+@pytest.mark.parametrize("formula", ["(x*exp(-x^2) + softplus(x))*(tanh(x)*sin(x) + exp(-x^2))",
+                                     "softplus(x*tanh(x)*(sigmoid(x) + atan(x)))"])
+def test_custom_activations_that_once_simplified_for_minutes(formula: str) -> None:
+    """sympy.simplify ran for minutes on these derivatives (30-40 operations); now only expressions of
+    at most 20 operations are simplified, and the gradients still match finite differences."""
+    _assert_fd(nn.Sequential(nn.Dense(3), nn.Activation(formula, name="slow"), nn.Dense(1), input_dim=2,
+                             loss=nn.MSE()))
