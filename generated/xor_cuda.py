@@ -1191,6 +1191,7 @@ library only).  Everything an epoch changes lives in the engine's flat vectors a
 interrupted run resumed from its checkpoint ends with the same bits as one never
 interrupted.
 """
+import difflib
 import hashlib
 import math
 
@@ -1200,6 +1201,11 @@ if __package__ == "nncompile.runtime":  # in a generated script engine.py is emb
     from .engine import Diverged, TrainingError, check_train_rows, to_host
 
 SCHEDULES = ("constant", "step", "exponential", "cosine")
+#: An epoch whose mean loss exceeds this many times the loss the run started from has diverged,
+#: even while every number is still finite (a learning rate far too large).
+GROWTH_LIMIT = 1e3
+#: Starting losses below this count as this much when the growth is measured (a near-perfect start).
+GROWTH_FLOOR = 1e-3
 
 
 def schedule_lr(schedule, lr, epoch, epochs, step_size=10, gamma=None):
@@ -1276,6 +1282,18 @@ def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=N
     return total / updates, updates, step
 
 
+def check_growth(loss, first_loss):
+    """Raise Diverged when an epoch's mean loss is orders of magnitude above the run's first loss."""
+    if first_loss is not None and loss > GROWTH_LIMIT * max(first_loss, GROWTH_FLOOR):
+        raise Diverged(f"the loss grew from {first_loss:.4g} to {loss:.4g}, more than {GROWTH_LIMIT:g} times "
+                       "where it started")
+
+
+def smaller_lr(lr):
+    """A learning rate worth trying after `lr` diverged: a tenth of it, at most 0.1."""
+    return lr / 10 if lr <= 1 else 0.1
+
+
 def hyperparameters(module, optimizer, overrides):
     """Positional hyperparameters of a step function, defaults filled in, unknown names refused."""
     if optimizer not in module.OPTIMIZERS:
@@ -1283,8 +1301,10 @@ def hyperparameters(module, optimizer, overrides):
     _, defaults = module.OPTIMIZERS[optimizer]
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], list(defaults), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         known = ", ".join(defaults) or "none"
-        raise TrainingError(f"optimizer {optimizer} has no hyperparameter {unknown[0]!r} (it takes: {known})")
+        raise TrainingError(f"optimizer {optimizer} has no hyperparameter {unknown[0]!r} ({hint}it takes: {known})")
     values = []
     for name, value in defaults.items():
         value = overrides.get(name, value)
@@ -1309,6 +1329,7 @@ class Loop:
         self.best_params = None
         self.waited = 0             # epochs since the validation loss last improved
         self.stopped = False        # early stopping fired
+        self.first_loss = None      # loss of the starting weights (first rows), for check_growth
 
     _SCALARS = ("epoch", "step", "best_loss", "best_epoch", "waited", "stopped")
 
@@ -1336,7 +1357,7 @@ class Loop:
         if self.best_params is not None:
             arrays["best_params"] = to_host(self.best_params)
         meta = {k: getattr(self, k) for k in self._SCALARS}
-        meta.update(rng=self.rng.bit_generator.state, history=self.history)
+        meta.update(rng=self.rng.bit_generator.state, history=self.history, first_loss=self.first_loss)
         return arrays, meta
 
     def from_checkpoint(self, engine, arrays, meta):
@@ -1351,6 +1372,7 @@ class Loop:
             setattr(self, name, meta[name])
         self.rng.bit_generator.state = meta["rng"]
         self.history = list(meta["history"])
+        self.first_loss = meta.get("first_loss")
 
 
 def fingerprint(*arrays):
@@ -1405,10 +1427,13 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
         if loop.epoch > epochs:
             raise TrainingError(f"checkpoint {resume.path} already holds {loop.epoch} epochs, more than "
                                 f"epochs={epochs}: ask for at least as many")
-    snap = loop.snapshot(engine)
+    if loop.first_loss is None:
+        loop.first_loss = run.first_loss()
+    snap, in_epoch = None, False
     try:
         while loop.epoch < epochs and not loop.stopped:
             snap = loop.snapshot(engine)
+            in_epoch = True  # from here until the epoch is counted, Ctrl-C rolls back to `snap`
             record = run.epoch(epochs, snap)
             if evaluate and engine.module.METRIC:
                 record["train_loss"], record[engine.module.METRIC] = engine.evaluate(X, T)
@@ -1419,6 +1444,7 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             loop.history.append(record)
             loop.epoch += 1
             loop.stopped = patience is not None and validation is not None and loop.waited >= patience
+            in_epoch = False
             halt = callback is not None and callback(record) is False
             if checkpoint is not None and (loop.epoch % every == 0 or loop.epoch == epochs
                                            or loop.stopped or halt):
@@ -1426,7 +1452,8 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             if halt:
                 break
     except KeyboardInterrupt:
-        loop.restore(engine, snap)
+        if in_epoch:
+            loop.restore(engine, snap)
         if checkpoint is not None:
             run.save(checkpoint)
         raise
@@ -1457,11 +1484,25 @@ class _Run:
             loss, updates, loop.step = run_epoch(self.engine, self.X, self.T, self.order, self.batch,
                                                  "step_" + plan["optimizer"], lr, loop.step, plan["hyper"],
                                                  self.on_batch)
+            check_growth(loss, loop.first_loss)
         except Diverged as exc:
             loop.restore(self.engine, snap)
             raise Diverged(f"training diverged in epoch {loop.epoch + 1}: {exc}; kept the weights from epoch "
-                           f"{loop.epoch}: lower the learning rate (try {lr / 10:g})", loop.history) from None
+                           f"{loop.epoch}: lower the learning rate (try {smaller_lr(lr):g}){self.scale_advice()}",
+                           loop.history) from None
         return {"epoch": loop.epoch + 1, "loss": float(loss), "updates": updates, "lr": lr}
+
+    def first_loss(self):
+        """Loss of the starting weights on the first batch of rows (in the workspace training uses
+        anyway): what check_growth measures against."""
+        rows = self.batch
+        loss, _ = self.engine.evaluate(self.X[:rows], self.T[:rows], chunk=rows)
+        return loss if math.isfinite(loss) else None
+
+    def scale_advice(self):
+        """Advice to add to a divergence message when the inputs are far from unit scale."""
+        largest = float(abs(self.X).max())
+        return f", or scale the inputs (their largest magnitude is {largest:.3g})" if largest > 10 else ""
 
     def validate(self, record):
         """Validation loss and metric; remember the best parameters for early stopping."""
@@ -1527,13 +1568,16 @@ def write_bytes_atomic(path, data, folder_mode=None):
     """Write `data` to `path` so that a reader sees the old file or the new one, never a part.
 
     The folder must exist, unless `folder_mode` is given: then it is created with that mode
-    (the JIT cache uses 0o700, private to the user).
+    and the file stays private (0600: the JIT cache, whose files are code).  Other files
+    (weights, checkpoints, plots, scripts) get the permissions the user's umask gives.
     """
     folder = os.path.dirname(os.path.abspath(path))
     if folder_mode is not None:
         os.makedirs(folder, mode=folder_mode, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        if folder_mode is None and hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -1545,6 +1589,13 @@ def write_bytes_atomic(path, data, folder_mode=None):
         except OSError:
             pass
         raise
+
+
+def _umask():
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_npz_atomic(path, arrays):
@@ -1790,14 +1841,21 @@ class PlotUnavailable(RuntimeError):
     """matplotlib is not installed."""
 
 
-def render_png(history, metric, title):
-    """PNG bytes of the curves in `history` (one record per epoch), via matplotlib's Agg backend."""
+def require_matplotlib():
+    """Raise PlotUnavailable, saying how to install it, when matplotlib cannot be imported."""
     try:
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
+        from matplotlib.figure import Figure  # noqa: F401
+        from matplotlib.ticker import MaxNLocator  # noqa: F401
     except ImportError:
         raise PlotUnavailable("plotting needs matplotlib, which is not installed: "
                               "pip install 'nncompile[plot]' (or pip install matplotlib)") from None
+
+
+def render_png(history, metric, title):
+    """PNG bytes of the curves in `history` (one record per epoch), via matplotlib's Agg backend."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     epochs = [r["epoch"] for r in history]
     panels = [("loss", "loss", "val_loss")]
     if metric and any(metric in r for r in history):
@@ -1838,7 +1896,9 @@ are therefore already defined, and the import runs only inside the nncompile pac
 """
 import argparse
 import json
+import os
 import sys
+import time
 
 import numpy as np
 
@@ -1847,7 +1907,7 @@ if __package__ == "nncompile.runtime":  # in a generated script these are define
     from .diagnostics import Monitor, headline, new_warnings
     from .engine import INIT_SCHEMES, Diverged, Engine, TrainingError, check_inputs, encode_targets, init_flat, to_host
     from .loop import SCHEDULES, fit, hyperparameters
-    from .plot import PlotUnavailable, render_png
+    from .plot import PlotUnavailable, render_png, require_matplotlib
 
 #: Training settings when neither a flag nor the model file's `training` dict gives one.
 DEFAULTS = {"mode": "minibatch", "batch_size": 32, "epochs": 30, "lr": 0.1, "optimizer": "sgd",
@@ -1961,6 +2021,27 @@ def _name_value(item):
         raise TrainingError(f"--hyper takes NAME=VALUE with a number, got {item!r}") from None
 
 
+def check_writable(path, flag):
+    """Refuse, before training, an output file that could not be written at the end of it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise TrainingError(f"{flag} {path} is a folder: give a file name")
+    if not os.path.isdir(folder):
+        raise TrainingError(f"{flag} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TrainingError(f"{flag} {path}: cannot write to the folder {folder}")
+
+
+def check_outputs(args):
+    """Every output a run will write (--save, --checkpoint, --plot and matplotlib for it) is checked
+    before the first epoch, so that no failure at the end loses the training."""
+    for flag in ("save", "checkpoint", "plot"):
+        if getattr(args, flag, None):
+            check_writable(getattr(args, flag), "--" + flag)
+    if getattr(args, "plot", None):
+        require_matplotlib()
+
+
 def validation_split(X, T, fraction, seed):
     """(X_train, T_train, validation) with max(1, round(fraction·N)) shuffled rows held out.
 
@@ -1991,19 +2072,46 @@ def describe(record, metric):
     return "  ".join(parts)
 
 
-class _Printer:
-    """Per-epoch lines and each diagnostic warning once, on standard error."""
+class _Progress:
+    """Progress on standard error, as `nncompile run` shows it: on a terminal one line redrawn each
+    epoch (a bar, the epoch record, examples/s); in a log a line every `every` epochs (about 20 in a
+    run) and the last.  Each diagnostic warning is printed once, when it first appears."""
 
-    def __init__(self, metric, quiet):
-        self.metric, self.quiet, self.active = metric, quiet, None
+    def __init__(self, metric, epochs, rows, quiet, stream=None):
+        self.metric, self.epochs, self.rows, self.quiet = metric, epochs, rows, quiet
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = max(1, epochs // 20)
+        self.active, self.drawn, self.started, self.examples = None, False, time.perf_counter(), 0
 
     def __call__(self, record):
         if "warnings" in record:
             for warning in new_warnings(record, self.active):
-                print(f"warning: epoch {record['epoch']}: {warning['message']}", file=sys.stderr, flush=True)
+                self.line(f"warning: epoch {record['epoch']}: {warning['message']}")
             self.active = record["warnings"]
-        if not self.quiet:
-            print(describe(record, self.metric), flush=True)
+        self.examples += self.rows
+        if self.quiet:
+            return
+        if self.tty:
+            done = record["epoch"] / max(self.epochs, 1)
+            bar = "#" * int(20 * done) + "-" * (20 - int(20 * done))
+            speed = self.examples / max(time.perf_counter() - self.started, 1e-9)
+            self.stream.write(f"\r\x1b[K[{bar}] {describe(record, self.metric)}  {speed:,.0f} ex/s")
+            self.stream.flush()
+            self.drawn = True
+        elif record["epoch"] % self.every == 0 or record["epoch"] in (1, self.epochs):
+            self.line(describe(record, self.metric))
+
+    def line(self, text):
+        """A line of its own (below the redrawn one on a terminal)."""
+        self.close()
+        print(text, file=self.stream, flush=True)
+
+    def close(self):
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
 
 
 def printable(message):
@@ -2012,55 +2120,98 @@ def printable(message):
 
 
 def main(module, argv=None):
-    """Command line of a standalone script: train on a .npz file, print progress, save weights."""
-    parser = argparse.ArgumentParser(description=f"Train model {module.MODEL!r} (generated by nncompile).")
+    """Command line of a standalone script: train on a .npz file, print progress, save weights.
+
+    Settings come from the flags, else from the model file's `training` dict (the script's
+    TRAINING, written by `nncompile generate`), else DEFAULTS.
+    """
+    defaults = dict(getattr(module, "TRAINING", None) or {})
+    given = ", ".join(f"{k}={v!r}" for k, v in sorted(defaults.items()))
+    parser = argparse.ArgumentParser(
+        description=f"Train model {module.MODEL!r} (generated by nncompile).",
+        epilog=f"Defaults from the model file's training dict: {given}." if given else None)
     parser.add_argument("--data", required=True, help=".npz file with arrays X and y")
     add_training_flags(parser, tuple(module.OPTIMIZERS))
     args = parser.parse_args(argv)
+    progress, engine = None, None
     try:
-        s, overrides = settings_from(args)
-        with np.load(args.data, allow_pickle=False) as data:
-            X, y = data["X"], data["y"]
-        X = check_inputs(X, module.INPUT_DIM, module.DTYPE)
-        T = encode_targets(y, module.TARGET_ENCODING, module.OUTPUT_DIM, module.DTYPE, X.shape[0])
+        s, overrides = settings_from(args, defaults)
+        check_outputs(args)
+        X, T = _load_data(module, args.data)
         X, T, validation = validation_split(X, T, s["val_split"], s["seed"])
         s["optimizer"], overrides = torch_style(s["optimizer"], overrides)
         engine = Engine(module, init_flat(module, s["seed"], s["init"]))
         engine.reset_state(s["optimizer"])
         hyper = hyperparameters(module, s["optimizer"], overrides)
         monitor = None if args.no_diagnostics else Monitor(module, X, T)
+        progress = _Progress(module.METRIC, s["epochs"], X.shape[0], args.quiet or args.json)
         history, best_epoch, stopped = fit(
             engine, X, T, s["mode"], s["batch_size"], s["epochs"], s["lr"], s["optimizer"], hyper, s["seed"],
-            s["schedule"], validation, s["patience"], s["min_delta"], True, _Printer(module.METRIC, args.quiet or
-                                                                                      args.json),
+            s["schedule"], validation, s["patience"], s["min_delta"], True, progress,
             s["step_size"], s["gamma"], monitor, args.checkpoint and Checkpoint(args.checkpoint),
             s["checkpoint_every"], args.resume and Checkpoint(args.resume))
-        if args.plot:
-            write_bytes_atomic(args.plot, render_png(history, module.METRIC, f"{module.MODEL} ({s['optimizer']}, "
-                                                                            f"lr {s['lr']:g})"))
     except KeyboardInterrupt:
+        _close(progress)
         saved = f"; checkpoint saved to {args.checkpoint} (continue with --resume)" if args.checkpoint else ""
         print(f"interrupted{saved}", file=sys.stderr)
         return 130
     except Diverged as exc:
-        print(f"error: {printable(exc)}", file=sys.stderr)
+        _close(progress)
+        message = printable(exc)
+        if args.save:  # the weights of the last good epoch, which fit restored
+            _save_weights(module, engine, args.save)
+            message += f"; saved them to {args.save}"
+        if args.json:
+            print(json.dumps({"error": message, "history": exc.history}, indent=2))
+        print(f"error: {message}", file=sys.stderr)
         return 1
     except (TrainingError, CheckpointError, PlotUnavailable, OSError, KeyError, ValueError) as exc:
+        _close(progress)
         print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
+    _close(progress)
     summary = final_summary(engine, X, T, validation, history, best_epoch, stopped)
     if args.json:
         print(json.dumps({"history": history, "summary": summary}, indent=2))
     else:
         print("final: " + describe(dict(summary, loss=summary["train_loss"], epoch=summary["epochs"]),
                                    module.METRIC))
-    if args.save:
-        flat = to_host(engine.params)
-        weights = {name: flat[offset:offset + int(np.prod(shape))].reshape(shape)
-                   for name, shape, offset, _ in module.PARAMS}
-        save_npz_atomic(args.save, weights)
-        print(f"saved weights to {args.save}", file=sys.stderr)
+    try:
+        if args.save:  # first: a plot that fails must not cost the weights
+            _save_weights(module, engine, args.save)
+            print(f"saved weights to {args.save}", file=sys.stderr)
+        if args.plot:
+            write_bytes_atomic(args.plot, render_png(history, module.METRIC, f"{module.MODEL} ({s['optimizer']}, "
+                                                                            f"lr {s['lr']:g})"))
+            print(f"saved the training curves to {args.plot}", file=sys.stderr)
+    except (PlotUnavailable, OSError) as exc:
+        print(f"error: {printable(exc)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _close(progress):
+    if progress is not None:
+        progress.close()
+
+
+def _load_data(module, path):
+    """(inputs, encoded targets) from a .npz file holding X and y."""
+    if not os.path.exists(path) and path in ("xor", "moons", "spirals", "digits"):
+        raise TrainingError(f"{path} is one of nncompile's built-in data sets; a script reads .npz files: write it "
+                            f"with python -c \"import nncompile as nc; nc.data.save_npz('{path}', '{path}.npz')\"")
+    with np.load(path, allow_pickle=False) as data:
+        X, y = data["X"], data["y"]
+    X = check_inputs(X, module.INPUT_DIM, module.DTYPE)
+    return X, encode_targets(y, module.TARGET_ENCODING, module.OUTPUT_DIM, module.DTYPE, X.shape[0])
+
+
+def _save_weights(module, engine, path):
+    """The engine's parameters as named arrays in a .npz (written atomically)."""
+    flat = to_host(engine.params)
+    weights = {name: flat[offset:offset + int(np.prod(shape))].reshape(shape)
+               for name, shape, offset, _ in module.PARAMS}
+    save_npz_atomic(path, weights)
 
 
 def final_summary(engine, X, T, validation, history, best_epoch, stopped):
@@ -2074,6 +2225,10 @@ def final_summary(engine, X, T, validation, history, best_epoch, stopped):
         if metric:
             summary[prefix + "_" + metric] = value
     return summary
+
+
+# The model file's training dict: the defaults of this script (flags override them).
+TRAINING = {'epochs': 2000, 'lr': 1.0, 'mode': 'gd'}
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@ into an explicit backward graph, lowered to NumPy (or CUDA) source, loaded, and 
 This module is the public face; the stages live in the subpackages (see the README's
 "How the code is laid out").
 """
-from . import nn
+from . import data, nn
 from .dsl.modelfile import load_model
-from .errors import BackendError, DataError, DivergenceError, FormulaError, ModelError, NncompileError, TrainingWarning
+from .errors import ArgumentError, BackendError, DataError, DivergenceError, FormulaError, ModelError, NncompileError, TrainingWarning
 from .program import CompiledProgram, compile  # noqa: A004
 from .symbolic.rules import OPTIMIZERS, Optimizer
 from .train import TrainResult, train
 from .version import __version__
 
-__all__ = ["nn", "compile", "train", "load_model", "CompiledProgram", "TrainResult", "Optimizer", "OPTIMIZERS",
-           "NncompileError", "ModelError", "FormulaError", "DataError", "BackendError", "DivergenceError",
+__all__ = ["nn", "data", "compile", "train", "load_model", "CompiledProgram", "TrainResult", "Optimizer", "OPTIMIZERS",
+           "NncompileError", "ModelError", "FormulaError", "DataError", "ArgumentError", "BackendError", "DivergenceError",
            "TrainingWarning", "__version__"]

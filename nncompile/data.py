@@ -13,6 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -31,6 +32,10 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """`X, y = nc.data.load("digits")`."""
+        return iter((self.X, self.y))
 
 
 def xor() -> Dataset:
@@ -81,6 +86,18 @@ def load(spec: str) -> Dataset:
     if not path.is_file():
         raise DataError(f"data file {spec} does not exist")
     return _load_npz(path) if path.suffix.lower() == ".npz" else _load_csv(path)
+
+
+def save_npz(spec: str, path: str | Path) -> Path:
+    """Write a data set (a built-in name or a file `load` reads) to a .npz file with arrays X and y,
+    the form a generated script's --data reads; written atomically."""
+    from .runtime.checkpoint import save_npz_atomic
+    ds = load(spec)
+    try:
+        save_npz_atomic(str(path), {"X": ds.X, "y": ds.y})
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return Path(path)
 
 
 def _load_npz(path: Path) -> Dataset:
@@ -143,10 +160,11 @@ def _checked(name: str, X: np.ndarray, y: np.ndarray) -> Dataset:
         raise DataError(f"{name}: the data set is empty")
     if y.shape[0] != X.shape[0]:
         raise DataError(f"{name}: X has {X.shape[0]} rows but y has {y.shape[0]}")
-    if not np.isfinite(X).all():
-        raise DataError(f"{name}: X contains NaN or infinite values")
-    if not np.isfinite(y.astype(np.float64)).all():
-        raise DataError(f"{name}: y contains NaN or infinite values")
+    for label, arr in (("X", X), ("y", y)):
+        bad = ~np.isfinite(arr.astype(np.float64, copy=False))
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise DataError(f"{name}: {label} contains NaN or infinite values (first in row {row})")
     return Dataset(name, X, y)
 
 

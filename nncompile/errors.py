@@ -22,6 +22,10 @@ class DataError(NncompileError):
     """Data that does not fit the model or cannot be trained on (NaN, ragged, labels)."""
 
 
+class ArgumentError(NncompileError, TypeError):
+    """A keyword argument the function does not take (a TypeError too, as Python's own are)."""
+
+
 class BackendError(NncompileError):
     """A backend that cannot be used here (unknown name, missing CuPy or GPU)."""
 

@@ -8,6 +8,8 @@ scripts embed (`runtime`, `checkpoint`, `diagnostics`), so both train the same w
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from .errors import DataError, DivergenceError, TrainingWarning
+from .errors import ArgumentError, DataError, DivergenceError, TrainingWarning
 from .program import CompiledProgram, data_errors
 from .runtime import engine as runtime
 from .runtime import loop, script
@@ -27,6 +29,8 @@ if TYPE_CHECKING:  # the trainer never imports SymPy; rules appear here only as 
     from .symbolic.rules import Optimizer
 
 MODES = ("gd", "sgd", "minibatch")
+#: Keywords `train` reads as PyTorch does (resolved by runtime.script.torch_style).
+TORCH_KEYWORDS = ("momentum", "nesterov", "betas", "weight_decay")
 
 
 @dataclass
@@ -90,6 +94,7 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
     if not isinstance(optimizer, str):
         prog = prog.with_optimizer(optimizer)
         optimizer = optimizer.name
+    _check_keywords(prog, optimizer, hyperparameters)
     Xc, T = prog.prepare(X, Y)
     Xv = Tv = None
     if validation is not None:
@@ -101,6 +106,8 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
             Xc, T, (Xv, Tv) = script.validation_split(Xc, T, val_split, seed)
         loop.batch_size_for(mode, batch_size, Xc.shape[0])
         loop.check_schedule(schedule, step_size, gamma)
+        if checkpoint is not None:  # before any training, not at the first save
+            script.check_writable(str(checkpoint), "checkpoint")
     if params is not None and resume is not None:
         raise DataError("give params or resume, not both: a checkpoint holds its own parameters")
     engine = prog.engine(params if params is not None else prog.init_params(seed, init))
@@ -142,6 +149,25 @@ def _check_settings(mode: str, epochs: object, lr: object, patience: object, val
                                          or not isinstance(checkpoint_every, (int, np.integer))
                                          or checkpoint_every < 1):
         raise DataError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+
+
+def _check_keywords(prog: CompiledProgram, optimizer: str, given: Mapping[str, object]) -> None:
+    """A keyword that is neither a hyperparameter of `optimizer` nor PyTorch's spelling of one is a
+    misspelt argument: say so, with the nearest argument or hyperparameter name."""
+    rule = prog.module.OPTIMIZERS.get(optimizer)
+    if rule is None:
+        return  # an unknown optimizer is reported, with the known ones, by the runtime
+    hyper = list(rule[1])
+    elsewhere = {name for _, defaults in prog.module.OPTIMIZERS.values() for name in defaults}
+    arguments = [name for name, p in inspect.signature(train).parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    for key in given:
+        if key in hyper or key in TORCH_KEYWORDS or key in elsewhere:
+            continue  # another optimizer's hyperparameter: the runtime says which ones this one takes
+        close = difflib.get_close_matches(key, arguments + hyper + list(TORCH_KEYWORDS), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        takes = ", ".join(hyper) or "none"
+        raise ArgumentError(f"train() got an unexpected keyword argument {key!r}{hint}; optimizer {optimizer} "
+                            f"takes the hyperparameters: {takes}")
 
 
 class _WarningLog:

@@ -18,10 +18,10 @@ def expected() -> dict[Path, str]:
     from nncompile.generate import standalone
     files = {}
     for example in EXAMPLES:
-        model, _ = load_model(str(ROOT / "examples" / f"{example}.py"))
+        model, training = load_model(str(ROOT / "examples" / f"{example}.py"))
         for backend in BACKENDS:
             name = f"{example}_{backend}.py"
-            files[ROOT / "generated" / name] = standalone(model, backend, filename=name)
+            files[ROOT / "generated" / name] = standalone(model, backend, filename=name, training=training)
     return files
 
 

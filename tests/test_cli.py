@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nncompile as nc
 from nncompile.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,16 +33,38 @@ def test_run_digits_reaches_95_percent_held_out() -> None:
 def test_run_saves_weights_and_prints_a_summary_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["run", str(EXAMPLES / "xor.py"), "--data", "xor", "--quiet", "--save", str(tmp_path / "w.npz")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "final weights" and lines[1].split() == ["rows", "loss", "binary", "accuracy"]
+    assert lines[0] == "final weights (epoch 2000)" and lines[1].split() == ["rows", "loss", "binary", "accuracy"]
     assert lines[2].split()[0] == "train" and lines[2].endswith("100.00%")
     assert "2000 epochs, 2000 updates" in lines[3] and "examples/s" in lines[3]
     assert sorted(np.load(tmp_path / "w.npz").files) == ["dense1.W", "dense1.b", "dense2.W", "dense2.b"]
+    prog = nc.compile(nc.load_model(str(EXAMPLES / "xor.py"))[0])   # the file holds the trained weights
+    with np.load(tmp_path / "w.npz") as saved:
+        scores = prog.evaluate(dict(saved), *nc.data.load("xor"))
+    assert scores["binary_accuracy"] == 1.0 and f"{scores['loss']:.4f}" == lines[2].split()[2]
+
+
+def test_the_table_says_whose_weights_it_scores(capsys: pytest.CaptureFixture) -> None:
+    """--val-split alone keeps the last epoch's weights; with --patience the best epoch's come back.
+    (--min-delta 10 makes epoch 1 the best: no later epoch improves by 10.)"""
+    flags = ["run", str(EXAMPLES / "digits.py"), "--data", "digits", "--quiet", "--epochs", "4", "--val-split", "0.1",
+             "--min-delta", "10"]
+    assert main([*flags, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["summary"]["best_epoch"] == 1
+    assert report["summary"]["val_loss"] == pytest.approx(report["history"][-1]["val_loss"], rel=1e-12)
+    assert main(flags) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "final weights (epoch 4; the best validation loss was at epoch 1)"
+    assert main([*flags, "--patience", "10", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["summary"]["val_loss"] == pytest.approx(report["history"][0]["val_loss"], rel=1e-12)
+    assert main([*flags, "--patience", "10"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "weights of epoch 1 (best validation loss of 4 epochs)"
 
 
 @pytest.mark.parametrize("example", ["xor", "digits", "mish"])
 def test_check_passes_on_examples(example: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["check", str(EXAMPLES / f"{example}.py")]) == 0
-    assert "agree with central finite differences" in capsys.readouterr().out
+    assert "agree with finite differences" in capsys.readouterr().out
 
 
 def test_derive_graph_generate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -100,3 +123,20 @@ def test_diverging_run_exits_1_with_advice(tmp_path: Path) -> None:
     done = _cli("run", model, "--data", str(tmp_path / "big.npz"), "--lr", "10", "--quiet")
     assert done.returncode == 1 and "diverged" in done.stderr and "lower the learning rate" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_every_option_of_every_command_is_explained_with_its_default_and_an_example() -> None:
+    import argparse
+
+    from nncompile.cli.main import _parser
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        assert parser.epilog and parser.epilog.startswith(f"example:\n  nncompile {name} "), name
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            where = f"{name} {action.dest}"
+            assert action.help, f"{where} has no help text"
+            shows_default = action.default not in (None, False) and not isinstance(action.default, list)
+            if shows_default and not isinstance(action, argparse.BooleanOptionalAction):
+                assert "default" in action.help, f"{where}: its default {action.default!r} is not said"

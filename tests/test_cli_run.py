@@ -28,9 +28,11 @@ def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def _popen(*args: str) -> subprocess.Popen:
+    """A CLI child that Ctrl-C interrupts even if this test inherited SIGINT as ignored."""
     exe = shutil.which("nncompile")
     cmd = [exe] if exe else [sys.executable, "-m", "nncompile.cli"]
-    return subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resuming_ends_bit_identical(tmp_path: Path) -> None:
@@ -40,16 +42,23 @@ def test_ctrl_c_saves_a_checkpoint_and_resuming_ends_bit_identical(tmp_path: Pat
     assert whole.returncode == 0, whole.stderr
     checkpoint = tmp_path / "ck.npz"
     proc = _popen(*flags, "--checkpoint", str(checkpoint))
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err
-    assert "interrupted after epoch" in err and f"--resume {checkpoint}" in err and "Traceback" not in err
     with np.load(checkpoint) as saved:
         done = json.loads(saved["meta"].tobytes())["epoch"]
     assert 1 <= done < 30, "the run finished before it could be interrupted"
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert lines == [f"nncompile: interrupted after epoch {done}; checkpoint saved to {checkpoint} (continue with "
+                     f"--resume {checkpoint})"] and "Traceback" not in err
     resumed = _cli(*flags, "--resume", str(checkpoint), "--save", str(tmp_path / "resumed.npz"))
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["history"] == json.loads(whole.stdout)["history"]
@@ -128,7 +137,10 @@ def test_predict_writes_the_outputs_of_saved_weights(tmp_path: Path, capsys: pyt
     (["--eps", "1e-6"], "optimizer sgd has no hyperparameter 'eps'"),
     (["--optimizer", "adamw"], "unknown optimizer 'adamw'"),
     (["--resume", "missing.npz"], "checkpoint missing.npz does not exist"),
-    (["--checkpoint", "no/such/dir/ck.npz"], "cannot write checkpoint"),
+    (["--checkpoint", "no/such/dir/ck.npz"], "--checkpoint no/such/dir/ck.npz: the folder "),
+    (["--hyper", "epochs=5"], "optimizer sgd has no hyperparameter 'epochs' (it takes: none)"),
+    (["--optimizer", "adam", "--hyper", "bet1=0.5"], "optimizer adam has no hyperparameter 'bet1' (did you mean "
+                                                     "'beta1'? it takes: beta1, beta2, eps)"),
     (["--val-split", "1.5"], "val_split"),
     (["--schedule", "step", "--step-size", "0"], "step_size"),
 ])
@@ -138,6 +150,59 @@ def test_run_flag_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
     status = main(["run", DIGITS, "--data", "digits", "--epochs", "1", "--quiet", *args])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert status == 2 and len(lines) == 1 and lines[0].startswith("nncompile: error:") and message in lines[0]
+    assert "digits.py" not in lines[0]  # a flag's error is not the model file's
+
+
+@pytest.mark.parametrize("flag,path,message", [
+    ("--save", "missing/w.npz", "--save missing/w.npz: the folder "),
+    ("--plot", "missing/c.png", "--plot missing/c.png: the folder "),
+    ("--save", ".", "--save . is a folder"),
+])
+def test_outputs_are_checked_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture, flag: str, path: str,
+                                             message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    status = main(["run", DIGITS, "--data", "digits", "--epochs", "2", "--checkpoint", "ck.npz", flag, path])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "ck.npz").exists(), "training ran before the outputs were checked"
+
+
+def test_plot_without_matplotlib_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.ticker"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.chdir(tmp_path)
+    status = main(["run", DIGITS, "--data", "digits", "--epochs", "2", "--checkpoint", "ck.npz", "--plot", "c.png"])
+    assert status == 2 and "pip install 'nncompile[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "ck.npz").exists()
+
+
+def test_hyperparameter_errors_of_the_training_dict_name_the_model_file(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    model = tmp_path / "typo.py"
+    model.write_text("from nncompile import nn\nmodel = nn.Sequential(nn.Dense(1), input_dim=2, loss=nn.MSE())\n"
+                     "training = {'epoch': 5}\n")
+    assert main(["run", str(model), "--data", "xor", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nncompile: error: typo.py: training: unknown training setting 'epoch'")
+
+
+def test_diverging_run_with_json_prints_a_json_object(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--json still prints one JSON object when training diverges; the exit status is 1 and
+    --save keeps the weights of the last good epoch."""
+    model = tmp_path / "runaway.py"
+    model.write_text("from nncompile import nn\nmodel = nn.Sequential(nn.Dense(8), nn.Tanh(), nn.Dense(10), "
+                     "nn.Softmax(), input_dim=64, loss=nn.CrossEntropy(), name='runaway')\n")
+    status = main(["run", str(model), "--data", "digits", "--epochs", "5", "--lr", "1e6", "--json",
+                   "--save", str(tmp_path / "w.npz")])
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert status == 1 and report["history"] == [] and "the loss grew from" in report["error"]
+    assert err.strip().count("\n") == 0 and "(try 0.1)" in err and "saved them to" in err
+    start = nc.compile(load_model(str(model))[0]).init_params(0)
+    with np.load(tmp_path / "w.npz") as saved:
+        assert all(np.array_equal(saved[k], start[k]) for k in start)
 
 
 @pytest.mark.parametrize("weights,message", [("w.npz", "missing 'dense1.b'"), ("none.npz", "does not exist"),
@@ -165,3 +230,26 @@ def test_a_model_file_may_bring_its_own_optimizer(tmp_path: Path, capsys: pytest
     assert main(["generate", str(model), "-o", str(tmp_path / "train.py")]) == 0
     assert "def step_heavy_ball(lr, step, mu):" in (tmp_path / "train.py").read_text()
     os.remove(tmp_path / "train.py")
+
+
+def test_predict_refuses_an_output_format_it_cannot_write(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["predict", DIGITS, "--weights", "w.npz", "--data", "digits", "-o", str(tmp_path / "out.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "predictions are written as .csv or .npz" in err and not (tmp_path / "out.json").exists()
+
+
+def test_predict_says_when_it_was_given_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ck = str(tmp_path / "ck.npz")
+    assert main(["run", DIGITS, "--data", "digits", "--epochs", "1", "--quiet", "--checkpoint", ck]) == 0
+    capsys.readouterr()
+    assert main(["predict", DIGITS, "--weights", ck, "--data", "digits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a training checkpoint (--checkpoint), not a weights file" in err and "\n" not in err
+
+
+def test_nan_in_a_data_file_names_the_first_bad_row(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    X = np.zeros((6, 64))
+    X[4, 7] = np.nan
+    np.savez(tmp_path / "nan.npz", X=X, y=np.zeros(6, int))
+    assert main(["run", DIGITS, "--data", str(tmp_path / "nan.npz"), "--quiet"]) == 2
+    assert "X contains NaN or infinite values (first in row 4)" in capsys.readouterr().err

@@ -136,7 +136,7 @@ def test_cli_run_with_cuda_backend_fails_in_one_line(capsys: pytest.CaptureFixtu
 @no_device
 def test_standalone_cuda_script_without_cupy_says_so_in_one_line(tmp_path: Path) -> None:
     np.savez(tmp_path / "xor.npz", X=np.zeros((4, 2)), y=np.zeros(4))
-    script = ROOT / "generated" / "xor_cuda.py"
+    script = _fresh_xor_cuda(tmp_path)
     done = subprocess.run([sys.executable, str(script), "--data", "xor.npz"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -146,9 +146,9 @@ def test_standalone_cuda_script_without_cupy_says_so_in_one_line(tmp_path: Path)
 
 
 @no_device
-def test_generated_module_imports_without_cupy_and_names_the_problem_on_use() -> None:
+def test_generated_module_imports_without_cupy_and_names_the_problem_on_use(tmp_path: Path) -> None:
     import importlib.util
-    spec = importlib.util.spec_from_file_location("xor_cuda", ROOT / "generated" / "xor_cuda.py")
+    spec = importlib.util.spec_from_file_location("xor_cuda", _fresh_xor_cuda(tmp_path))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.N_PARAMS == 33 and module.device_problem() == PROBLEM
@@ -156,3 +156,12 @@ def test_generated_module_imports_without_cupy_and_names_the_problem_on_use() ->
         module.build(4, None, None, {})
     with pytest.raises(RuntimeError, match="the cuda backend needs"):
         module.xp
+
+
+def _fresh_xor_cuda(folder: Path) -> Path:
+    """The CUDA script for examples/xor.py, generated now from the current code (not generated/'s copy)."""
+    from nncompile.generate import standalone
+    script = folder / "xor_cuda.py"
+    model, training = nc.load_model(str(ROOT / "examples" / "xor.py"))
+    script.write_text(standalone(model, "cuda", filename=script.name, training=training))
+    return script

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import sympy as sp
 
+import nncompile as nc
 from nncompile import FormulaError, ModelError, nn
 from nncompile.symbolic.parse import to_expr
 
@@ -66,3 +67,30 @@ def test_callables_and_expressions_are_checked() -> None:
         nn.Activation(lambda x: __import__("math").exp(x))
     with pytest.raises(FormulaError, match="not finite"):
         nn.Activation("1/(x - x)")
+
+
+@pytest.mark.parametrize("typo,suggestion", [("Tanhh", "Tanh"), ("relu", "ReLU"), ("Sequencial", "Sequential"),
+                                             ("CrossEntropyy", "CrossEntropy")])
+def test_a_misspelt_layer_name_suggests_the_right_one(tmp_path, typo: str, suggestion: str) -> None:
+    with pytest.raises(AttributeError, match=rf"has no attribute '{typo}' \(did you mean nn.{suggestion}\?\)"):
+        getattr(nn, typo)
+    model = tmp_path / "typo.py"
+    model.write_text(f"from nncompile import nn\nmodel = nn.Sequential(nn.Dense(2), nn.{typo}(), input_dim=2, "
+                     "loss=nn.MSE())\n")
+    with pytest.raises(nc.ModelError, match=rf"typo.py:2: AttributeError: .* \(did you mean nn.{suggestion}\?\)"):
+        nc.load_model(model)
+
+
+@pytest.mark.parametrize("formula,refused", [("x.real", "attribute access"), ("(lambda: x)()", "lambda"),
+                                             ("x[0]", "indexing")])
+def test_a_refused_formula_says_what_was_refused(formula: str, refused: str) -> None:
+    with pytest.raises(FormulaError, match=refused):
+        nn.Activation(formula, name="a")
+
+
+@pytest.mark.parametrize("formula", ["x*((2^64)^64)^64", "x + (10^60)^60", "x*(1e-300)^64"])
+def test_huge_constant_powers_are_refused_before_they_are_computed(formula: str) -> None:
+    """Nested powers of constants grow doubly exponentially (((2^64)^64)^64 has 2^18 bits, one level
+    more 2^24): they are refused from their size estimate, not after SymPy has built the number."""
+    with pytest.raises(FormulaError, match=r"constant power is too large \(about 10\^\d+\)"):
+        nn.Activation(formula, name="a")

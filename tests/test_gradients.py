@@ -1,6 +1,8 @@
 """Compiled gradients against central finite differences and a hand-written NumPy reference."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -10,6 +12,8 @@ from nncompile import nn
 from nncompile.gradcheck import check_gradients, random_batch
 
 from reference import mlp_loss_and_grad
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TOL = 1e-6
 HIDDEN = {
@@ -77,22 +81,26 @@ def test_cross_entropy_after_sigmoid_outputs() -> None:
     _assert_fd(nn.Sequential(nn.Dense(3), nn.Tanh(), nn.Dense(2), nn.Sigmoid(), input_dim=2, loss=nn.CrossEntropy()))
 
 
-@pytest.mark.parametrize("hidden,out,loss,tail", [
-    (["tanh"], "softmax", "ce", lambda: [nn.Dense(10), nn.Softmax()]),
-    (["tanh"], "sigmoid", "bce", lambda: [nn.Dense(1), nn.Sigmoid()]),
-    (["relu", "sigmoid"], "identity", "mse", lambda: [nn.Dense(2)]),
+@pytest.mark.parametrize("hidden,out,loss,tail,l1,l2", [
+    (["tanh"], "softmax", "ce", lambda: [nn.Dense(10), nn.Softmax()], 0.0, 1e-3),
+    (["tanh"], "sigmoid", "bce", lambda: [nn.Dense(1), nn.Sigmoid()], 2e-3, 0.0),
+    (["relu", "sigmoid"], "identity", "mse", lambda: [nn.Dense(2)], 3e-3, 0.05),
+    (["softplus", "tanh"], "softmax", "ce", lambda: [nn.Dense(3), nn.Softmax()], 0.01, 0.2),
 ])
-def test_against_handwritten_numpy(hidden: list[str], out: str, loss: str, tail: object) -> None:
+def test_against_handwritten_numpy(hidden: list[str], out: str, loss: str, tail: object, l1: float,
+                                   l2: float) -> None:
+    """Random weights and biases (not the zero biases of init_params) and both penalties."""
     layers = []
     for h in hidden:
         layers += [nn.Dense(6), HIDDEN[h]()]
     lossfn = {"ce": nn.CrossEntropy, "bce": nn.BinaryCrossEntropy, "mse": nn.MSE}[loss]()
-    model = nn.Sequential(*layers, *tail(), input_dim=5, loss=lossfn, l2=1e-3)
+    model = nn.Sequential(*layers, *tail(), input_dim=5, loss=lossfn, l1=l1, l2=l2)
     prog = nc.compile(model)
     X, Y = random_batch(prog, 9, 1)
-    params = prog.init_params(1)
+    rng = np.random.default_rng(3)
+    params = {k: v + rng.normal(0, 0.5, v.shape) for k, v in prog.init_params(1).items()}
     _, T = prog.prepare(X, Y)
-    ref_loss, ref_grads, ref_out = mlp_loss_and_grad(params, X, T, hidden, out, loss, l2=1e-3)
+    ref_loss, ref_grads, ref_out = mlp_loss_and_grad(params, X, T, hidden, out, loss, l2=l2, l1=l1)
     got_loss, grads = prog.loss_and_grad(params, X, Y)
     assert abs(got_loss - ref_loss) <= 1e-12 * max(1.0, abs(ref_loss))
     for name in params:
@@ -132,3 +140,50 @@ def test_float32_program_agrees_with_float64() -> None:
     for name in g64:
         np.testing.assert_allclose(g32[name], g64[name], rtol=1e-3, atol=1e-5)
     assert p32.forward(params, X).dtype == np.float32 and p32.init_params(0)["dense1.W"].dtype == np.float32
+
+
+def test_check_on_a_model_with_kinks(capsys: pytest.CaptureFixture) -> None:
+    """examples/kinks.py passes `nncompile check` (it failed on round-off at a zero gradient, and on a
+    LeakyReLU input exactly at 0 behind dead ReLUs); at a kink inside the step the one-sided
+    difference away from it is the reference; a wrong gradient still fails there."""
+    from nncompile.cli import main
+    from nncompile.gradcheck import gradient_check
+    path = str(ROOT / "examples" / "kinks.py")
+    for seed in ("0", "2", "9"):
+        assert main(["check", path, "--seed", seed, "--rows", "16"]) == 0, capsys.readouterr()
+    prog = nc.compile(nc.load_model(path)[0])
+    X, Y = random_batch(prog, 8, 2)
+    params = prog.init_params(2)  # zero biases: every dense2 unit's input is exactly 0 for some rows
+    report = gradient_check(prog, params, X, Y, seed=2)
+    assert report["dense2.b"].at_kink == 3 and max(r.error for r in report.values()) <= 1e-6
+    loss, grads = prog.loss_and_grad(params, X, Y)
+    central = (prog.loss_and_grad({**params, "dense2.b": params["dense2.b"] + [1e-6, 0, 0]}, X, Y)[0]
+               - prog.loss_and_grad({**params, "dense2.b": params["dense2.b"] - [1e-6, 0, 0]}, X, Y)[0]) / 2e-6
+    assert abs(central - grads["dense2.b"][0]) > 1e-3  # the plain central difference is no reference here
+
+
+@pytest.mark.parametrize("param,factor", [("dense2.b", 1.5), ("dense1.W", 1.0001), ("dense3.b", 0.0)])
+def test_check_fails_on_a_wrong_gradient(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                         param: str, factor: float) -> None:
+    """A gradient made wrong on purpose (scaled, zeroed) exits 1, kinks or not."""
+    from nncompile.cli import main
+    from nncompile.program import CompiledProgram
+    right = CompiledProgram.loss_and_grad
+
+    def wrong(self, params, X, Y, **options):
+        loss, grads = right(self, params, X, Y, **options)
+        return loss, {**grads, param: grads[param] * factor}
+
+    monkeypatch.setattr(CompiledProgram, "loss_and_grad", wrong)
+    assert main(["check", str(ROOT / "examples" / "kinks.py"), "--seed", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert f"{param}" in out and "FAIL" in out.split(param)[1].splitlines()[0] and "check failed" in err
+
+
+@pytest.mark.parametrize("formula", ["(x*exp(-x^2) + softplus(x))*(tanh(x)*sin(x) + exp(-x^2))",
+                                     "softplus(x*tanh(x)*(sigmoid(x) + atan(x)))"])
+def test_custom_activations_that_once_simplified_for_minutes(formula: str) -> None:
+    """sympy.simplify ran for minutes on these derivatives (30-40 operations); now only expressions of
+    at most 20 operations are simplified, and the gradients still match finite differences."""
+    _assert_fd(nn.Sequential(nn.Dense(3), nn.Activation(formula, name="slow"), nn.Dense(1), input_dim=2,
+                             loss=nn.MSE()))

@@ -318,3 +318,103 @@ def test_fuzz_dsl_arguments(name: object, units: object, input_dim: object, l1: 
             return
     assert isinstance(model.layers[0].units, int) and model.layers[0].units >= 1
     check_identifier(model.layers[0].name, "name")
+
+
+# -- numbers: no path of nncompile parses a string with SymPy ------------------------------
+
+NUMBERS = [2.0, 1.0, 0.0, 64.0, -2.0, -0.5, 1e300, -1e300, 1e-300, 5e-324, 1e16, 0.1]
+
+
+@contextmanager
+def no_sympy_string_parsing() -> Iterator[None]:
+    """Fail if nncompile's own code calls sympify on a string, parse_expr or nsimplify (each can reach
+    SymPy's string parser, i.e. eval).  The real functions run; a spy in front of each notes who called."""
+    package = str(Path(nc.__file__).parent)
+    calls: list[str] = []
+
+    def spy(name: str, real: object) -> object:
+        def watched(*args: object, **kwargs: object) -> object:
+            caller = sys._getframe(1).f_code.co_filename
+            if caller.startswith(package) and (name != "sympify" or (args and isinstance(args[0], str))):
+                calls.append(f"{name}{args[:1]!r} from {caller}")
+            return real(*args, **kwargs)
+        return watched
+
+    names = ("sympify", "nsimplify", "parse_expr", "S")
+    saved = {n: getattr(sp, n) for n in names}
+    for n in ("sympify", "nsimplify", "parse_expr"):
+        setattr(sp, n, spy(n, saved[n]))
+    try:
+        yield
+    finally:
+        for n, real in saved.items():
+            setattr(sp, n, real)
+    assert not calls, calls[:3]
+
+
+def test_no_module_calls_a_string_parsing_sympy_function() -> None:
+    """Static audit of the package: no nsimplify, parse_expr or S(...), and every sympify is strict
+    (refuses strings)."""
+    found = []
+    for path in Path(nc.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+            strict = any(k.arg == "strict" and getattr(k.value, "value", None) is True for k in node.keywords)
+            if name in ("nsimplify", "parse_expr", "S") or (name == "sympify" and not strict):
+                found.append(f"{path.name}:{node.lineno} {name}")
+    assert not found, found
+
+
+def _numeric_parts(v: float) -> dict[str, object]:
+    """Every DSL constructor that takes a number (or a formula built from one), given `v`."""
+    f = sp.Float(v)
+    return {
+        "LeakyReLU": lambda: nn.LeakyReLU(v),
+        "Dense": lambda: nn.Dense(v),
+        "input_dim": lambda: nn.Sequential(nn.Dense(2), input_dim=v, loss=nn.MSE()),
+        "l1": lambda: nn.Sequential(nn.Dense(2), input_dim=2, loss=nn.MSE(), l1=v),
+        "l2": lambda: nn.Sequential(nn.Dense(2), input_dim=2, loss=nn.MSE(), l2=v),
+        "Activation(number)": lambda: nn.Activation(v, name="const"),
+        "Activation(callable)": lambda: nn.Activation(lambda x: sp.Max(x, f * x) + f * sp.tanh(x), name="m"),
+        "Activation(expr)": lambda: nn.Activation(f * sp.Symbol("x") ** 2 + sp.Abs(sp.Symbol("x")), name="e"),
+        "Loss(callable)": lambda: nn.Loss(lambda y, t: f * (y - t) ** 2 + sp.Abs(y - t), name="w"),
+        "Loss(number)": lambda: nn.Loss(v, name="flat"),
+        "Optimizer(hyper)": lambda: nc.Optimizer("o", [("p", "p - lr*h*g")], {"h": v}),
+        "Optimizer(expr)": lambda: nc.Optimizer("o2", [("p", sp.Symbol("p") - f * sp.Symbol("lr") * sp.Symbol("g"))]),
+    }
+
+
+@pytest.mark.parametrize("value", NUMBERS, ids=repr)
+def test_numbers_in_every_constructor_are_never_parsed_as_text(value: float) -> None:
+    """Whole-number, huge, tiny and negative floats in every constructor: a part or one clear line,
+    nothing executed, and no SymPy string parsing called by nncompile while declaring, then while
+    deriving, explaining and rendering one model made of every part that was accepted
+    (nn.LeakyReLU(2.0) once reached sp.nsimplify)."""
+    from nncompile.backends import numpy as numpy_backend
+    from nncompile.derive.backprop import derive
+    from nncompile.explain.formulas import Formulas
+    made = {}
+    for what, build in _numeric_parts(value).items():
+        with no_side_effects(), no_sympy_string_parsing():
+            try:
+                made[what] = build()
+            except (ModelError, FormulaError) as exc:
+                _one_clear_line(exc)
+    layers = [nn.Dense(3)]
+    for what in ("LeakyReLU", "Activation(callable)", "Activation(expr)", "Activation(number)"):
+        if what in made:
+            layers += [made[what], nn.Dense(3)]
+    penalties = {k: value for k in ("l1", "l2") if k in made}
+    loss = made.get("Loss(callable)", nn.MSE())
+    optimizers = [made[k] for k in ("Optimizer(hyper)", "Optimizer(expr)") if k in made]
+    with no_sympy_string_parsing():
+        try:
+            model = nn.Sequential(*layers, nn.Dense(1), input_dim=2, loss=loss, name="numbers", **penalties)
+            derivation = derive(model, "float64", optimizers)
+        except NncompileError as exc:
+            _one_clear_line(exc)
+            return
+        Formulas.of(derivation).render("text", None, None, None, False)
+        numpy_backend.render_module(derivation.program)

@@ -56,11 +56,63 @@ def test_corrupted_entry_is_rebuilt_not_imported(cache: Path) -> None:
     assert np.isfinite(loss)
 
 
-def test_atomic_write_leaves_no_temporaries(cache: Path) -> None:
+def test_atomic_write_replaces_the_file_whole_or_not_at_all(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new text goes to a temporary file that is renamed over the old one: if the write or the
+    rename fails, the old file is intact and no temporary is left; readers never see a mixture."""
+    target = cache / "a" / "b.py"
     (cache / "a").mkdir()
-    jit.write_atomic(cache / "a" / "b.py", "x = 1\n")
-    assert (cache / "a" / "b.py").read_text() == "x = 1\n"
-    assert [p.name for p in (cache / "a").iterdir()] == ["b.py"]
+    jit.write_atomic(target, "x = 1\n")
+    inode = target.stat().st_ino
+    jit.write_atomic(target, "x = 2\n")
+    assert target.read_text() == "x = 2\n" and [p.name for p in (cache / "a").iterdir()] == ["b.py"]
+    assert target.stat().st_ino != inode, "the file was rewritten in place, not replaced by a rename"
+
+    def refuse(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    for step in ("fsync", "replace"):
+        with monkeypatch.context() as patch:
+            patch.setattr(os, step, refuse)
+            with pytest.raises(OSError):
+                jit.write_atomic(target, "x = 3; " * 1000)
+        assert target.read_text() == "x = 2\n", f"a failed {step} damaged the old file"
+        assert [p.name for p in (cache / "a").iterdir()] == ["b.py"], f"a failed {step} left a temporary"
+
+
+def test_outputs_follow_the_umask_and_the_cache_stays_private(cache: Path, tmp_path: Path) -> None:
+    from nncompile.runtime.checkpoint import save_npz_atomic, write_bytes_atomic
+    old = os.umask(0o022)
+    try:
+        save_npz_atomic(str(tmp_path / "w.npz"), {"W": np.zeros(2)})
+        write_bytes_atomic(str(tmp_path / "plot.png"), b"png")
+        os.umask(0o077)
+        write_bytes_atomic(str(tmp_path / "private.png"), b"png")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "w.npz").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "plot.png").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.png").stat().st_mode & 0o777 == 0o600
+    entry = nc.compile(_model()).source_path
+    assert entry.stat().st_mode & 0o777 == 0o600 and entry.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_an_edited_template_is_a_different_cache_entry(cache: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key covers the templates' text: after a template edit the module is rendered anew, not reused."""
+    import shutil
+
+    from nncompile.backends import templating
+    first = nc.compile(_model())
+    copy = tmp_path / "templates"
+    shutil.copytree(templating.template_dir(), copy)
+    body = copy / "numpy" / "_body.py.j2"
+    body.write_text(body.read_text() + "\n# an edited template\n")
+    monkeypatch.setattr(templating, "template_dir", lambda: copy)
+    for cached in (templating.environment, templating.templates_digest):
+        if hasattr(cached, "cache_clear"):
+            monkeypatch.setattr(templating, cached.__name__, cached.__wrapped__)
+    second = nc.compile(_model())
+    assert second.source_path != first.source_path and "# an edited template" in second.source
 
 
 def test_cache_dir_follows_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

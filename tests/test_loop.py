@@ -1,6 +1,7 @@
 """The epoch loop: schedules, early stopping, divergence, checkpoints and resuming bit-identically."""
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -89,11 +90,40 @@ def test_divergence_keeps_the_last_good_epoch(prog, digits) -> None:
         nc.train(lin, X, 3 * X[:, 0], mode="gd", epochs=500, lr=3.0)
     message, partial = str(info.value), info.value.result
     epoch = len(partial.history) + 1
-    assert f"training diverged in epoch {epoch}" in message and "lower the learning rate (try 0.3)" in message
-    assert "\n" not in message
+    assert f"training diverged in epoch {epoch}" in message and "lower the learning rate (try 0.1)" in message
+    assert "the loss grew from 235 to " in message and "\n" not in message
     good = nc.train(lin, X, 3 * X[:, 0], mode="gd", epochs=epoch - 1, lr=3.0)
     for key in good.params:
         assert np.array_equal(partial.params[key], good.params[key])
+
+
+def test_a_loss_growing_by_orders_of_magnitude_is_divergence(digits) -> None:
+    """lr=1e6 on a tanh network: every number stays finite, but the loss grows a million-fold."""
+    tanh = nc.compile(nn.Sequential(nn.Dense(8), nn.Tanh(), nn.Dense(10), nn.Softmax(), input_dim=64,
+                                    loss=nn.CrossEntropy(), name="runaway"))
+    start = tanh.init_params(0)
+    first = tanh.evaluate(start, digits.X, digits.y)["loss"]
+    with pytest.raises(nc.DivergenceError) as info:
+        nc.train(tanh, digits.X, digits.y, epochs=5, lr=1e6)
+    message, partial = str(info.value), info.value.result
+    assert message.startswith("training diverged in epoch 1: the loss grew from ")
+    assert "(try 0.1)" in message and partial.history == []
+    for key in start:  # the weights of epoch 0 (the start) came back
+        assert np.array_equal(partial.params[key], start[key])
+    assert first < 3  # and a sound rate trains normally, the check silent
+    calm = nc.train(tanh, digits.X, digits.y, epochs=3, lr=0.1)
+    assert calm.history[-1]["loss"] < first
+
+
+def test_growth_limit_is_relative_to_the_starting_loss() -> None:
+    from nncompile.runtime import loop
+    loop.check_growth(999.0, 1.0)
+    loop.check_growth(0.5, 1e-9)            # a near-perfect start measures from the floor (1e-3)
+    with pytest.raises(nc.runtime.engine.Diverged, match="grew from 1 to 1001"):
+        loop.check_growth(1001.0, 1.0)
+    with pytest.raises(nc.runtime.engine.Diverged):
+        loop.check_growth(1.5, 1e-9)
+    assert loop.smaller_lr(1e6) == 0.1 and loop.smaller_lr(0.5) == 0.05
 
 
 def _run(prog, ds, **kwargs):
@@ -128,21 +158,69 @@ def test_stopped_then_resumed_run_is_bit_identical(prog, digits, tmp_path) -> No
 
 
 def test_interrupted_run_rolls_back_to_the_last_epoch_and_resumes_bit_identically(prog, digits, tmp_path) -> None:
-    def ctrl_c(record: dict) -> None:
-        if record["epoch"] == 5:
+    updates = {"n": 0}
+
+    def ctrl_c(rows: int) -> None:  # Ctrl-C in the middle of epoch 5 (its 5th update of 10)
+        updates["n"] += 1
+        if updates["n"] == 4 * 10 + 5:
             raise KeyboardInterrupt
 
     whole = _run(prog, digits)
     path = tmp_path / "ck.npz"
     with pytest.raises(KeyboardInterrupt):
-        _run(prog, digits, checkpoint=path, checkpoint_every=3, callback=ctrl_c)
+        _run(prog, digits, checkpoint=path, checkpoint_every=3, on_batch=ctrl_c)
     from nncompile.runtime.checkpoint import Checkpoint
     _, meta = Checkpoint(path).load()
-    assert meta["epoch"] == 4 and len(meta["history"]) == 4  # epoch 5 was rolled back
+    assert meta["epoch"] == 4 and len(meta["history"]) == 4  # the unfinished epoch 5 was rolled back
     seen: list[int] = []
     resumed = _run(prog, digits, resume=path, callback=lambda record: seen.append(record["epoch"]))
     assert seen == [5, 6, 7, 8]
     _assert_same_run(resumed, whole)
+
+
+def test_ctrl_c_after_an_epoch_is_counted_keeps_that_epoch(prog, digits, tmp_path) -> None:
+    """Ctrl-C in the epoch callback, or right after a checkpoint was written, loses no finished epoch
+    (and never overwrites a newer checkpoint with an older state)."""
+    whole = _run(prog, digits)
+    path = tmp_path / "ck.npz"
+    with pytest.raises(KeyboardInterrupt):
+        _run(prog, digits, checkpoint=path, callback=lambda record: _interrupt_at(record, 5))
+    from nncompile.runtime.checkpoint import Checkpoint
+    assert Checkpoint(path).load()[1]["epoch"] == 5
+
+    class InterruptedAfterSaving(Checkpoint):  # Ctrl-C lands just after the epoch-2 checkpoint is on disk
+        def save(self, arrays: dict, meta: dict) -> None:
+            super().save(arrays, meta)
+            if meta["epoch"] == 2 and not getattr(self, "fired", False):
+                self.fired = True
+                raise KeyboardInterrupt
+
+    trainer = importlib.import_module("nncompile.train")  # the module (nc.train is the function)
+    original, trainer.Checkpoint = trainer.Checkpoint, InterruptedAfterSaving
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(prog, digits, checkpoint=path)
+    finally:
+        trainer.Checkpoint = original
+    arrays, meta = Checkpoint(path).load()
+    assert meta["epoch"] == 2 and len(meta["history"]) == 2
+    _assert_same_run(_run(prog, digits, resume=path), whole)
+
+
+def _interrupt_at(record: dict, epoch: int) -> None:
+    if record["epoch"] == epoch:
+        raise KeyboardInterrupt
+
+
+def test_resumed_early_stopping_run_returns_the_best_weights(prog, digits, tmp_path) -> None:
+    """The best weights so far travel in the checkpoint: interrupted after its best epoch and resumed,
+    a run returns the same weights as one never interrupted."""
+    whole = _run(prog, digits, min_delta=10.0)           # only epoch 1 ever counts as an improvement
+    assert whole.best_epoch == 1 and len(whole.history) == 8
+    path = tmp_path / "ck.npz"
+    with pytest.raises(KeyboardInterrupt):
+        _run(prog, digits, min_delta=10.0, checkpoint=path, callback=lambda record: _interrupt_at(record, 4))
+    _assert_same_run(_run(prog, digits, min_delta=10.0, resume=path), whole)
 
 
 def test_resume_extends_a_finished_run(prog, digits, tmp_path) -> None:
@@ -173,3 +251,16 @@ def test_resume_refuses_other_data_and_broken_files(prog, digits, tmp_path) -> N
     with pytest.raises(nc.DataError, match="does not exist"):
         _run(prog, digits, resume=tmp_path / "missing.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz", "junk.npz"]  # no temporary files left
+
+
+def test_val_split_holds_out_the_documented_rows(prog, digits) -> None:
+    """val_split=f holds out the first round(f·N) rows of a permutation drawn with seed + 1 (not the
+    training seed, whose shuffles would then repeat it): the same run as passing those rows as
+    validation=(X, Y) explicitly, bit for bit."""
+    n = len(digits.X)
+    order = np.random.default_rng(7 + 1).permutation(n)
+    held, kept = order[:round(0.2 * n)], order[round(0.2 * n):]
+    settings = dict(mode="minibatch", batch_size=25, epochs=3, lr=0.05, seed=7)
+    split = nc.train(prog, digits.X, digits.y, val_split=0.2, **settings)
+    explicit = nc.train(prog, digits.X[kept], digits.y[kept], validation=(digits.X[held], digits.y[held]), **settings)
+    _assert_same_run(split, explicit)

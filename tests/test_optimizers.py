@@ -175,7 +175,8 @@ def test_only_sgd_folds_the_learning_rate() -> None:
 
 
 def test_matches_torch_optim_when_torch_is_installed(prog, batch) -> None:
-    """Optional cross-check (CI has no torch): gd steps equal torch.optim's in float64."""
+    """Cross-check against torch.optim (.ci/run installs torch==2.13.0; skipped where torch is absent):
+    gd steps equal torch.optim's in float64."""
     torch = pytest.importorskip("torch")
     X, y = batch
     start = prog.init_params(6)

@@ -139,3 +139,29 @@ def test_init_schemes(digits_prog: nc.CompiledProgram) -> None:
     assert np.abs(auto["dense2.W"]).max() <= np.sqrt(6 / 202)     # Xavier otherwise
     with pytest.raises(nc.DataError, match="unknown init scheme"):
         relu.init_params(0, "orthogonal")
+
+
+@pytest.mark.parametrize("keyword,message", [
+    ({"epoch": 5}, "unexpected keyword argument 'epoch' (did you mean 'epochs'?)"),
+    ({"batchsize": 8}, "(did you mean 'batch_size'?)"),
+    ({"bata1": 0.8, "optimizer": "adam"}, "(did you mean 'beta1'?); optimizer adam takes the hyperparameters: "
+                                          "beta1, beta2, eps"),
+    ({"eps": 1e-6}, "optimizer sgd has no hyperparameter 'eps' (it takes: none)"),
+])
+def test_unknown_keywords_are_argument_errors_with_a_hint(keyword: dict, message: str) -> None:
+    prog = nc.compile(nn.Sequential(nn.Dense(1), input_dim=2, loss=nn.MSE(), name="kw"))
+    expected = nc.DataError if "has no hyperparameter" in message else nc.ArgumentError
+    with pytest.raises(expected) as info:
+        nc.train(prog, np.zeros((4, 2)), np.zeros(4), epochs=1, **keyword)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    if expected is nc.ArgumentError:
+        assert isinstance(info.value, TypeError)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path) -> None:
+    prog = nc.compile(nn.Sequential(nn.Dense(1), input_dim=2, loss=nn.MSE(), name="ck"))
+    seen: list[dict] = []
+    with pytest.raises(nc.DataError, match="checkpoint .*no/dir/ck.npz: the folder .* does not exist"):
+        nc.train(prog, np.zeros((4, 2)), np.zeros(4), epochs=3, checkpoint=tmp_path / "no" / "dir" / "ck.npz",
+                 callback=seen.append)
+    assert seen == []

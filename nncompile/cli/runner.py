@@ -19,9 +19,9 @@ import numpy as np
 from .. import data as datasets
 from ..dsl.modelfile import load_model
 from ..errors import DivergenceError, TrainingWarning
-from ..runtime import script
+from ..runtime import loop, script
 from ..runtime.checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
-from ..runtime.diagnostics import summary_rows
+from ..runtime.diagnostics import DEAD_WARN, FLAT, LINEAR_WARN, summary_rows
 from ..runtime.engine import TrainingError
 from ..runtime.plot import PlotUnavailable, render_png
 from .errors import CliError
@@ -37,9 +37,14 @@ def run(args: argparse.Namespace) -> int:
     if extra:
         defaults = dict(defaults, optimizer=getattr(rule, "name", rule))
     try:
+        script.settings_from(argparse.Namespace(), defaults)
+    except TrainingError as exc:  # the model file's training dict
+        raise CliError(f"{Path(args.model).name}: training: {exc}") from None
+    try:
         settings, hyper = script.settings_from(args, defaults)
-    except TrainingError as exc:
-        raise CliError(f"{Path(args.model).name}: {exc}") from None
+        script.check_outputs(args)
+    except (TrainingError, PlotUnavailable) as exc:
+        raise CliError(str(exc)) from None
     ds = datasets.load(args.data)
     train_set, test_set = _test_split(ds, args.test_split, settings["seed"])
     try:
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     except TrainingError as exc:
         raise CliError(str(exc)) from None
     prog = nc.compile(model, backend=args.backend, dtype=args.dtype, optimizers=extra)
+    _check_hyperparameters(prog, settings["optimizer"], hyper)
     progress = Progress(settings["epochs"], len(X), prog.module.METRIC, disable=args.quiet or args.json,
                         first_epoch=_resumed_epochs(args.resume))
     started = time.perf_counter()
@@ -67,23 +73,27 @@ def run(args: argparse.Namespace) -> int:
             from .html_output import run_report
             run_report(args.report, prog, exc.result, None, _shown_settings(args, settings, hyper), None,
                        settings["batch_size"], note=str(exc))
+        message = str(exc)
         if args.save and exc.result is not None:
             _save(args.save, exc.result.params)
-            raise DivergenceError(f"{exc}; saved them to {args.save}", exc.result) from None
-        raise
+            message += f"; saved them to {args.save}"
+        if args.json:
+            history = [] if exc.result is None else exc.result.history
+            print(dump_json({"error": message, "history": history}))
+        raise DivergenceError(message, exc.result) from None
     except KeyboardInterrupt:
         progress.close()
-        if args.checkpoint:
-            print(f"nncompile: interrupted after epoch {progress.done_epochs}; checkpoint saved to "
-                  f"{args.checkpoint} (continue with --resume {args.checkpoint})", file=sys.stderr)
-        raise
+        done = _resumed_epochs(args.checkpoint) if args.checkpoint else progress.done_epochs
+        saved = (f"; checkpoint saved to {args.checkpoint} (continue with --resume {args.checkpoint})"
+                 if args.checkpoint else "")
+        raise Interrupted(f"interrupted after epoch {done}{saved}") from None
     progress.close()
     seconds = time.perf_counter() - started
     summary = _summary(prog, result, (X, y), validation, test_set, seconds, progress.examples)
     if args.json:
         print(dump_json({"history": result.history, "summary": summary}))
     else:
-        print(_table(summary, prog.module.METRIC, result))
+        print(_table(summary, prog.module.METRIC, result, settings["patience"] is not None))
     if args.save:
         _save(args.save, result.params)
         print(f"saved weights to {args.save}", file=sys.stderr)
@@ -114,6 +124,24 @@ def _shown_settings(args: argparse.Namespace, settings: dict, hyper: dict) -> di
     shown.update({"init": settings["init"], "seed": settings["seed"], "validation split": settings["val_split"] or None,
                   "patience": settings["patience"]})
     return shown
+
+
+DIAGNOSTICS_LEGEND = (f"saturated/inactive: share of (example, unit) pairs with |f'(z)| < {FLAT:g} (saturated "
+                      f"sigmoid/tanh, inactive ReLU); dead: units inactive on every example (a warning from "
+                      f"{DEAD_WARN:.0%}); linear: units whose f'(z) barely varies (a warning from {LINEAR_WARN:.0%})")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `run`: the one line to print says what was kept."""
+
+
+def _check_hyperparameters(prog: object, optimizer: str, hyper: dict) -> None:
+    """Flags naming hyperparameters the optimizer does not take, refused before training."""
+    try:
+        name, named = script.torch_style(optimizer, hyper)
+        loop.hyperparameters(prog.module, name, named)
+    except TrainingError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _test_split(ds: datasets.Dataset, fraction: float | None, seed: int) -> tuple:
@@ -153,7 +181,7 @@ def _summary(prog: object, result: object, train: tuple, validation: tuple | Non
     return summary
 
 
-def _table(summary: dict, metric: str | None, result: object) -> str:
+def _table(summary: dict, metric: str | None, result: object, early_stopping: bool) -> str:
     """The final summary as aligned text: one row per data set, then the diagnostics per layer."""
     label = (metric or "").replace("_", " ")
     header = ["", "rows", "loss"] + ([label] if metric else [])
@@ -164,18 +192,21 @@ def _table(summary: dict, metric: str | None, result: object) -> str:
             if metric:
                 row.append(f"{100 * summary[f'{prefix}_{metric}']:.2f}%")
             rows.append(row)
-    weights = "final weights"
-    if result.best_epoch is not None and summary.get("val_loss") is not None and result.stopped_early:
+    weights = f"final weights (epoch {summary['epochs']})"
+    restored = result.best_epoch is not None and early_stopping
+    if restored and result.stopped_early:
         weights = f"weights of epoch {result.best_epoch} (best validation loss; stopped early)"
+    elif restored:
+        weights = f"weights of epoch {result.best_epoch} (best validation loss of {summary['epochs']} epochs)"
     elif result.best_epoch is not None:
-        weights = f"final weights (best validation loss at epoch {result.best_epoch})"
+        weights = f"final weights (epoch {summary['epochs']}; the best validation loss was at epoch {result.best_epoch})"
     lines = [weights, *_aligned([header, *rows]),
              f"{summary['epochs']} epochs, {summary['updates']} updates in {summary['seconds']:.2f} s "
              f"({summary['examples_per_second']:,} examples/s)"]
     if "diagnostics" in summary:
         lines += ["", "diagnostics (last check)",
-                  *_aligned([["layer", "activation", "saturated", "dead", "linear", "grad norm"],
-                             *summary_rows(summary["diagnostics"])], text_columns=2)]
+                  *_aligned([["layer", "activation", "saturated/inactive", "dead", "linear", "grad norm"],
+                             *summary_rows(summary["diagnostics"])], text_columns=2), DIAGNOSTICS_LEGEND]
     if summary["warnings"]:
         lines += ["", f"{len(summary['warnings'])} warning(s) during training; see above"]
     return "\n".join(lines)
@@ -210,8 +241,18 @@ def _save(path: str, arrays: dict) -> None:
         raise CliError(f"cannot write {path}: {exc.strerror}") from None
 
 
+PREDICTION_FORMATS = (".csv", ".npz")
+
+
 def predict(args: argparse.Namespace) -> int:
     import nncompile as nc
+    if args.output:
+        if Path(args.output).suffix.lower() not in PREDICTION_FORMATS:
+            raise CliError(f"-o {args.output}: predictions are written as .csv or .npz; name the file so")
+        try:
+            script.check_writable(args.output, "-o")
+        except TrainingError as exc:
+            raise CliError(str(exc)) from None
     model, _ = load_model(args.model)
     prog = nc.compile(model, backend=args.backend, dtype=args.dtype)
     params = _load_weights(args.weights, prog)
@@ -239,12 +280,15 @@ def _load_weights(path: str, prog: object) -> dict:
         raise CliError(f"weights file {path} does not exist") from None
     except (OSError, ValueError, EOFError) as exc:
         raise CliError(f"{path} is not a readable .npz weights file ({exc})") from None
+    if {"meta", "params"} <= set(params):
+        raise CliError(f"{path} is a training checkpoint (--checkpoint), not a weights file: continue training "
+                       "from it with run --resume, or write weights with run --save")
     prog.flatten(params)  # checks names and shapes against the model, one clear line if they differ
     return params
 
 
 def _write_predictions(path: str | None, columns: dict[str, np.ndarray]) -> None:
-    """A .npz (arrays "output", "label"), else CSV with a header line, to a file or standard output."""
+    """A .npz (arrays "output", "label"), or CSV with a header line, to a file or standard output."""
     if path and path.lower().endswith(".npz"):
         arrays = {"output": np.column_stack([v for k, v in columns.items() if k.startswith("output_")])}
         if "label" in columns:

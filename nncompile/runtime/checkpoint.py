@@ -22,13 +22,16 @@ def write_bytes_atomic(path, data, folder_mode=None):
     """Write `data` to `path` so that a reader sees the old file or the new one, never a part.
 
     The folder must exist, unless `folder_mode` is given: then it is created with that mode
-    (the JIT cache uses 0o700, private to the user).
+    and the file stays private (0600: the JIT cache, whose files are code).  Other files
+    (weights, checkpoints, plots, scripts) get the permissions the user's umask gives.
     """
     folder = os.path.dirname(os.path.abspath(path))
     if folder_mode is not None:
         os.makedirs(folder, mode=folder_mode, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        if folder_mode is None and hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -40,6 +43,13 @@ def write_bytes_atomic(path, data, folder_mode=None):
         except OSError:
             pass
         raise
+
+
+def _umask():
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_npz_atomic(path, arrays):

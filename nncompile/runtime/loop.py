@@ -6,6 +6,7 @@ library only).  Everything an epoch changes lives in the engine's flat vectors a
 interrupted run resumed from its checkpoint ends with the same bits as one never
 interrupted.
 """
+import difflib
 import hashlib
 import math
 
@@ -15,6 +16,11 @@ if __package__ == "nncompile.runtime":  # in a generated script engine.py is emb
     from .engine import Diverged, TrainingError, check_train_rows, to_host
 
 SCHEDULES = ("constant", "step", "exponential", "cosine")
+#: An epoch whose mean loss exceeds this many times the loss the run started from has diverged,
+#: even while every number is still finite (a learning rate far too large).
+GROWTH_LIMIT = 1e3
+#: Starting losses below this count as this much when the growth is measured (a near-perfect start).
+GROWTH_FLOOR = 1e-3
 
 
 def schedule_lr(schedule, lr, epoch, epochs, step_size=10, gamma=None):
@@ -91,6 +97,18 @@ def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=N
     return total / updates, updates, step
 
 
+def check_growth(loss, first_loss):
+    """Raise Diverged when an epoch's mean loss is orders of magnitude above the run's first loss."""
+    if first_loss is not None and loss > GROWTH_LIMIT * max(first_loss, GROWTH_FLOOR):
+        raise Diverged(f"the loss grew from {first_loss:.4g} to {loss:.4g}, more than {GROWTH_LIMIT:g} times "
+                       "where it started")
+
+
+def smaller_lr(lr):
+    """A learning rate worth trying after `lr` diverged: a tenth of it, at most 0.1."""
+    return lr / 10 if lr <= 1 else 0.1
+
+
 def hyperparameters(module, optimizer, overrides):
     """Positional hyperparameters of a step function, defaults filled in, unknown names refused."""
     if optimizer not in module.OPTIMIZERS:
@@ -98,8 +116,10 @@ def hyperparameters(module, optimizer, overrides):
     _, defaults = module.OPTIMIZERS[optimizer]
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], list(defaults), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         known = ", ".join(defaults) or "none"
-        raise TrainingError(f"optimizer {optimizer} has no hyperparameter {unknown[0]!r} (it takes: {known})")
+        raise TrainingError(f"optimizer {optimizer} has no hyperparameter {unknown[0]!r} ({hint}it takes: {known})")
     values = []
     for name, value in defaults.items():
         value = overrides.get(name, value)
@@ -124,6 +144,7 @@ class Loop:
         self.best_params = None
         self.waited = 0             # epochs since the validation loss last improved
         self.stopped = False        # early stopping fired
+        self.first_loss = None      # loss of the starting weights (first rows), for check_growth
 
     _SCALARS = ("epoch", "step", "best_loss", "best_epoch", "waited", "stopped")
 
@@ -151,7 +172,7 @@ class Loop:
         if self.best_params is not None:
             arrays["best_params"] = to_host(self.best_params)
         meta = {k: getattr(self, k) for k in self._SCALARS}
-        meta.update(rng=self.rng.bit_generator.state, history=self.history)
+        meta.update(rng=self.rng.bit_generator.state, history=self.history, first_loss=self.first_loss)
         return arrays, meta
 
     def from_checkpoint(self, engine, arrays, meta):
@@ -166,6 +187,7 @@ class Loop:
             setattr(self, name, meta[name])
         self.rng.bit_generator.state = meta["rng"]
         self.history = list(meta["history"])
+        self.first_loss = meta.get("first_loss")
 
 
 def fingerprint(*arrays):
@@ -220,10 +242,13 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
         if loop.epoch > epochs:
             raise TrainingError(f"checkpoint {resume.path} already holds {loop.epoch} epochs, more than "
                                 f"epochs={epochs}: ask for at least as many")
-    snap = loop.snapshot(engine)
+    if loop.first_loss is None:
+        loop.first_loss = run.first_loss()
+    snap, in_epoch = None, False
     try:
         while loop.epoch < epochs and not loop.stopped:
             snap = loop.snapshot(engine)
+            in_epoch = True  # from here until the epoch is counted, Ctrl-C rolls back to `snap`
             record = run.epoch(epochs, snap)
             if evaluate and engine.module.METRIC:
                 record["train_loss"], record[engine.module.METRIC] = engine.evaluate(X, T)
@@ -234,6 +259,7 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             loop.history.append(record)
             loop.epoch += 1
             loop.stopped = patience is not None and validation is not None and loop.waited >= patience
+            in_epoch = False
             halt = callback is not None and callback(record) is False
             if checkpoint is not None and (loop.epoch % every == 0 or loop.epoch == epochs
                                            or loop.stopped or halt):
@@ -241,7 +267,8 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             if halt:
                 break
     except KeyboardInterrupt:
-        loop.restore(engine, snap)
+        if in_epoch:
+            loop.restore(engine, snap)
         if checkpoint is not None:
             run.save(checkpoint)
         raise
@@ -272,11 +299,25 @@ class _Run:
             loss, updates, loop.step = run_epoch(self.engine, self.X, self.T, self.order, self.batch,
                                                  "step_" + plan["optimizer"], lr, loop.step, plan["hyper"],
                                                  self.on_batch)
+            check_growth(loss, loop.first_loss)
         except Diverged as exc:
             loop.restore(self.engine, snap)
             raise Diverged(f"training diverged in epoch {loop.epoch + 1}: {exc}; kept the weights from epoch "
-                           f"{loop.epoch}: lower the learning rate (try {lr / 10:g})", loop.history) from None
+                           f"{loop.epoch}: lower the learning rate (try {smaller_lr(lr):g}){self.scale_advice()}",
+                           loop.history) from None
         return {"epoch": loop.epoch + 1, "loss": float(loss), "updates": updates, "lr": lr}
+
+    def first_loss(self):
+        """Loss of the starting weights on the first batch of rows (in the workspace training uses
+        anyway): what check_growth measures against."""
+        rows = self.batch
+        loss, _ = self.engine.evaluate(self.X[:rows], self.T[:rows], chunk=rows)
+        return loss if math.isfinite(loss) else None
+
+    def scale_advice(self):
+        """Advice to add to a divergence message when the inputs are far from unit scale."""
+        largest = float(abs(self.X).max())
+        return f", or scale the inputs (their largest magnitude is {largest:.3g})" if largest > 10 else ""
 
     def validate(self, record):
         """Validation loss and metric; remember the best parameters for early stopping."""

@@ -11,14 +11,21 @@ class PlotUnavailable(RuntimeError):
     """matplotlib is not installed."""
 
 
-def render_png(history, metric, title):
-    """PNG bytes of the curves in `history` (one record per epoch), via matplotlib's Agg backend."""
+def require_matplotlib():
+    """Raise PlotUnavailable, saying how to install it, when matplotlib cannot be imported."""
     try:
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
+        from matplotlib.figure import Figure  # noqa: F401
+        from matplotlib.ticker import MaxNLocator  # noqa: F401
     except ImportError:
         raise PlotUnavailable("plotting needs matplotlib, which is not installed: "
                               "pip install 'nncompile[plot]' (or pip install matplotlib)") from None
+
+
+def render_png(history, metric, title):
+    """PNG bytes of the curves in `history` (one record per epoch), via matplotlib's Agg backend."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     epochs = [r["epoch"] for r in history]
     panels = [("loss", "loss", "val_loss")]
     if metric and any(metric in r for r in history):

@@ -19,7 +19,8 @@ from .rules import A, ElementwiseFunction, LossFunction, Regulariser, W, X, Y
 
 #: Functions whose presence makes a formula non-differentiable somewhere.
 _KINKED = (sp.Abs, sp.Max, sp.Min, sp.Heaviside, sp.sign, sp.Piecewise)
-_SIMPLIFY_LIMIT = 40  # sympy.simplify is tried only on expressions at most this big
+_SIMPLIFY_LIMIT = 20  # sympy.simplify is tried only on expressions at most this big (count_ops):
+#                     some of 30-40 ops (tanh(x)**2 + exp(-x**2) times softplus(x) + ...) ran for minutes
 _EXPAND_LIMIT = 200   # expand/factor are tried only where expansion gives at most this many terms
 
 
@@ -84,15 +85,22 @@ def _expanded(expr: sp.Expr) -> sp.Expr:
 
 def _factored(expr: sp.Expr) -> sp.Expr:
     """sympy.factor (which expands first), skipped where expanding would blow up."""
-    return sp.factor(expr) if expansion_terms(expr) <= _EXPAND_LIMIT else expr
+    return sp.factor(expr) if expansion_terms(expr) <= _EXPAND_LIMIT and _moderate(expr) else expr
 
 
 def _simplified(expr: sp.Expr) -> sp.Expr:
     small = expansion_terms(expr) <= _EXPAND_LIMIT
     options = [expr, sp.expand(expr)] if small else [expr]
-    if small and sp.count_ops(expr) <= _SIMPLIFY_LIMIT and not expr.has(sp.Piecewise):
+    if small and sp.count_ops(expr) <= _SIMPLIFY_LIMIT and not expr.has(sp.Piecewise) and _moderate(expr):
         options.append(sp.simplify(expr))
     return _cheapest(*options)
+
+
+def _moderate(expr: sp.Expr) -> bool:
+    """No float constant beyond 1e15 or below 1e-15 in magnitude: sympy.simplify and factor treat
+    such numbers as integers of hundreds of bits (22 s for max(x, -1e300*x) + -1e300*tanh(x)),
+    so expressions holding them skip both."""
+    return all(value == 0 or 1e-15 <= abs(float(value)) <= 1e15 for value in expr.atoms(sp.Float))
 
 
 def kinks_of(expr: sp.Expr, stated: str | None) -> tuple[str, ...]:

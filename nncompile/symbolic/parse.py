@@ -172,7 +172,7 @@ def parse(text: str, symbols: Mapping[str, sp.Symbol]) -> sp.Expr:
     if nodes > MAX_NODES:
         raise FormulaError(f"formula is too large ({nodes} syntax nodes, at most {MAX_NODES})")
     try:
-        return sp.sympify(_Builder(symbols).visit(tree))
+        return sp.sympify(_Builder(symbols).visit(tree), strict=True)
     except RecursionError:
         raise FormulaError("formula is nested too deeply") from None
 
@@ -187,7 +187,7 @@ def to_expr(value: FormulaLike, names: tuple[str, ...], what: str) -> sp.Expr:
     if isinstance(value, str):
         expr = parse(value, symbols)
     elif isinstance(value, (sp.Basic, int, float)) and not isinstance(value, bool):
-        expr = sp.sympify(value)
+        expr = sp.sympify(value, strict=True)
     elif callable(value):
         try:
             expr = value(*symbols.values())
@@ -197,7 +197,7 @@ def to_expr(value: FormulaLike, names: tuple[str, ...], what: str) -> sp.Expr:
                 f"({type(exc).__name__}: {exc}); build the result with sympy functions") from None
         if not isinstance(expr, (sp.Basic, int, float)):
             raise FormulaError(f"{what}: the function returned {type(expr).__name__}, not a SymPy expression")
-        expr = sp.sympify(expr)
+        expr = sp.sympify(expr, strict=True)
     else:
         raise FormulaError(f"{what}: expected a formula string, SymPy expression or callable, "
                            f"got {type(value).__name__}")

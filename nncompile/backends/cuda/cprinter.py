@@ -48,7 +48,7 @@ class CudaPrinter(C99CodePrinter):
 
     def code(self, expr: sp.Expr) -> str:
         """C text of `expr` with every symbol mapped through `names`."""
-        return self.doprint(numbers_as_floats(sp.sympify(expr)))
+        return self.doprint(numbers_as_floats(sp.sympify(expr, strict=True)))
 
     def literal(self, value: float) -> str:
         """A floating literal of the program's type."""
