@@ -18,7 +18,6 @@ import numpy as np
 
 from .program import CompiledProgram
 
-
 #: Round-off of a difference quotient, in units of eps·(|L| + 1)/step: disagreements smaller than
 #: this come from evaluating the loss in floating point, not from the gradient.
 ROUNDOFF = 8
@@ -94,7 +93,8 @@ def gradient_check(prog: CompiledProgram, params: Mapping[str, np.ndarray], X: o
             continue
         size = int(np.prod(shape))
         picks = np.arange(size) if samples <= 0 or size <= samples else rng.choice(size, samples, replace=False)
-        central = np.array([_difference(engine, train_loss, offset + int(i), step, (1, -1), (1, -1)) for i in picks])
+        central = np.array([_difference(engine, train_loss, offset + int(i), step, (1, -1), (1, -1))
+                            for i in picks])
         g = grads[name].ravel()[picks]
         scale = max(np.abs(g).max(initial=0.0), np.abs(central).max(initial=0.0), floor)
         errors = np.maximum(np.abs(g - central) - noise, 0.0) / scale

@@ -6,8 +6,20 @@ stable public path to them, as ``torch.nn`` is to PyTorch's modules.
 import difflib
 
 from .dsl.graph import Add, Concat, Input, Layer, Multiply, Node
-from .dsl.layers import (Activation, BatchNorm, Dense, Dropout, Identity, LayerNorm, LeakyReLU, ReLU, Sigmoid, Softmax,
-                         Softplus, Tanh)
+from .dsl.layers import (
+    Activation,
+    BatchNorm,
+    Dense,
+    Dropout,
+    Identity,
+    LayerNorm,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 from .dsl.losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .dsl.models import Model, Sequential
 

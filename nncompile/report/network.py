@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 #: Node kinds the diagram knows how to colour; anything else is drawn as "layer".
 KINDS = ("input", "target", "dense", "conv", "pool", "norm", "dropout", "activation", "softmax", "merge",
          "reshape", "loss", "layer")

@@ -25,8 +25,21 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from ...derive.ir import (DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask, Function, Linear, LinearGrad, Map, MatMulT,
-                          Op, Program, Reduce, Slice)
+from ...derive.ir import (
+    DROPOUT_MIX,
+    DROPOUT_WEYL,
+    Concat,
+    DropoutMask,
+    Function,
+    Linear,
+    LinearGrad,
+    Map,
+    MatMulT,
+    Op,
+    Program,
+    Reduce,
+    Slice,
+)
 from ...errors import BackendError
 from ..interface import allocation_shape, count_elements, interface, names_tuple, shape_text
 from ..templating import render

@@ -16,8 +16,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...derive.ir import (BATCH, DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask, Function, Linear, LinearGrad, Map,
-                          MatMulT, Op, Program, Reduce, Slice, last_uses)
+from ...derive.ir import (
+    BATCH,
+    DROPOUT_MIX,
+    DROPOUT_WEYL,
+    Concat,
+    DropoutMask,
+    Function,
+    Linear,
+    LinearGrad,
+    Map,
+    MatMulT,
+    Op,
+    Program,
+    Reduce,
+    Slice,
+    last_uses,
+)
 from ..interface import allocation_shape, count_elements, interface, shape_text
 from ..templating import render
 from .scratch import Scalars, ScratchPool
