@@ -228,6 +228,20 @@ class SumK(_Sum):
     axis = "1, keepdims=True"
 
 
+class SumNHW(_Sum):
+    """Σₙₕw: the sum over the examples and the pixels of each channel of a batch of images (N, C, H, W)."""
+
+    index = "n,h,w"
+    axis = "(0, 2, 3), keepdims=True"
+
+    def _unicode(self, printer: object) -> str:
+        return f"Σ_{{n,h,w}}{self._arg(printer)}" if self._arg(printer).startswith("(") else \
+            f"Σ_{{n,h,w}} {self._arg(printer)}"
+
+    def _sympystr(self, printer: object) -> str:
+        return f"sum_nhw({printer._print(self.args[0])})"
+
+
 class SumAll(_Sum):
     """Σ: the sum over every element (of a batch's losses, or of a weight matrix)."""
 

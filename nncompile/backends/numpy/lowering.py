@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...derive.ir import (BATCH, DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask, Function, Linear, LinearGrad, Map,
-                          MatMulT, Op, Program, Reduce, Slice, last_uses)
+                          MatMulT, Op, Program, Reduce, Reshape, Slice, last_uses)
 from ..interface import allocation_shape, count_elements, interface, shape_text
 from ..templating import render
+from .images import ImageOps
 from .scratch import Scalars, ScratchPool
 from .ufunc_printer import UfuncPrinter
 
@@ -62,17 +63,22 @@ def plan_layout(program: Program, fold_bias: bool = True, alias: bool = True) ->
 
 
 def _plan_aliases(program: Program, layout: Layout) -> None:
-    """Let a Map's output reuse the storage of an input that dies at that Map in every function."""
+    """Let a Map's output reuse the storage of an input that dies at that Map in every function.
+
+    A reshape's output is a view of its input (the same memory under two names), so neither of
+    the two lends its storage nor takes another's.
+    """
     lasts = {name: last_uses(fn.ops) for name, fn in program.functions.items()}
+    views = {name for op in program.iter_ops() if isinstance(op, Reshape) for name in (op.out, op.x)}
     for op in program.iter_ops():
-        if not isinstance(op, Map) or op.out in layout.storage or op.out in layout.augmented:
+        if not isinstance(op, Map) or op.out in layout.storage or op.out in layout.augmented or op.out in views:
             continue
         out = program.buffers[op.out]
         if out.role != "value" or op.out in op.inputs:
             continue
         for cand in op.inputs:
             buf = program.buffers.get(cand)
-            if buf is None or buf.role != "value" or buf.shape != out.shape or cand in layout.augmented:
+            if buf is None or buf.role != "value" or buf.shape != out.shape or cand in layout.augmented or cand in views:
                 continue
             if all(_dies_at(fn, lasts[name], op, cand) for name, fn in program.functions.items()):
                 layout.storage[op.out] = cand
@@ -93,6 +99,7 @@ class _Lowering:
     def __init__(self, program: Program, layout: Layout, fast: bool = True) -> None:
         self.program, self.layout = program, layout
         self.pool, self.scalars = ScratchPool(), Scalars()
+        self.images = ImageOps(program)
         self.printer = UfuncPrinter(self._shape, layout.root, self._contiguous, self.pool, self.scalars, fast)
         self._done: dict[int, tuple[dict, set[str]]] = {}  # op id -> (block, scalars it uses)
 
@@ -126,7 +133,9 @@ class _Lowering:
         return block
 
     def _lower(self, op: Op) -> dict:
-        if isinstance(op, Linear):
+        if self.images.handles(op):
+            lines = self.images.lower(op, self._scratch)
+        elif isinstance(op, Linear):
             lines = self._linear(op)
         elif isinstance(op, LinearGrad):
             lines = self._linear_grad(op)
@@ -216,8 +225,8 @@ def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
     lines: list[tuple[str, str]] = []
     for p in program.params:
         block = layout.blocks.get(p.buffer)
-        if block is None:
-            shape, end = shape_text(p.shape), p.offset + p.size
+        if block is None:  # the buffer's shape: a per-channel γ of a BatchNorm2d is (C, 1, 1)
+            shape, end = shape_text(program.buffers[p.buffer].shape), p.offset + p.size
             lines.append((f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name))
             if p.trainable:
                 lines.append((f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}"))
@@ -235,14 +244,20 @@ def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
     return lines
 
 
-def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[list, int, int]:
+def _allocations(program: Program, layout: Layout, pool: ScratchPool, images: ImageOps) -> tuple[list, int, int]:
     """Workspace lines (code, comment) and the per-row and fixed element counts allocated."""
     lines = _param_views(program, layout)
     aliases: list[tuple[str, str]] = []  # after every buffer they may name is allocated
     per_row, fixed = 0, 0
     transposed = {op.x for op in program.iter_ops() if isinstance(op, LinearGrad)}
+    reshaped = {op.out: op for op in program.iter_ops() if isinstance(op, Reshape)}
     for name, buf in program.buffers.items():
-        if buf.role in ("param", "grad", "state", "scalar"):
+        if buf.role in ("param", "grad", "state", "scalar") or name in reshaped:
+            continue
+        if buf.role == "index":
+            lines.append((f"{name} = np.empty({allocation_shape(buf.shape)}, dtype=np.intp)",
+                          "positions a forward op keeps for its backward op"))
+            per_row, fixed = count_elements(buf.shape, per_row, fixed)
             continue
         if buf.role == "seed":
             lines += [(f"{name} = np.zeros((1,), dtype=np.uint64)", "the dropout seed: set by the trainer"),
@@ -271,6 +286,13 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
         if name in transposed and name not in layout.augmented:
             lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
     lines += aliases
+    for name, op in reshaped.items():  # after the buffers (and aliases) they view
+        lines.append((f"{name} = {op.x}.reshape{allocation_shape(program.buffers[name].shape)}",
+                      f"{op.x} reshaped: a view, nothing moves"))
+        if name in transposed:
+            lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
+    lines += images.bindings
+    per_row, fixed = per_row + images.per_row, fixed + images.fixed
     if program.n_trainable < program.n_params:
         t = program.n_trainable
         lines.append((f"params, grads = params[:{t}], grads[:{t}]",
@@ -325,7 +347,7 @@ def context(program: Program, fold_bias: bool = True, optimize: bool = True) -> 
     layout = plan_layout(program, fold_bias, alias=optimize)
     lowering = _Lowering(program, layout, fast=optimize)
     functions = [lowering.function(fn) for fn in program.functions.values()]
-    allocations, per_row, fixed = _allocations(program, layout, lowering.pool)
+    allocations, per_row, fixed = _allocations(program, layout, lowering.pool, lowering.images)
     return {
         **interface(program, NAME),
         "allocations": allocations,
