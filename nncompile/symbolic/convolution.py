@@ -173,6 +173,11 @@ def flipped_form() -> sp.Eq:
     return sp.Eq(DX[n, c, h, w], sp.Sum(body, (o, 0, O - 1), (p, 0, KH - 1), (q, 0, KW - 1)), evaluate=False)
 
 
+def dilated_entry() -> sp.Eq:
+    """δ̂[n, o, k_h−1−pad_h + i·s_h, k_w−1−pad_w + j·s_w] = δ[n, o, i, j] (δ̂ is 0 everywhere else)."""
+    return sp.Eq(DILATED[n, o, KH - 1 - PH + i * SH, KW - 1 - PW + j * SW], DZ[n, o, i, j], evaluate=False)
+
+
 def dilated(m: sp.Expr, l: sp.Expr) -> sp.Expr:  # noqa: E741  (l: a column of δ̂)
     """δ̂[n,o,m,l]: δ[n,o,(m − (k_h−1−pad_h))/s_h, (l − (k_w−1−pad_w))/s_w] where both are whole numbers
     in range, else 0."""

@@ -362,5 +362,7 @@ def tensor(name: str) -> NamedArray:
 
 
 def is_tensor_valued(expr: sp.Basic) -> bool:
-    """Whether `expr` is an array of the derivation (holds a tensor) rather than a number."""
-    return bool(expr.atoms(NamedArray))
+    """Whether `expr` is an array of the derivation (holds a tensor) rather than a number; an entry
+    x[n, c, h, w] of an array is a number."""
+    entries = {entry.base.label for entry in expr.atoms(sp.Indexed)}
+    return bool(expr.atoms(NamedArray) - entries)

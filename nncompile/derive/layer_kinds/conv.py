@@ -49,7 +49,8 @@ def geometry(out: str, kernel: tuple[int, int], stride: tuple[int, int], padding
 
 
 def constants_note(values: dict[sp.Symbol, float]) -> str:
-    return ", ".join(f"{sp.sstr(sym)} = {value:g}" for sym, value in values.items())
+    """k = 3, s = 1, pad = 1: the layer's constants by the letters the formulas show."""
+    return ", ".join(f"{sym.name.split('_')[0]} = {value:g}" for sym, value in values.items())
 
 
 class ConvRule(Rule):
@@ -118,16 +119,17 @@ class ConvRule(Rule):
         arrays = {**site.extra["arrays"], **_arrays(dx=dx, hat=f"d{site.out}_hat")}
         eq = _shown(derivation.input, arrays, shown)
         record = site.record
-        condition = _shown(derivation.condition, arrays, shown)
-        record.derived += [("to the input", eq), ("full correlation", _shown(derivation.flipped, arrays, shown))]
-        m, col = sp.symbols("m l", integer=True, nonnegative=True)
         hat = arrays[cv.DILATED]
-        record.derived.append(("where", equation(hat[cv.n, cv.o, m, col], _shown(cv.dilated(m, col), arrays, shown))))
-        record.notes.append(f"a term of {sp.sstr(eq.lhs)} is 0 unless its kernel index lies in the kernel: "
-                            f"{sp.sstr(condition)} (SymPy's condition from summing out the Kronecker deltas)")
+        record.derived += [("to the input", eq), ("nonzero terms", _shown(derivation.condition, arrays, shown)),
+                           ("full correlation", _shown(derivation.flipped, arrays, shown)),
+                           ("where", _shown(cv.dilated_entry(), arrays, shown))]
+        record.notes.append(f"a term of the sum for {eq.lhs.base.label.name} is 0 unless its kernel index lies in the "
+                            "kernel (SymPy's condition when it sums out the Kronecker deltas of the derivative)")
         record.notes.append(f"{hat.label.name}: the delta dilated by the stride (s - 1 zeros between entries) and "
-                            "padded by k - 1 - pad on each side, so that the input's delta is its full correlation "
-                            "with the kernel turned by 180 degrees")
+                            "padded by k - 1 - pad on each side (0 at every other position), so that the input's "
+                            "delta is its full correlation with the kernel turned by 180 degrees; SymPy finds the two "
+                            f"forms {'equal' if cv.check_flipped() else 'NOT equal (a bug: please report it)'} on "
+                            "explicit entries")
         return Sent(0, dx, eq)
 
 
@@ -140,17 +142,21 @@ def _pair(values: tuple[int, int]) -> str:
 
 
 def _evaluation_notes(layer: Conv2D, site: Site) -> list[str]:
-    """How the code evaluates the formulas: im2col + one GEMM each."""
+    """How the code evaluates the formulas: im2col, then one GEMM each."""
     channels = site.inputs[0].node.shape[0]
-    ckk = channels * layer.kernel[0] * layer.kernel[1]
-    rows = f"N*{site.node.shape[1] * site.node.shape[2]}"
-    return [f"evaluated as im2col + GEMM: cols ({rows} x {ckk}) holds every {layer.kernel[0]}x{layer.kernel[1]} window "
-            f"of the {'zero-padded ' if layer.padding != (0, 0) else ''}input as a row (one strided copy); "
-            f"z = cols @ W_mat.T + b is one GEMM, W_mat = W as a ({layer.filters} x {ckk}) matrix",
-            f"dL/dW_mat = delta_mat.T @ cols (one GEMM; delta_mat = delta as ({rows} x {layer.filters})), "
-            "dL/db = the column sums of delta_mat"
-            + ("; the input's delta: dcols = delta_mat @ W_mat (one GEMM), added back window by window "
-               f"(col2im: {layer.kernel[0] * layer.kernel[1]} strided slice-adds)" if site.inputs[0].grad else "")]
+    rows = channels * layer.kernel[0] * layer.kernel[1]
+    pixels = f"N*{site.node.shape[1] * site.node.shape[2]}"
+    padded = "zero-padded " if layer.padding != (0, 0) else ""
+    notes = [f"evaluated as im2col + GEMM: cols ({rows} x {pixels}) holds every {layer.kernel[0]}x{layer.kernel[1]} "
+             f"window of the {padded}input as a column, one per output pixel (one strided copy); z = W_mat @ cols + b "
+             f"is one GEMM, W_mat = W as a ({layer.filters} x {rows}) matrix",
+             f"dL/dW_mat = delta_mat @ cols.T is one GEMM (delta_mat = delta as ({layer.filters} x {pixels})); "
+             "dL/db = the row sums of delta_mat"]
+    if site.inputs[0].grad:
+        notes.append(f"the input's delta: dcols = W_mat.T @ delta_mat is one GEMM, then col2im adds each of the "
+                     f"{layer.kernel[0] * layer.kernel[1]} kernel entries' rows back onto the input positions they "
+                     "came from (strided slice-adds)")
+    return notes
 
 
 register(Conv2D, ConvRule())
