@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         settings, hyper = script.settings_from(args, defaults)
     except TrainingError as exc:
         raise CliError(f"{Path(args.model).name}: {exc}") from None
-    ds = datasets.load(args.data)
+    ds = datasets.shaped(datasets.load(args.data), model.input_shapes)
     train_set, test_set = _test_split(ds, args.test_split, settings["seed"])
     try:
         X, y, validation = script.validation_split(train_set.X, train_set.y, settings["val_split"], settings["seed"])

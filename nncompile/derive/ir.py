@@ -21,7 +21,8 @@ BATCH = "N"
 
 #: Buffer roles.  "value" buffers are intermediates a backend may alias or reuse; "seed" is the one
 #: (1,) uint64 array holding the dropout seed, which the trainer sets (`ws.dropout_seed`); "index"
-#: buffers hold integers a forward op keeps for its backward op (a max-pool's argmax positions).
+#: buffers hold what a forward op keeps for its backward op (where each max-pooling window's first
+#: maximum is), in whatever form the backend's lowering of that pair of ops reads back.
 ROLES = ("input", "target", "param", "grad", "state", "value", "scalar", "seed", "index")
 
 #: The dropout masks' generator, the same in every backend (and in the tests' reference).  All

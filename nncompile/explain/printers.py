@@ -131,10 +131,10 @@ class UnicodePrinter(StrPrinter):
         return f"σ({self._print(expr.args[0])})"
 
     def _print_Sum(self, expr: sp.Sum) -> str:
-        """Σₙ(...) where every index has a subscript form, else Σ_{c,p,q}(...)."""
+        """Σₙ(...); over the indices of named arrays, Σ_{c,p,q}(...) unless every index has a subscript form."""
         indices = [self._print(limit[0]) for limit in expr.limits]
         below = subscript("".join(indices))
-        if any(ch == sub for ch, sub in zip("".join(indices), below)):
+        if _over_arrays(expr) and any(ch == sub for ch, sub in zip("".join(indices), below)):
             below = "_{" + ",".join(indices) + "}"
         return f"Σ{below}({self._print(expr.function)})"
 

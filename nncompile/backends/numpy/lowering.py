@@ -19,7 +19,7 @@ from ...derive.ir import (BATCH, DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask,
                           MatMulT, Op, Program, Reduce, Reshape, Slice, last_uses)
 from ..interface import allocation_shape, count_elements, interface, shape_text
 from ..templating import render
-from .images import ImageOps
+from .images import ImageOps, allocation, channel_major
 from .scratch import Scalars, ScratchPool
 from .ufunc_printer import UfuncPrinter
 
@@ -33,6 +33,7 @@ class Layout:
     storage: dict[str, str] = field(default_factory=dict)      # buffer -> buffer owning its memory
     augmented: set[str] = field(default_factory=set)           # inputs carrying a ones column
     blocks: dict[str, str] = field(default_factory=dict)       # W, b, dW, db -> their [W; b] block
+    channel_major: set[str] = field(default_factory=set)       # images stored (C, H, W, N): see images.py
 
     def root(self, name: str) -> str:
         while self.storage.get(name, name) != name:
@@ -57,6 +58,8 @@ def plan_layout(program: Program, fold_bias: bool = True, alias: bool = True) ->
             block = f"{op.w}b"
             layout.blocks.update({w.buffer: block, b.buffer: block, w.grad: f"d{block}", b.grad: f"d{block}"})
             layout.augmented.add(op.x)
+    layout.channel_major = {name for name, buf in program.buffers.items()
+                            if buf.role == "value" and channel_major(buf.shape)}
     if alias:
         _plan_aliases(program, layout)
     return layout
@@ -69,7 +72,8 @@ def _plan_aliases(program: Program, layout: Layout) -> None:
     the two lends its storage nor takes another's.
     """
     lasts = {name: last_uses(fn.ops) for name, fn in program.functions.items()}
-    views = {name for op in program.iter_ops() if isinstance(op, Reshape) for name in (op.out, op.x)}
+    views = {name for op in program.iter_ops() if isinstance(op, Reshape) for name in (op.out, op.x)
+             if not ({op.out, op.x} & layout.channel_major)}
     for op in program.iter_ops():
         if not isinstance(op, Map) or op.out in layout.storage or op.out in layout.augmented or op.out in views:
             continue
@@ -99,7 +103,7 @@ class _Lowering:
     def __init__(self, program: Program, layout: Layout, fast: bool = True) -> None:
         self.program, self.layout = program, layout
         self.pool, self.scalars = ScratchPool(), Scalars()
-        self.images = ImageOps(program)
+        self.images = ImageOps(program, lambda name: layout.root(name) in layout.channel_major)
         self.printer = UfuncPrinter(self._shape, layout.root, self._contiguous, self.pool, self.scalars, fast)
         self._done: dict[int, tuple[dict, set[str]]] = {}  # op id -> (block, scalars it uses)
 
@@ -107,7 +111,9 @@ class _Lowering:
         return self.program.buffers[name].shape
 
     def _contiguous(self, name: str) -> bool:
-        return name not in self.layout.augmented
+        """Whether NumPy sees the array as C-contiguous (BLAS sums need it): not an augmented input's view,
+        not an image stored channel-major."""
+        return name not in self.layout.augmented and not channel_major(self.printer.shape_of(name))
 
     def function(self, fn: Function) -> dict:
         blocks = [self.op(op) for op in fn.ops]
@@ -250,14 +256,11 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool, images: Im
     aliases: list[tuple[str, str]] = []  # after every buffer they may name is allocated
     per_row, fixed = 0, 0
     transposed = {op.x for op in program.iter_ops() if isinstance(op, LinearGrad)}
-    reshaped = {op.out: op for op in program.iter_ops() if isinstance(op, Reshape)}
+    reshaped = {op.out: op for op in program.iter_ops() if isinstance(op, Reshape) and images.views(op)}
     for name, buf in program.buffers.items():
         if buf.role in ("param", "grad", "state", "scalar") or name in reshaped:
             continue
-        if buf.role == "index":
-            lines.append((f"{name} = np.empty({allocation_shape(buf.shape)}, dtype=np.intp)",
-                          "positions a forward op keeps for its backward op"))
-            per_row, fixed = count_elements(buf.shape, per_row, fixed)
+        if buf.role == "index":  # allocated with the image ops, in the form they keep it
             continue
         if buf.role == "seed":
             lines += [(f"{name} = np.zeros((1,), dtype=np.uint64)", "the dropout seed: set by the trainer"),
@@ -268,6 +271,10 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool, images: Im
             aliases.append((f"{name} = {root}", f"shares storage: {root} is dead when {name} is written"))
             if name in transposed:
                 aliases.append((f"{name}T = {name}.T", "transposed view, no copy"))
+            continue
+        if name in layout.channel_major:
+            lines.append((f"{name} = {allocation(buf.shape)}", f"{buf.role}, stored channel-major"))
+            per_row, fixed = count_elements(buf.shape, per_row, fixed)
             continue
         if _viewable(program, name):
             lines.append((f"{name} = {_input_view(program, name)}", "one model input: its columns of X, a view"))
@@ -299,7 +306,10 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool, images: Im
                       "the optimizer updates the trainable prefix; buffers follow it"))
     for name, (shape, kind) in pool.declared.items():
         dtype = {"bool": "np.bool_", "uint32": "np.uint32"}.get(kind, "DTYPE")
-        lines.append((f"{name} = np.empty({allocation_shape(shape)}, dtype={dtype})", "scratch"))
+        if channel_major(shape):  # as the images it meets
+            lines.append((f"{name} = {allocation(shape, dtype)}", "scratch, stored channel-major"))
+        else:
+            lines.append((f"{name} = np.empty({allocation_shape(shape)}, dtype={dtype})", "scratch"))
         per_row, fixed = count_elements(shape, per_row, fixed)
     for name, shape in sorted(pool.ones.items()):
         lines.append((f"{name} = np.ones({allocation_shape(shape)}, dtype=DTYPE)", "sums are dot products with ones"))

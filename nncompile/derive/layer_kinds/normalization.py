@@ -114,10 +114,10 @@ class _Normalization(Rule):
         record = LayerRecord(site.layer.name, site.layer.kind, equation(*rows[-1]), site.inputs[0].out, site.out,
                              constants=site.extra["constants"])
         record.rows = [("forward", row) for row in rows[:-1]]
-        over = {"features": f"each row over its D = {site.node.shape[0]} features",
-                "batch": f"each of the {site.node.shape[0]} features over the N rows of the batch",
-                "channels": f"each of the {site.node.shape[0]} channels over the N rows and the "
-                            f"{site.node.shape[1]}x{site.node.shape[2]} pixels of the batch"}[self.axis_of(site)]
+        shape, axis = site.node.shape, self.axis_of(site)
+        over = (f"each row over its D = {shape[0]} features" if axis == "features" else
+                f"each of the {shape[0]} features over the N rows of the batch" if axis == "batch" else
+                f"each of the {shape[0]} channels over the N rows and the {shape[1]}x{shape[2]} pixels of the batch")
         record.notes.append(f"{site.label} normalizes {over}; eps = {site.layer.eps:g}")
         record.description = f"{type(site.layer).__name__} of {site.node.shape[0]} features, over the " + (
             "row" if self.axis == "features" else "batch") + (" and the pixels" if self.axis_of(site) == "channels"
