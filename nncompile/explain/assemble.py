@@ -16,6 +16,7 @@ from ..dsl.models import Model
 from ..symbolic.calculus import LocalDerivative, loss_gradient, regulariser_gradient
 from ..symbolic.functions import symbol
 from ..symbolic.kinks import kinks
+from ..symbolic.convolution import check_flipped
 from ..symbolic.normalization import check_closed_form
 from ..symbolic.notation import LAMBDA, LOSS, Partial, softmax, tensor
 from ..symbolic.rules import ACTIVATIONS, LAM, REGULARISERS, A, T, W, X, Y
@@ -178,6 +179,10 @@ def _section(group: list[LayerRecord], index: int, code: list[str], shapes: dict
         notes += record.notes
     description = _description(group, head, shapes)
     rows = tuple((label, (eq.lhs, eq.rhs) if isinstance(eq, sp.Eq) else (eq,)) for label, eq in head.derived)
+    if head.kind == "conv" and head.derived:
+        verdict = "equal" if check_flipped() else "NOT equal (a bug: please report it)"
+        notes.append(f"SymPy finds the full correlation {verdict} to the derived sum, entry by entry, on a 5x5 input "
+                     "(a 3x2 kernel, strides 2 and 1, padding 1 and 0)")
     if head.kind in _NORMALIZATIONS and head.derived:
         axis = _NORMALIZATIONS[head.kind]
         verdict = "equal" if check_closed_form(axis) else "NOT equal (a bug: please report it)"

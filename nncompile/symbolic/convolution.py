@@ -16,6 +16,7 @@ pooling is the same computation with a fixed kernel 1/(k_h·k_w) per channel.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -191,26 +192,32 @@ def dilated(m: sp.Expr, l: sp.Expr) -> sp.Expr:  # noqa: E741  (l: a column of �
 def check_flipped(kh: int = 3, kw: int = 2, sh: int = 2, sw: int = 1, ph: int = 1, pw: int = 0,
                   size: int = 5) -> bool:
     """Whether the derived ∂L/∂x and the flipped-kernel form agree on every entry of a size×size input
-    with one example and one channel in and out, the sums written out with symbolic entries of δ and W."""
+    with one example and one channel in and out: both sums written out term by term, with symbolic
+    entries of δ and W, each term's condition decided at the concrete indices."""
     values = {KH: kh, KW: kw, SH: sh, SW: sw, PH: ph, PW: pw, N: 1, C: 1, O: 1,
               HO: (size + 2 * ph - kh) // sh + 1, WO: (size + 2 * pw - kw) // sw + 1}
     derived, flipped = conv().input.rhs, flipped_form().rhs
-    condition = conv().condition
     for row in range(size):
         for col in range(size):
             at = {**values, n: 0, c: 0, h: row, w: col}
-            left = _explicit(sp.Sum(sp.Piecewise((derived.function, condition), (0, True)), *derived.limits), at)
+            left = _written_out(derived.function, conv().condition, derived.limits, at)
             hat = {DILATED[n, o, h + p, w + q]: dilated(h + p, w + q)}
-            right = _explicit(sp.Sum(flipped.function.xreplace(hat), *flipped.limits), at)
+            right = _written_out(flipped.function.xreplace(hat), sp.true, flipped.limits, at)
             if sp.expand(left - right) != 0:
                 return False
     return True
 
 
-def _explicit(total: sp.Sum, at: dict) -> sp.Expr:
-    """A finite sum at concrete sizes and indices, term by term (each term's conditions decided)."""
-    expr = total.xreplace(at)
-    return sp.piecewise_fold(expr.doit()).doit() if isinstance(expr, sp.Sum) else expr
+def _written_out(term: sp.Expr, condition: sp.Basic, limits: tuple, at: dict) -> sp.Expr:
+    """Σ over `limits` (at concrete sizes) of `term` where `condition` holds, one term at a time."""
+    ranges = [(index, int(sp.sympify(high).xreplace(at))) for index, _, high in limits]
+    total = sp.S.Zero
+    for point in itertools.product(*(range(high + 1) for _, high in ranges)):
+        values = {**at, **{index: value for (index, _), value in zip(ranges, point)}}
+        if condition.xreplace(values) is sp.true:
+            value = sp.piecewise_fold(term.xreplace(values))
+            total += value.args[0][0] if isinstance(value, sp.Piecewise) and value.args[0][1] is sp.true else value
+    return total
 
 
 @lru_cache(maxsize=1)

@@ -128,8 +128,10 @@ class Constant(sp.Symbol):
 
     _shown: dict[str, tuple[str, str]] = {}
 
-    def __new__(cls, name: str, unicode: str = "", latex: str = "") -> "Constant":
-        obj = super().__new__(cls, name, positive=True)
+    def __new__(cls, name: str, unicode: str = "", latex: str = "", integer: bool = False) -> "Constant":
+        """`integer`: a whole number >= 0 (a kernel size, a stride, a padding), else a positive number."""
+        obj = super().__new__(cls, name, integer=True, nonnegative=True) if integer else \
+            super().__new__(cls, name, positive=True)
         if unicode:
             cls._shown[name] = (unicode, latex or unicode)
         return obj

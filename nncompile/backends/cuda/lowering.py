@@ -106,8 +106,10 @@ def _lower(program: Program, op: Op, fn: Function) -> list[Blas | Stmt]:
                      frozenset({op.dz}) | reads, frozenset({op.db}))]
     if isinstance(op, Concat):
         return _columns(program, op.out, list(op.parts), header)
-    if isinstance(op, Slice):
-        return [_copy(program, op.out, op.x, 0, op.start, _row_size(program, op.out), header)]
+    if isinstance(op, Slice):  # start counts channels of an image (Concat's backward): H*W columns each
+        shape = program.buffers[op.x].shape
+        per = _row_size(program, op.x) // int(shape[1]) if len(shape) > 2 else 1
+        return [_copy(program, op.out, op.x, 0, op.start * per, _row_size(program, op.out), header)]
     if isinstance(op, MatMulT):
         return [Blas(f'gemm("N", "T", {op.a}, {op.b}, {op.out})', f"{op.out} = {op.a} @ {op.b}.T",
                      frozenset({op.a, op.b}), frozenset({op.out}))]

@@ -37,12 +37,12 @@ def geometry(out: str, kernel: tuple[int, int], stride: tuple[int, int], padding
     pairs += [("pad", padding, (cv.PH, cv.PW))] if padding is not None else []
     for letter, (first, second), (row, col) in pairs:
         if first == second:
-            const = Constant(f"{letter}_{out}", letter, letter)
+            const = Constant(f"{letter}_{out}", letter, letter, integer=True)
             shown.update({row: const, col: const})
             values[const] = first
         else:
             for axis, sym, value in (("h", row, first), ("w", col, second)):
-                const = Constant(f"{letter}{axis}_{out}", f"{letter}_{axis}", f"{letter}_{{{axis}}}")
+                const = Constant(f"{letter}{axis}_{out}", f"{letter}_{axis}", f"{letter}_{{{axis}}}", integer=True)
                 shown[sym] = const
                 values[const] = value
     return shown, values
@@ -127,14 +127,15 @@ class ConvRule(Rule):
                             "kernel (SymPy's condition when it sums out the Kronecker deltas of the derivative)")
         record.notes.append(f"{hat.label.name}: the delta dilated by the stride (s - 1 zeros between entries) and "
                             "padded by k - 1 - pad on each side (0 at every other position), so that the input's "
-                            "delta is its full correlation with the kernel turned by 180 degrees; SymPy finds the two "
-                            f"forms {'equal' if cv.check_flipped() else 'NOT equal (a bug: please report it)'} on "
-                            "explicit entries")
+                            "delta is its full correlation with the kernel turned by 180 degrees")
         return Sent(0, dx, eq)
 
 
 def _shown(expr: sp.Basic, arrays: dict, shown: dict) -> sp.Basic:
-    return expr.xreplace(arrays).xreplace(shown)
+    """A generic formula with this layer's arrays and constants (one substitution, nothing re-evaluated: the
+    same formula, only renamed)."""
+    with sp.evaluate(False):
+        return expr.xreplace({**arrays, **shown})
 
 
 def _pair(values: tuple[int, int]) -> str:
