@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ...derive.ir import BATCH, Conv2D, Conv2DGrad, Conv2DGradInput, Op, Pool2D, Pool2DGrad, Program, Reshape
+from ..interface import names_tuple
 
 Lines = list[tuple[str, str]]
 
@@ -260,8 +261,9 @@ class ImageOps:
             self._view(f"{op.index}_6", f"{op.index}.reshape({kh}, {kw}, {g.channels}, {ho}, {wo}, n)", "view")
             self._array(f"found_{out}", (g.channels, ho, wo, "n"), "windows whose first maximum is found",
                         dtype="np.bool_")
-            pairs = ", ".join(f"(pw_{out}[{k}], {op.index}[{k}])" for k in range(1, kh * kw))
-            self._view(f"planes_{out}", f"({pairs},)", "(window entry, its plane of the mask) after the first: views")
+            pairs = [f"(pw_{out}[{k}], {op.index}[{k}])" for k in range(1, kh * kw)]
+            self._view(f"planes_{out}", names_tuple(pairs), "(window entry, its plane of the mask) after the first: "
+                                                            "views")
 
     def _plan_pool_grad(self, op: Pool2DGrad, g: Geometry) -> None:
         (kh, kw), (ho, wo), key = g.kernel, g.out, op.dx
@@ -324,7 +326,7 @@ class ImageOps:
         z = self.conv_of[id(op)].out
         target = f"dxpad_{z}" if g.padded else f"{op.dx}_t"
         lines = [(f"np.dot(WmT_{z}, {op.dz}_m, cols_{z})", f"dcols = W_mat.T @ {op.dz}_mat   (one GEMM, into cols)"),
-                 (f"{target}.fill(0.0)", ""),
+                 (f"{target}.fill(0.0)", f"{op.dx} = 0, then each kernel entry's rows add in"),
                  (f"for dst, src in col2im_{z}:", f"col2im: {g.window} strided slice-adds"),
                  ("    np.add(dst, src, dst)", "dx[n, c, i*s + p, j*s + q] += dcols[(c, p, q), (i, j, n)]")]
         if g.padded:
@@ -345,11 +347,11 @@ class ImageOps:
         return lines + [
             (f"np.maximum.reduce(pw_{out}, 0, None, {out}_t)", f"{out} = the maximum of each window"),
             (f"np.equal(pw_{out}[0], {out}_t, {first})", f"{index}[0] = the windows whose entry (0, 0) is a maximum"),
-            (f"np.copyto(found_{out}, {first})", ""),
+            (f"np.copyto(found_{out}, {first})", "found = the windows whose first maximum is known"),
             (f"for entry, first in planes_{out}:", "the later entries, in row-major order:"),
             (f"    np.equal(entry, {out}_t, first)", "    this entry is a maximum"),
             ("    np.greater(first, found_" + out + ", first)", "    ... and no earlier one was (the tie rule)"),
-            (f"    np.logical_or(found_{out}, first, found_{out})", ""),
+            (f"    np.logical_or(found_{out}, first, found_{out})", "    found |= first"),
         ]
 
     @staticmethod
@@ -367,7 +369,7 @@ class ImageOps:
             lines = [(f"np.multiply({dz}, {1 / g.window!r}, share_{key})", f"each window's share: {op.dz}/{g.window}")]
         if g.tiles:
             return lines
-        return lines + [(f"{op.dx}_t.fill(0.0)", ""),
+        return lines + [(f"{op.dx}_t.fill(0.0)", f"{op.dx} = 0, then each window entry's shares add in"),
                         (f"for dst, src in scatter_{key}:", f"{g.window} strided slice-adds (the windows overlap "
                                                             "or leave gaps)"),
                         ("    np.add(dst, src, dst)", "dx[n, c, i*s + u, j*s + v] += share[u, v, c, i, j, n]")]

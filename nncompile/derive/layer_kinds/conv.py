@@ -135,7 +135,9 @@ def _shown(expr: sp.Basic, arrays: dict, shown: dict) -> sp.Basic:
     """A generic formula with this layer's arrays and constants (one substitution, nothing re-evaluated: the
     same formula, only renamed)."""
     with sp.evaluate(False):
-        return expr.xreplace({**arrays, **shown})
+        renamed = expr.xreplace({**arrays, **shown})
+    # (an unevaluated Sum wraps its term as 1·term: unwrapped, as written)
+    return renamed.replace(lambda e: e.is_Mul and len(e.args) == 2 and e.args[0] == 1, lambda e: e.args[1])
 
 
 def _pair(values: tuple[int, int]) -> str:
