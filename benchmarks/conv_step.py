@@ -140,7 +140,7 @@ def statements(fn: Callable) -> list[tuple[str, str, object, dict]]:
             continue
         if not text or text.startswith(("#", '"""', "return")):
             continue
-        if line.startswith("            ") and block is not None:   # the body of a `for` line
+        if line.startswith("        ") and block is not None:   # the body of a `for` line
             block[0].append(line)
             continue
         block = ([line], header)
@@ -171,11 +171,13 @@ def breakdown(step: Callable, repeat: int) -> tuple[dict[str, float], float]:
     """Seconds per kind of statement, each statement run alone `repeat` times; and the GEMMs' total."""
     totals: dict[str, float] = {}
     for header, code, compiled, namespace in statements(step):
-        exec(compiled, namespace)
-        t0 = time.perf_counter()
-        for _ in range(repeat):
+        with np.errstate(all="ignore"):   # (a statement run again on its own output may overflow: a softmax)
             exec(compiled, namespace)
-        seconds = (time.perf_counter() - t0) / repeat
+        with np.errstate(all="ignore"):
+            t0 = time.perf_counter()
+            for _ in range(repeat):
+                exec(compiled, namespace)
+            seconds = (time.perf_counter() - t0) / repeat
         kind = kind_of(header, code)
         totals[kind] = totals.get(kind, 0.0) + seconds
     return totals, totals.get("GEMM", 0.0)

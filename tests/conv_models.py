@@ -156,5 +156,6 @@ def mixed() -> nn.Model:
     b = nn.ReLU()(shared(nn.Conv2D(2, 1)(x)))
     h = nn.Concat()(a + b, nn.Dropout(0.25)(a))                              # -> 6x9x5
     h = nn.MaxPool2D((3, 1), stride=(3, 2))(h)                               # -> 6x3x3 (gaps between windows)
-    h = nn.AvgPool2D(2, stride=1)(nn.BatchNorm()(nn.Conv2D(4, 1, stride=2)(h)))   # -> 4x2x2 -> 4x1x1
+    h = nn.Softplus()(nn.BatchNorm()(nn.Conv2D(4, 1, stride=2)(h)))          # -> 4x2x2 (not mean-free: for
+    h = nn.AvgPool2D(2, stride=1)(h)                                         # one example its mean is not 0)
     return nn.Model(x, nn.Dense(3)(nn.Flatten()(h)), loss=nn.SoftmaxCrossEntropy(), l2=0.01, name="mixed_images")
