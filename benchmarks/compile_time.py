@@ -1,11 +1,13 @@
 """Compile time: cold (derive + render + write + import, fresh process and cache) and warm.
 
-    python benchmarks/compile_time.py [--depths 5,10,20,40] [--repeats 3]
+    python benchmarks/compile_time.py [--depths 5,10,20,40] [--blocks 5,10,20] [--repeats 3]
 
 Each cold measurement runs in a new Python process with an empty cache folder, after
 `import nncompile` (the import itself, mostly SymPy's, is reported separately), so no
 memoized derivative from an earlier compile helps it. Prints the digits model, a depth
-curve of tanh MLPs (width 32) with the time per layer, and a warm (cache hit) compile.
+curve of tanh MLPs (width 32) with the time per layer, a curve of residual LayerNorm
+models (blocks h + Dense(relu(Dense(LayerNorm(h)))), width 64) with the time per block,
+and a warm (cache hit) compile.
 """
 from __future__ import annotations
 
@@ -23,7 +25,13 @@ import nncompile as nc
 from nncompile import nn
 t1 = time.perf_counter()
 depth = int(sys.argv[1])
-if depth == 0:   # the digits model of the examples
+if depth < 0:    # -k: k residual LayerNorm blocks
+    x = nn.Input(64)
+    h = nn.Dense(64)(x)
+    for _ in range(-depth):
+        h = h + nn.Dense(64)(nn.ReLU()(nn.Dense(64)(nn.LayerNorm()(h))))
+    model = nn.Model(x, nn.Dense(10)(nn.LayerNorm()(h)), loss=nn.SoftmaxCrossEntropy(), name=f"res{-depth}")
+elif depth == 0:   # the digits model of the examples
     model = nn.Sequential(nn.Dense(32), nn.Tanh(), nn.Dense(10), nn.Softmax(), input_dim=64,
                           loss=nn.CrossEntropy(), name="digits_mlp")
 else:
@@ -54,6 +62,7 @@ def measure(depth: int, repeats: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", default="5,10,20,40")
+    parser.add_argument("--blocks", default="5,10,20")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     digits = measure(0, args.repeats)
@@ -63,6 +72,10 @@ def main() -> int:
     for depth in (int(d) for d in args.depths.split(",")):
         t = measure(depth, args.repeats)
         print(f"{depth:6d} {t['cold']:12.3f}s {t['cold'] / depth * 1e3:8.1f}ms {t['warm'] * 1e3:7.1f}ms")
+    print(f"\n{'residual LayerNorm blocks':>25s} {'cold compile':>13s} {'per block':>10s} {'warm':>9s}")
+    for blocks in (int(b) for b in args.blocks.split(",") if b):
+        t = measure(-blocks, args.repeats)
+        print(f"{blocks:25d} {t['cold']:12.3f}s {t['cold'] / blocks * 1e3:8.1f}ms {t['warm'] * 1e3:7.1f}ms")
     return 0
 
 

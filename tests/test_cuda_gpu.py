@@ -176,3 +176,22 @@ def test_cli_run_on_the_gpu_reaches_95_percent_on_digits() -> None:
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["summary"]["test_accuracy"] >= 0.95
+
+
+def test_dropout_masks_and_running_statistics_match_the_numpy_backend_through_cuda_graphs() -> None:
+    """Each step draws its masks on the device from the step count it advances there (eager, captured,
+    replayed): 15 updates with BatchNorm and Dropout end where the NumPy backend's do."""
+    from reference import dropout_mask
+    model = MODELS["norms_dropout"]
+    ref, gpu = nc.compile(model), nc.compile(model, backend="cuda")
+    X, Y = random_batch(ref, 40, seed=4)
+    expected = nc.train(ref, X, Y, epochs=3, batch_size=8, seed=5, lr=0.05, optimizer="adam")
+    got = nc.train(gpu, X, Y, epochs=3, batch_size=8, seed=5, lr=0.05, optimizer="adam")
+    for key in expected.params:
+        assert _relative(got.params[key], expected.params[key]) <= 1e-9, key
+    engine = gpu.engine(expected.params)
+    engine.set_seed(2**40 + 1)
+    ws = engine.workspace(8)
+    ws.X[...] = engine.device(np.ones((8, ws.X.shape[1])))
+    ws.train_loss()
+    np.testing.assert_array_equal(ws.masks[0].get(), dropout_mask(2**40 + 1, 0, 1, 0.25, (8, 7)))

@@ -13,6 +13,7 @@ from nncompile.generate import standalone
 
 from test_generate import _run_script
 
+ROOT = Path(__file__).resolve().parent.parent
 RESIDUAL = '''
 from nncompile import nn
 x = nn.Input(2)
@@ -42,6 +43,8 @@ def test_derive_graph_and_check_work_on_a_graph(model_file: Path, capsys: pytest
     assert "model skip has 114 parameters: read the matrix form" in capsys.readouterr().err
     assert main(["check", str(model_file)]) == 0
     assert "all gradients agree" in capsys.readouterr().out
+    assert main(["derive", str(ROOT / "examples" / "resmlp.py"), "--scalar"]) == 2
+    assert "has layernorm1 (layernorm): read the matrix form" in capsys.readouterr().err
 
 
 def test_run_trains_a_graph_from_the_command_line(model_file: Path, capsys: pytest.CaptureFixture) -> None:
@@ -50,19 +53,25 @@ def test_run_trains_a_graph_from_the_command_line(model_file: Path, capsys: pyte
     assert len(report["history"]) == 3 and report["summary"]["test_accuracy"] > 0.5
 
 
-def test_standalone_script_of_a_graph_trains_as_nc_train(model_file: Path, tmp_path: Path) -> None:
-    model, _ = nc.load_model(model_file)
+REGULARIZED = ROOT / "examples" / "digits_regularized.py"
+
+
+@pytest.mark.parametrize("which", ["skip", "regularized"])
+def test_standalone_script_of_a_graph_trains_as_nc_train(model_file: Path, tmp_path: Path, which: str) -> None:
+    """The same losses and weights (running statistics included) as nc.train; dropout masks from --seed."""
+    model, _ = nc.load_model(model_file if which == "skip" else REGULARIZED)
     script = tmp_path / "train_skip.py"
     script.write_text(standalone(model, filename=script.name))
     rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(40, 2)), rng.integers(0, 2, size=40)
+    X = rng.normal(size=(40, model.input_dim))
+    y = rng.integers(0, model.output_dim, size=40)
     np.savez(tmp_path / "d.npz", X=X, y=y)
     done = _run_script(script, "--data", "d.npz", "--epochs", "3", "--batch-size", "8", "--lr", "0.3", "--json",
-                       "--save", "w.npz", cwd=tmp_path)
+                       "--save", "w.npz", "--seed", "4", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     history = json.loads(done.stdout)["history"]
     prog = nc.compile(model)
-    expected = nc.train(prog, X, y, epochs=3, batch_size=8, lr=0.3)
+    expected = nc.train(prog, X, y, epochs=3, batch_size=8, lr=0.3, seed=4)
     assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in expected.history], rel=1e-12)
     saved = np.load(tmp_path / "w.npz")
     for name, value in expected.params.items():

@@ -124,7 +124,8 @@ def test_gradients_equal_pytorch_with_the_specified_masks() -> None:
 
 def test_training_draws_new_masks_each_update_and_resumes_the_same_sequence(tmp_path: Path) -> None:
     x = nn.Input(5)
-    model = nn.Model(x, nn.Dense(2)(nn.Dropout(0.5)(nn.ReLU()(nn.Dense(8)(x)))), loss=nn.MSE(), name="drop_train")
+    h = nn.ReLU()(nn.BatchNorm()(nn.Dense(8)(x)))       # the running statistics resume too
+    model = nn.Model(x, nn.Dense(2)(nn.Dropout(0.5)(h)), loss=nn.MSE(), name="drop_train")
     prog = nc.compile(model)
     X, Y = random_batch(prog, 24, 0)
     whole = nc.train(prog, X, Y, epochs=4, batch_size=8, seed=11, lr=0.05)

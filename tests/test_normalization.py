@@ -208,3 +208,18 @@ def test_derivation_reads_as_the_textbook() -> None:
     assert "SymPy finds the closed form equal to the step-by-step derivation" in text
     assert "μ₁ = Σₖ h₁/D" in text and "∂L/∂γ₁ = Σₙ(∂L/∂ln₁ ⊙ x̂₁)" in text
     assert "[the closed form (the textbook's compact formula), not the staged one]" in text
+
+
+@needs_torch
+@pytest.mark.parametrize("kind", ["LayerNorm", "BatchNorm"])
+def test_a_normalization_called_twice_shares_gamma_and_beta(kind: str) -> None:
+    """The gradient of a shared γ and β is the sum over the calls, as PyTorch's autograd adds them."""
+    x = nn.Input(4)
+    norm = getattr(nn, kind)()
+    h = nn.Tanh()(norm(nn.Dense(5)(x)))
+    y = nn.Dense(2)(norm(nn.Dense(5)(h)) + h)
+    prog = nc.compile(nn.Model(x, y, loss=nn.MSE(), name=f"twice_{kind}"))
+    assert len(prog.trainable) == 8
+    _against_torch(prog, 6, seed=5)
+    X, Y = random_batch(prog, 6, 5)
+    assert max(check_gradients(prog, _moved(prog, 5), X, Y, samples=0).values()) < 1e-6

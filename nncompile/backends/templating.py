@@ -30,7 +30,10 @@ def comment_text(text: object) -> str:
     Comments carry formulas and file names; a newline in one would end the comment and
     turn the rest into code.
     """
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
+    text = str(text)
+    if text.isprintable():  # the common case, checked in C: most comments are formulas
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def commented(line: tuple[str, str], indent: int = 0) -> str:

@@ -72,6 +72,7 @@ def _plan_aliases(program: Program, layout: Layout) -> None:
     the two lends its storage nor takes another's.
     """
     lasts = {name: last_uses(fn.ops) for name, fn in program.functions.items()}
+    places = {name: _places(fn) for name, fn in program.functions.items()}
     views = {name for op in program.iter_ops() if isinstance(op, Reshape) for name in (op.out, op.x)
              if not ({op.out, op.x} & layout.channel_major)}
     for op in program.iter_ops():
@@ -84,14 +85,22 @@ def _plan_aliases(program: Program, layout: Layout) -> None:
             buf = program.buffers.get(cand)
             if buf is None or buf.role != "value" or buf.shape != out.shape or cand in layout.augmented or cand in views:
                 continue
-            if all(_dies_at(fn, lasts[name], op, cand) for name, fn in program.functions.items()):
+            if all(_dies_at(fn, lasts[name], places[name], op, cand) for name, fn in program.functions.items()):
                 layout.storage[op.out] = cand
                 break
 
 
-def _dies_at(fn: Function, last: dict[str, int], op: Op, cand: str) -> bool:
+def _places(fn: Function) -> dict[tuple, int]:
+    """The first index of each (outputs, inputs) in `fn` (a step's copy of an op, lr folded in, is found too)."""
+    places: dict[tuple, int] = {}
+    for i, o in enumerate(fn.ops):
+        places.setdefault((o.outputs, o.inputs), i)
+    return places
+
+
+def _dies_at(fn: Function, last: dict[str, int], places: dict[tuple, int], op: Op, cand: str) -> bool:
     """True if `op` is in `fn` and is the last reader of `cand` there (or `cand` is unused in fn)."""
-    index = next((i for i, o in enumerate(fn.ops) if o.outputs == op.outputs and o.inputs == op.inputs), None)
+    index = places.get((op.outputs, op.inputs))
     if index is None:
         return cand not in last and op.out not in last
     return last.get(cand) == index and fn.returns != cand
@@ -153,8 +162,8 @@ class _Lowering:
             lines = [(f"np.concatenate(({', '.join(op.parts)},), 1, {op.out})", op.formula)]
         elif isinstance(op, Slice) and self._is_view(op.out):
             lines = []  # a view of X, bound once per workspace
-        elif isinstance(op, Slice) and len(self._shape(op.out)) > 2:
-            lines = [(f"np.copyto({op.out}, {op.x}[:, {op.start}:{op.stop}].reshape({op.out}.shape))", op.formula)]
+        elif isinstance(op, Slice) and len(self._shape(op.out)) > 2 and len(self._shape(op.x)) == 2:
+            lines = [(f"np.copyto({op.out}_rows, {op.x}[:, {op.start}:{op.stop}])", op.formula)]
         elif isinstance(op, Slice):
             lines = [(f"np.copyto({op.out}, {op.x}[:, {op.start}:{op.stop}])", op.formula)]
         elif isinstance(op, Map) and not self._shape(op.out):
@@ -274,6 +283,11 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool, images: Im
             continue
         if name in layout.channel_major:
             lines.append((f"{name} = {allocation(buf.shape)}", f"{buf.role}, stored channel-major"))
+            per_row, fixed = count_elements(buf.shape, per_row, fixed)
+            continue
+        if buf.role == "input" and len(buf.shape) > 2 and not _viewable(program, name):
+            lines += [(f"{name} = np.empty({allocation_shape(buf.shape)}, dtype=DTYPE)", "an image input"),
+                      (f"{name}_rows = {name}.reshape(n, -1)", "its rows, a view: its columns of X land here")]
             per_row, fixed = count_elements(buf.shape, per_row, fixed)
             continue
         if _viewable(program, name):

@@ -24,7 +24,7 @@ from ..records import LayerRecord
 from .base import Rule, Sent, register, target
 
 N = symbol(BATCH)
-_ARRAYS = ("mu", "xc", "var", "rstd", "xhat", "dxhat", "sum_dxhat", "dot_dxhat")
+_ARRAYS = ("mu", "xc", "var", "rstd", "xhat", "dxhat", "sum_dxhat", "dot_dxhat")  # a node's own arrays
 
 
 class _Normalization(Rule):
@@ -127,23 +127,14 @@ class _Normalization(Rule):
     # -- backward -------------------------------------------------------------------------------
     def backward(self, b: Builder, site: Site, delta: str) -> list[Sent]:
         first = len(b.backward)
-        params, n, m, label = site.extra["params"], self._names(site), self._count(site), site.layer.name
-        d, xhat = symbol(delta), symbol(n["xhat"])
-        self._gradient(b, site, "gamma", d * xhat, f"{delta}*{n['xhat']}")
-        self._gradient(b, site, "beta", d, delta)
+        n, xhat = self._names(site), symbol(self._names(site)["xhat"])
+        sums = {"gamma": self._gradient(b, site, "gamma", symbol(delta) * xhat, f"{delta}*{n['xhat']}"),
+                "beta": self._gradient(b, site, "beta", symbol(delta), delta)}
         sent = []
         if site.inputs[0].grad:
-            b.buffer(n["dxhat"], site.shape)
-            b.backward.append(Map(f"{n['dxhat']} = {delta}*{params['gamma']}", label, "backward", n["dxhat"],
-                                  d * symbol(params["gamma"])))
-            r1, r2 = self._sums(b, site, n)
-            m_text = str(m) if m.is_Atom else f"({m})"
             dx = target(b, site, 0)
             b.buffer(dx, site.inputs[0].shape)
-            expr = symbol(n["rstd"]) * (symbol(n["dxhat"]) - (r1 + xhat * r2) / m)
-            b.backward.append(Map(f"{dx} = {n['rstd']}*({n['dxhat']} - ({sp.sstr(r1)} + {n['xhat']}*{sp.sstr(r2)})"
-                                  f"/{m_text})   [the closed form (the textbook's compact formula), not the staged one]",
-                                  label, "backward", dx, expr))
+            b.backward.append(self._input_delta(b, site, delta, dx, sums))
             shown = {**site.extra["shown"], norm.adjoint(norm.X): tensor(dx)}
             derivation = norm.derivation(self.axis_of(site))
             sent.append(Sent(0, dx, equation(tensor(dx), derivation.closed.xreplace(shown))))
@@ -153,28 +144,37 @@ class _Normalization(Rule):
         site.record.code += [op.formula for op in b.backward[first:]]
         return sent
 
-    def _sums(self, b: Builder, site: Site, n: dict[str, str]) -> tuple[sp.Expr, sp.Expr]:
-        """Σ ∂L/∂x̂ and Σ ∂L/∂x̂ ⊙ x̂ over the axis."""
+    def _input_delta(self, b: Builder, site: Site, delta: str, dx: str, sums: dict[str, str]) -> Map:
+        """∂L/∂x in the closed form: ∂L/∂x̂ = δ ⊙ γ, then its two sums over the row."""
+        n, params, m, label = self._names(site), site.extra["params"], self._count(site), site.layer.name
+        b.buffer(n["dxhat"], site.shape)
+        b.backward.append(Map(f"{n['dxhat']} = {delta}*{params['gamma']}", label, "backward", n["dxhat"],
+                              symbol(delta) * symbol(params["gamma"])))
         dxhat, xhat = symbol(n["dxhat"]), symbol(n["xhat"])
-        b.buffer(n["sum_dxhat"], self._stat_shape(site))
-        b.buffer(n["dot_dxhat"], self._stat_shape(site))
-        b.backward += [self._reduce(site, n["sum_dxhat"], dxhat, n["dxhat"], "backward"),
-                       self._reduce(site, n["dot_dxhat"], dxhat * xhat, f"{n['dxhat']}*{n['xhat']}", "backward")]
-        return symbol(n["sum_dxhat"]), symbol(n["dot_dxhat"])
+        for name, expr, what in (("sum_dxhat", dxhat, n["dxhat"]), ("dot_dxhat", dxhat * xhat,
+                                                                      f"{n['dxhat']}*{n['xhat']}")):
+            b.buffer(n[name], self._stat_shape(site))
+            b.backward.append(self._reduce(site, n[name], expr, what, "backward"))
+        r1, r2 = symbol(n["sum_dxhat"]), symbol(n["dot_dxhat"])
+        count = str(m) if m.is_Atom else f"({m})"
+        return Map(f"{dx} = {n['rstd']}*({n['dxhat']} - ({n['sum_dxhat']} + {n['xhat']}*{n['dot_dxhat']})/{count})   "
+                   "[the closed form (the textbook's compact formula), not the staged one]", label, "backward", dx,
+                   symbol(n["rstd"]) * (dxhat - (r1 + xhat * r2) / m))
 
-    def _gradient(self, b: Builder, site: Site, name: str, expr: sp.Expr, formula: str) -> None:
+    def _gradient(self, b: Builder, site: Site, name: str, expr: sp.Expr, formula: str) -> str:
         """∂L/∂γ = Σₙ δ ⊙ x̂ and ∂L/∂β = Σₙ δ (γ and β are broadcast along the batch in both layers);
-        a layer called again adds its sum to the same gradient."""
+        a layer called again adds its sum to the same gradient.  Returns the buffer holding this call's sum."""
         layer, buffer = site.layer, site.extra["params"][name]
         grad = f"d{buffer}"
         axis, what = ((0, 2, 3), "sum_nhw") if self.axis_of(site) == "channels" else (0, "colsum")
         if grad in b.grad_written:
-            part = b.next_name(f"{grad}_via_{site.out}")
-            b.buffer(part, b.buffers[grad].shape)
-            b.backward += [Reduce(f"{part} = {what}({formula})", layer.name, "backward", part, expr, "sum", axis),
-                           Map(f"{grad} += {part}   [another use]", layer.name, "backward", grad,
-                               symbol(grad) + symbol(part))]
+            held = b.next_name(f"{grad}_via_{site.out}")
+            b.buffer(held, b.buffers[grad].shape)
+            b.backward += [Reduce(f"{held} = {what}({formula})", layer.name, "backward", held, expr, "sum", axis),
+                           Map(f"{grad} += {held}   [another use]", layer.name, "backward", grad,
+                               symbol(grad) + symbol(held))]
         else:
+            held = grad
             b.backward.append(Reduce(f"{grad} = {what}({formula})", layer.name, "backward", grad, expr, "sum", axis))
             b.grad_written.add(grad)
         adjoint = norm.adjoint(norm.GAMMA if name == "gamma" else norm.BETA)
@@ -182,6 +182,7 @@ class _Normalization(Rule):
         shared = sum(1 for node in b.model.nodes if node.layer is layer) > 1
         lhs = tensor(f"{grad}_via_{site.out}") if shared else Partial(LOSS, tensor(buffer))
         site.record.gradients[f"{layer.name}.{name}"] = equation(lhs, rhs)
+        return held
 
 
 class LayerNormRule(_Normalization):
@@ -196,6 +197,18 @@ class BatchNormRule(_Normalization):
 
     def axis_of(self, site: Site) -> str:
         return "channels" if len(site.node.shape) == 3 else "batch"
+
+    def _input_delta(self, b: Builder, site: Site, delta: str, dx: str, sums: dict[str, str]) -> Map:
+        """The closed form without ∂L/∂x̂ or new sums: γ is constant over the batch, so Σₙ ∂L/∂x̂ = γ ⊙ ∂L/∂β
+        and Σₙ ∂L/∂x̂ ⊙ x̂ = γ ⊙ ∂L/∂γ, sums the gradients already hold (no penalty touches γ or β)."""
+        n, params, m = self._names(site), site.extra["params"], self._count(site)
+        d, xhat, gamma = symbol(delta), symbol(n["xhat"]), symbol(params["gamma"])
+        dgamma, dbeta = symbol(sums["gamma"]), symbol(sums["beta"])
+        count = str(m) if m.is_Atom else f"({m})"
+        return Map(f"{dx} = {n['rstd']}*{params['gamma']}*({delta} - ({sums['beta']} + {n['xhat']}*{sums['gamma']})"
+                   f"/{count})   [the closed form; its sums over the batch are gamma*{sums['beta']} and "
+                   f"gamma*{sums['gamma']}]", site.layer.name, "backward", dx,
+                   symbol(n["rstd"]) * gamma * (d - (dbeta + xhat * dgamma) / m))
 
     def forward(self, b: Builder, site: Site) -> None:
         super().forward(b, site)
