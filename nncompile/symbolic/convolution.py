@@ -53,6 +53,9 @@ class Iverson(sp.Function):
     def _latex(self, printer: object) -> str:
         return rf"\left[{printer._print(self.args[0])}\right]"
 
+    def _mathml_presentation(self, printer: object) -> object:
+        return mathml_row(printer, mathml_op(printer, "["), printer._print(self.args[0]), mathml_op(printer, "]"))
+
 
 class WindowMax(sp.Function):
     """max over u < k_h, v < k_w of an expression in u and v (a max-pooling window)."""
@@ -69,6 +72,27 @@ class WindowMax(sp.Function):
     def _latex(self, printer: object) -> str:
         return (rf"\max_{{{printer._print(self.args[1])},{printer._print(self.args[2])}}} "
                 rf"{printer._print(self.args[0])}")
+
+    def _mathml_presentation(self, printer: object) -> object:
+        below = mathml_row(printer, printer._print(self.args[1]), mathml_op(printer, ","), printer._print(self.args[2]))
+        head = printer.dom.createElement("munder")
+        head.appendChild(mathml_op(printer, "max"))
+        head.appendChild(below)
+        return mathml_row(printer, head, printer._print(self.args[0]))
+
+
+def mathml_op(printer: object, text: str) -> object:
+    """<mo>text</mo> in a SymPy MathML printer's document (the HTML report's printer is one)."""
+    node = printer.dom.createElement("mo")
+    node.appendChild(printer.dom.createTextNode(text))
+    return node
+
+
+def mathml_row(printer: object, *children: object) -> object:
+    row = printer.dom.createElement("mrow")
+    for child in children:
+        row.appendChild(child)
+    return row
 
 
 @dataclass(frozen=True)

@@ -243,6 +243,18 @@ class SumNHW(_Sum):
     def _sympystr(self, printer: object) -> str:
         return f"sum_nhw({printer._print(self.args[0])})"
 
+    def _mathml_presentation(self, printer: object) -> object:
+        """∑ with n,h,w below, in a SymPy MathML printer's document (the HTML report's printer is one)."""
+        dom = printer.dom
+        sigma, below, under, row = (dom.createElement(tag) for tag in ("mo", "mi", "munder", "mrow"))
+        sigma.appendChild(dom.createTextNode("∑"))
+        below.appendChild(dom.createTextNode(self.index))
+        under.appendChild(sigma)
+        under.appendChild(below)
+        row.appendChild(under)
+        row.appendChild(printer.parenthesize(self.args[0], PRECEDENCE["Func"], strict=True))
+        return row
+
 
 class SumAll(_Sum):
     """Σ: the sum over every element (of a batch's losses, or of a weight matrix)."""
