@@ -10,10 +10,11 @@ net on 28x28 inputs (conv 5x5x6, max-pool 2, conv 5x5x16, max-pool 2, Dense 120,
 batch 64).  Then where the generated step's time goes, op kind by op kind (each statement timed
 alone, in a loop): the GEMMs' share, and what limits the rest.
 
-    python benchmarks/conv_step.py [--threads 1] [--dtype float32|float64|both] [--quick]
+    python benchmarks/conv_step.py [--threads 1] [--dtype float32|float64|both] [--quick] [--cpu]
 
 Ratios > 1 mean the generated step is faster.  BLAS (and torch) use --threads threads; the
-environment variables are set before NumPy loads.  Run on a quiet machine.
+environment variables are set before NumPy loads.  --cpu times the process's CPU time instead
+of the wall clock: with one thread it leaves out the waits of a machine other jobs share.
 """
 from __future__ import annotations
 
@@ -70,6 +71,9 @@ NETWORKS = {
 }
 
 
+CLOCK = time.process_time if "--cpu" in sys.argv else time.perf_counter
+
+
 def interleaved(fns: dict[str, Callable[[], object]], budget: float) -> dict[str, float]:
     """Median seconds per call of each function over 7 alternating rounds of ~budget/7 s each."""
     repeats = {}
@@ -83,10 +87,10 @@ def interleaved(fns: dict[str, Callable[[], object]], budget: float) -> dict[str
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(7):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             for _ in range(repeats[name]):
                 fn()
-            samples[name].append((time.perf_counter() - t0) / repeats[name])
+            samples[name].append((CLOCK() - t0) / repeats[name])
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -174,10 +178,10 @@ def breakdown(step: Callable, repeat: int) -> tuple[dict[str, float], float]:
         with np.errstate(all="ignore"):   # (a statement run again on its own output may overflow: a softmax)
             exec(compiled, namespace)
         with np.errstate(all="ignore"):
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             for _ in range(repeat):
                 exec(compiled, namespace)
-            seconds = (time.perf_counter() - t0) / repeat
+            seconds = (CLOCK() - t0) / repeat
         kind = kind_of(header, code)
         totals[kind] = totals.get(kind, 0.0) + seconds
     return totals, totals.get("GEMM", 0.0)
@@ -213,9 +217,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", default="both", choices=("float32", "float64", "both"))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cpu", action="store_true", help="time CPU time, not the wall clock")
     args = parser.parse_args()
     dtypes = ("float32", "float64") if args.dtype == "both" else (args.dtype,)
-    print(f"NumPy {np.__version__}, {args.threads} BLAS thread(s); median of 7 alternating rounds\n")
+    clock = "CPU time" if args.cpu else "wall clock"
+    print(f"NumPy {np.__version__}, {args.threads} BLAS thread(s); {clock}, median of 7 alternating rounds\n")
     print(f"{'network (batch)':<18} {'dtype':<8} {'generated':>10} {'hand':>10} {'torch':>10} {'GEMMs':>9} "
           f"{'hand/gen':>9} {'torch/gen':>9} {'GEMM share':>10}")
     details = []

@@ -117,3 +117,14 @@ def test_gradients_equal_finite_differences(name: str) -> None:
     params = {k: v + (0 if "running" in k else rng.normal(scale=0.2, size=v.shape)) for k, v in params.items()}
     report = check_gradients(prog, params, X, Y, samples=40, seed=5)
     assert max(report.values()) <= TOL, report
+
+
+def test_the_flipped_kernel_form_is_checked_not_assumed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SymPy's entry-by-entry check of the full correlation with the flipped kernel holds for several
+    geometries, and fails for a kernel flipped one entry off (k - p instead of k - 1 - p)."""
+    from nncompile.symbolic import convolution as cv
+    assert cv.check_flipped() and cv.check_flipped(2, 3, 3, 2, 2, 1, 6) and cv.check_flipped(1, 1, 2, 2, 0, 0, 4)
+    right = cv.flipped_form()
+    wrong = sp.Eq(right.lhs, right.rhs.xreplace({cv.KH - 1 - cv.p: cv.KH - cv.p}), evaluate=False)
+    monkeypatch.setattr(cv, "flipped_form", lambda: wrong)
+    assert not cv.check_flipped.__wrapped__(3, 2, 2, 1, 1, 0, 5)
