@@ -256,6 +256,12 @@ def test_derive_shows_the_indexed_derivation_and_how_the_code_evaluates_it(capsy
     assert r"\sum_{n,i,j}" in capsys.readouterr().out
 
 
+def test_check_passes_on_the_cnn_example(capsys: pytest.CaptureFixture) -> None:
+    assert main(["check", str(CNN)]) == 0
+    out = capsys.readouterr().out
+    assert "conv1.W" in out and "batchnorm2.gamma" in out and "agree with central finite differences" in out
+
+
 def test_scalar_view_refuses_convolutions_in_one_line(capsys: pytest.CaptureFixture) -> None:
     assert main(["derive", str(CNN), "--scalar"]) == 2
     err = capsys.readouterr().err.strip()
