@@ -204,14 +204,14 @@ def _evaluate(expr: sp.Basic, arrays: dict, values: dict) -> float:
 def test_the_formulas_derive_shows_evaluate_to_the_compiled_gradients() -> None:
     """∂L/∂W, ∂L/∂b and the δ sent to the input, as printed, entry by entry: a conv read by a flattening MSE
     loss (so δ at its output is known in closed form) after a 1x1 conv that reads the δ sent back."""
-    x = nn.Input((2, 5, 6))
+    x = nn.Input((2, 5, 3))
     z = nn.Conv2D(3, (3, 2), stride=(2, 1), padding=(1, 2), name="conv")(nn.Conv2D(2, 1, name="pre")(x))
     model = nn.Model(x, nn.Flatten()(z), loss=nn.MSE(), name="shown")
     prog = nc.compile(model)
     params = prog.init_params(3)
     params["pre.W"], params["pre.b"] = np.eye(2).reshape(2, 2, 1, 1), np.zeros(2)
     rng = np.random.default_rng(3)
-    X = rng.normal(size=(2, 2, 5, 6))
+    X = rng.normal(size=(2, 2, 5, 3))
     out = prog.forward(params, X)
     T = rng.normal(size=out.shape)
     _, grads = prog.loss_and_grad(params, X, T)
