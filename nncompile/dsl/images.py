@@ -27,12 +27,13 @@ def pair(value: object, what: str, least: int = 1) -> tuple[int, int]:
     return int(items[0]), int(items[1])
 
 
-def _text(values: tuple[int, int], sep: str = "x") -> str:
-    """3x3 for a square kernel, 3x5 otherwise; 1 for (1, 1), (1, 2) for a pair of strides."""
-    return f"{values[0]}{sep}{values[1]}"
+def _text(values: tuple[int, int]) -> str:
+    """A window's size as people write it: 3x3, 3x5."""
+    return f"{values[0]}x{values[1]}"
 
 
 def _one(values: tuple[int, int]) -> str:
+    """A stride or padding as people write it: 1 for (1, 1), (1, 2) for a pair that differs."""
     return str(values[0]) if values[0] == values[1] else f"({values[0]}, {values[1]})"
 
 

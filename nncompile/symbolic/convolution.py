@@ -111,8 +111,9 @@ class IndexedDerivation:
     flipped: sp.Eq | None = None
 
 
-def _window(s: sp.Expr, pad: sp.Expr, out: sp.Symbol, k: sp.Symbol) -> sp.Expr:
-    return out * s + k - pad
+def _window(stride: sp.Expr, pad: sp.Expr, out: sp.Symbol, entry: sp.Symbol) -> sp.Expr:
+    """The input position that kernel entry `entry` meets for output position `out`: out·s + entry − pad."""
+    return out * stride + entry - pad
 
 
 def conv_definition() -> sp.Eq:
