@@ -1297,13 +1297,23 @@ def numeric_array(values, what):
     return array
 
 
-def check_inputs(X, width, dtype):
-    """Inputs as a C-contiguous (N, width) array of the program's dtype, finite."""
+def check_inputs(X, width, dtype, shapes=()):
+    """Inputs as a C-contiguous (N, width) array of the program's dtype, finite.
+
+    `shapes` are the model's input shapes: a model of one image input (C, H, W) also takes X of
+    shape (N, C, H, W), read row-major into its (N, C*H*W) rows.
+    """
     X = numeric_array(X, "inputs")
     if X.ndim == 1 and width == 1:
         X = X.reshape(-1, 1)
+    images = [tuple(shape) for shape in shapes if len(shape) > 1]
+    if X.ndim > 2 and len(shapes) == 1 and tuple(X.shape[1:]) == tuple(shapes[0]):
+        X = X.reshape(X.shape[0], width)
     if X.ndim != 2 or X.shape[1] != width:
-        raise TrainingError(f"inputs have shape {X.shape} but the model expects (N, {width})")
+        expected = f"(N, {width})"
+        if len(shapes) == 1 and images:
+            expected = f"images (N, {', '.join(map(str, images[0]))}), or (N, {width}) read row-major"
+        raise TrainingError(f"inputs have shape {X.shape} but the model expects {expected}")
     if X.shape[0] == 0:
         raise TrainingError("inputs are empty (0 rows)")
     X = np.ascontiguousarray(X, dtype=dtype)
@@ -2059,7 +2069,10 @@ class Monitor:
 
 
 def unit_statistics(fprime):
-    """Fractions for one layer from f'(z) of shape (examples, units)."""
+    """Fractions for one layer from f'(z) of shape (examples, units); for images (examples, C, H, W) a unit
+    is a channel (a filter), seen at every pixel of every example."""
+    if fprime.ndim == 4:
+        fprime = np.moveaxis(fprime, 1, 3).reshape(-1, fprime.shape[1])
     flat = np.abs(fprime) < FLAT
     dead = flat.all(axis=0)
     mean = np.abs(fprime.mean(axis=0))
@@ -2530,7 +2543,7 @@ def _load_data(module, path):
                             f"with python -c \"import nncompile as nc; nc.data.save_npz('{path}', '{path}.npz')\"")
     with np.load(path, allow_pickle=False) as data:
         X, y = data["X"], data["y"]
-    X = check_inputs(X, module.INPUT_DIM, module.DTYPE)
+    X = check_inputs(X, module.INPUT_DIM, module.DTYPE, getattr(module, "INPUT_SHAPES", ()))
     return X, encode_targets(y, module.TARGET_ENCODING, module.OUTPUT_DIM, module.DTYPE, X.shape[0])
 
 

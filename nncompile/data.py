@@ -154,8 +154,9 @@ def _checked(name: str, X: np.ndarray, y: np.ndarray) -> Dataset:
             raise DataError(f"{name}: {label} must be numeric, got dtype {arr.dtype}")
         if np.issubdtype(arr.dtype, np.complexfloating):
             raise DataError(f"{name}: {label} must be real numbers, got dtype {arr.dtype}")
-    if X.ndim != 2:
-        raise DataError(f"{name}: X must be a 2-D array (rows, features), got shape {X.shape}")
+    if X.ndim < 2:
+        raise DataError(f"{name}: X must be an array of rows: (rows, features), or (rows, C, H, W) for images, got "
+                        f"shape {X.shape}")
     if X.shape[0] == 0:
         raise DataError(f"{name}: the data set is empty")
     if y.shape[0] != X.shape[0]:
@@ -206,6 +207,17 @@ def _csv_width(path: Path) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path.name} cannot be read as text ({exc})") from None
     raise DataError(f"{path.name} has no data rows")
+
+
+def shaped(ds: Dataset, shapes: tuple[tuple[int, ...], ...]) -> Dataset:
+    """The data as the model reads it: flat rows become images (N, C, H, W) for a model of one image input
+    (``digits`` is then (N, 1, 8, 8)); anything else is left for the model's own checks."""
+    if len(shapes) != 1 or len(shapes[0]) < 2 or ds.X.ndim != 2:
+        return ds
+    width = int(np.prod(shapes[0]))
+    if ds.X.shape[1] != width:
+        return ds
+    return Dataset(ds.name, ds.X.reshape(ds.X.shape[0], *shapes[0]), ds.y)
 
 
 def split(ds: Dataset, test_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:

@@ -25,12 +25,14 @@ ROUNDOFF = 8
 
 @dataclass(frozen=True)
 class ParamCheck:
-    """One parameter's result: the largest relative error over the entries checked, how many
-    entries were checked, and how many of them lay within a step of a kink."""
+    """One parameter's result: the largest relative error beyond the differences' own round-off
+    (what the verdict uses), how many entries were checked, how many of them lay within a step
+    of a kink, and the largest relative error as measured (round-off included, what is shown)."""
 
     error: float
     entries: int
     at_kink: int
+    measured: float = 0.0
 
 
 def random_batch(prog: CompiledProgram, rows: int = 8, seed: int = 0) -> tuple[object, np.ndarray]:
@@ -97,7 +99,8 @@ def gradient_check(prog: CompiledProgram, params: Mapping[str, np.ndarray], X: o
                             for i in picks])
         g = grads[name].ravel()[picks]
         scale = max(np.abs(g).max(initial=0.0), np.abs(central).max(initial=0.0), floor)
-        errors = np.maximum(np.abs(g - central) - noise, 0.0) / scale
+        misses = np.abs(g - central)
+        errors = np.maximum(misses - noise, 0.0) / scale
         at_kink = 0
         for j in np.flatnonzero(errors > threshold):  # a kink inside the step, or a wrong gradient
             index = offset + int(picks[j])
@@ -105,8 +108,10 @@ def gradient_check(prog: CompiledProgram, params: Mapping[str, np.ndarray], X: o
             backward = _difference(engine, train_loss, index, step, (0, -1, -2), (3, -4, 1))
             if abs(forward - backward) / scale > threshold:
                 at_kink += 1
-                errors[j] = max(min(abs(g[j] - forward), abs(g[j] - backward)) - 4 * noise, 0.0) / scale
-        report[name] = ParamCheck(float(errors.max(initial=0.0)), int(picks.size), at_kink)
+                misses[j] = min(abs(g[j] - forward), abs(g[j] - backward))
+                errors[j] = max(misses[j] - 4 * noise, 0.0) / scale
+        report[name] = ParamCheck(float(errors.max(initial=0.0)), int(picks.size), at_kink,
+                                  float(misses.max(initial=0.0)) / scale)
     return report
 
 

@@ -6,26 +6,16 @@ stable public path to them, as ``torch.nn`` is to PyTorch's modules.
 import difflib
 
 from .dsl.graph import Add, Concat, Input, Layer, Multiply, Node
-from .dsl.layers import (
-    Activation,
-    BatchNorm,
-    Dense,
-    Dropout,
-    Identity,
-    LayerNorm,
-    LeakyReLU,
-    ReLU,
-    Sigmoid,
-    Softmax,
-    Softplus,
-    Tanh,
-)
+from .dsl.images import AvgPool2D, Conv2D, Flatten, MaxPool2D
+from .dsl.layers import (Activation, BatchNorm, Dense, Dropout, Identity, LayerNorm, LeakyReLU, ReLU, Sigmoid, Softmax,
+                         Softplus, Tanh)
 from .dsl.losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 from .dsl.models import Model, Sequential
 
 __all__ = ["Layer", "Dense", "Activation", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "Softplus", "Identity",
            "Softmax", "Loss", "MSE", "BinaryCrossEntropy", "CrossEntropy", "SoftmaxCrossEntropy", "Sequential",
-           "Input", "Node", "Model", "Add", "Multiply", "Concat", "LayerNorm", "BatchNorm", "Dropout"]
+           "Input", "Node", "Model", "Add", "Multiply", "Concat", "LayerNorm", "BatchNorm", "Dropout",
+           "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten"]
 
 
 def __getattr__(name: str) -> object:

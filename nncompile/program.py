@@ -214,7 +214,7 @@ class CompiledProgram:
         """
         X = self._joined(X)
         with data_errors():
-            Xc = runtime.check_inputs(X, self.module.INPUT_DIM, self.dtype)
+            Xc = runtime.check_inputs(X, self.module.INPUT_DIM, self.dtype, self.module.INPUT_SHAPES)
             if Y is None:
                 return Xc, None
             T = runtime.encode_targets(Y, self.module.TARGET_ENCODING, self.module.OUTPUT_DIM,

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
 DOCS = ROOT / "docs"
-EXAMPLES = ("xor", "digits", "mish", "xor221", "kinks", "resmlp", "digits_regularized")
+EXAMPLES = ("xor", "digits", "mish", "xor221", "kinks", "resmlp", "digits_regularized", "digits_cnn")
 FORMATS = {"text": "txt", "unicode": "utf8.txt", "latex": "tex", "markdown": "md"}
 #: A block of a Markdown file in docs/ that the tool wrote: the command in an HTML comment.
 DOC_BLOCK = re.compile(r"(<!-- nncompile (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- end -->)", re.S)
@@ -43,6 +43,7 @@ def cases() -> dict[str, list[str]]:
     out["graph_xor.dot"] = ["graph", "examples/xor.py", "--dot"]
     out["graph_digits.txt"] = ["graph", "examples/digits.py", "--batch-size", "32"]
     out["graph_resmlp.dot"] = ["graph", "examples/resmlp.py", "--dot"]
+    out["graph_digits_cnn.txt"] = ["graph", "examples/digits_cnn.py", "--batch-size", "32"]
     return out
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ("xor", "digits", "mish")
+EXAMPLES = ("xor", "digits", "mish", "digits_cnn")
 BACKENDS = ("numpy", "cuda")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import sympy as sp
 
+import conv_models
 import dag_models
 from nncompile import nn
 from nncompile import load_model
@@ -59,7 +60,9 @@ def matrix() -> dict[str, nn.Sequential]:
         "dag_everything": dag_models.everything(),     # fan-out, a shared layer, Add, Multiply, Concat
         "dag_two_inputs": dag_models.two_inputs(),     # two inputs read from X's columns
         "norms_dropout": _norms_dropout(),              # BatchNorm, LayerNorm (row kernels), Dropout masks
-    })
+        "digits_cnn": conv_models.example(),            # im2col + GEMMs, BatchNorm2d (channel kernels), max-pool
+        "mixed_images": conv_models.mixed(),            # a shared kernel, strides and paddings in pairs, avg-pool,
+    })                                                  # pools with gaps, Concat of images, Dropout on an image
     return models
 
 

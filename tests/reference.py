@@ -89,3 +89,45 @@ def dropout_mask(seed: int, step: int, layer: int, p: float, shape: tuple[int, .
             h = (h * np.uint64(mul)) % np.uint64(2**32)
     threshold = math.ceil(p * 2**32)
     return (h >= np.uint64(threshold)).astype(np.float64).reshape(shape)
+
+
+def conv2d(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: tuple[int, int], padding: tuple[int, int]
+           ) -> np.ndarray:
+    """z[n,o,i,j] = b[o] + Σ_{c,p,q} W[o,c,p,q]·x[n,c,i·s+p−pad, j·s+q−pad], by loops over every output entry."""
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, w = x.shape
+    o, _, kh, kw = W.shape
+    padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
+    padded[:, :, ph:ph + h, pw:pw + w] = x
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    z = np.empty((n, o, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            window = padded[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            z[:, :, i, j] = np.einsum("ncpq,ocpq->no", window, W) + b
+    return z
+
+
+def pool2d(x: np.ndarray, size: tuple[int, int], stride: tuple[int, int], mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(output, first) of max or average pooling; `first` is 1 at each window's first maximum in row-major
+    order (the tie rule), found by a scan of the window, entry by entry."""
+    (kh, kw), (sh, sw) = size, stride
+    n, c, h, w = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    out, first = np.empty((n, c, ho, wo)), np.zeros((n, c, ho, wo, kh, kw))
+    for i in range(ho):
+        for j in range(wo):
+            window = x[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            if mode == "avg":
+                out[:, :, i, j] = window.mean(axis=(2, 3))
+                continue
+            best = window[:, :, 0, 0].copy()
+            where = np.zeros(best.shape, dtype=int)
+            for u in range(kh):
+                for v in range(kw):
+                    larger = window[:, :, u, v] > best
+                    best = np.where(larger, window[:, :, u, v], best)
+                    where = np.where(larger, u * kw + v, where)
+            out[:, :, i, j] = best
+            first[:, :, i, j] = (np.arange(kh * kw) == where[..., None]).reshape(n, c, kh, kw)
+    return out, first

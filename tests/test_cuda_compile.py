@@ -23,6 +23,8 @@ NVCC = shutil.which("nvcc")
 MODELS = matrix()
 KERNEL = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
 LAUNCH = re.compile(r"k\.(\w+)\((.*), \((.*?),?\)\)$")
+IMAGE_KERNELS = {"nc_im2col", "nc_col2im", "nc_conv_bias", "nc_conv_rows", "nc_maxpool", "nc_maxpool_grad",
+                 "nc_avgpool", "nc_avgpool_grad"}
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +138,14 @@ def test_driver_launches_match_the_kernels_they_call(programs: dict, name: str) 
                     assert arg == "n32" if param == "const int n" else arg.startswith("np.")
             elif kernel == "nc_columns" and param.startswith("const int "):
                 assert arg.startswith("np.int32("), (arg, param)
+            elif kernel in IMAGE_KERNELS and param.startswith("const int "):   # n, then the geometry
+                assert arg == "n32" if param == "const int n" else arg.startswith("np.int32("), (arg, param)
+            elif kernel in IMAGE_KERNELS:   # arrays bound in build(): outputs first, a max-pool's positions as int32
+                assert re.search(rf"^\s+{arg} = ", build, re.M), f"{arg} is never bound in build()"
+                if "int*" in param:
+                    assert re.search(rf"^\s+{arg} = cp\.zeros\(.*dtype=cp\.int32\)", build, re.M), arg
+                else:
+                    assert "real*" in param, (arg, param)
             elif kernel == "nc_columns":   # (dst, src, ...): a copy between two bound buffers
                 assert "real*" in param and ("const" in param) == (param.endswith(" src")), (arg, param)
                 assert re.search(rf"^\s+{arg} = ", build, re.M), f"{arg} is never bound in build()"

@@ -63,7 +63,19 @@ def _node(layer: object, ins: list, params: dict, masks: dict, node_index: int):
     if kind == "Dropout":
         keep = torch.as_tensor(masks[node_index], dtype=torch.float64)
         return ins[0] * keep / (1 - layer.p)
+    if kind in IMAGE_LAYERS:
+        return IMAGE_LAYERS[kind](layer, ins[0], params)
     raise NotImplementedError(f"no torch interpretation of {kind}")
+
+
+#: The image layers as torch.nn.functional computes them (cross-correlation, zero padding, floor-free shapes).
+IMAGE_LAYERS = {
+    "Conv2D": lambda layer, x, params: F.conv2d(x, params[f"{layer.name}.W"], params[f"{layer.name}.b"],
+                                                stride=layer.stride, padding=layer.padding),
+    "MaxPool2D": lambda layer, x, params: F.max_pool2d(x, layer.kernel, layer.stride),
+    "AvgPool2D": lambda layer, x, params: F.avg_pool2d(x, layer.kernel, layer.stride),
+    "Flatten": lambda layer, x, params: torch.flatten(x, 1),
+}
 
 
 def forward(model: nn.Model, params: dict, X: list, masks: dict | None = None) -> torch.Tensor:
@@ -71,15 +83,16 @@ def forward(model: nn.Model, params: dict, X: list, masks: dict | None = None) -
     masks = {} if masks is None else masks
     values: dict[int, torch.Tensor] = {}
     for index, node in enumerate(model.nodes):
-        if node.is_input:
-            values[id(node)] = X[model.inputs.index(node)]
+        if node.is_input:  # an image input given flat is read row-major
+            given = X[model.inputs.index(node)]
+            values[id(node)] = given.reshape(given.shape[0], *node.shape) if len(node.shape) > 1 else given
         else:
             values[id(node)] = _node(node.layer, [values[id(n)] for n in node.inputs], params, masks, index)
     return values[id(model.output)]
 
 
 def loss_of(model: nn.Model, out: torch.Tensor, T: torch.Tensor, params: dict) -> torch.Tensor:
-    """The contract's losses, means over the batch, with the l1/l2 penalties on Dense weights."""
+    """The contract's losses, means over the batch, with the l1/l2 penalties on Dense and Conv2D weights."""
     loss = model.loss
     if isinstance(loss, nn.SoftmaxCrossEntropy):
         value = -(T * torch.log_softmax(out, dim=1)).sum() / out.shape[0]
@@ -91,7 +104,7 @@ def loss_of(model: nn.Model, out: torch.Tensor, T: torch.Tensor, params: dict) -
         value = F.mse_loss(out, T)
     else:
         raise NotImplementedError(f"no torch loss for {loss.name}")
-    for layer in model.dense_layers:
+    for layer in (layer for layer in model.layers if type(layer).__name__ in ("Dense", "Conv2D")):
         W = params[f"{layer.name}.W"]
         value = value + model.l2 / 2 * (W**2).sum() + model.l1 * W.abs().sum()
     return value

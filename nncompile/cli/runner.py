@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         script.check_outputs(args)
     except (TrainingError, PlotUnavailable) as exc:
         raise CliError(str(exc)) from None
-    ds = datasets.load(args.data)
+    ds = datasets.shaped(datasets.load(args.data), model.input_shapes)
     train_set, test_set = _test_split(ds, args.test_split, settings["seed"])
     try:
         X, y, validation = script.validation_split(train_set.X, train_set.y, settings["val_split"], settings["seed"])

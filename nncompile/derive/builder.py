@@ -102,15 +102,19 @@ class Builder:
         return self.layer_index[id(layer)]
 
     # -- parameters ---------------------------------------------------------------------------
-    def declare(self, layer: Layer, decl: Param, buffer: str, init: str) -> str:
-        """A parameter (or buffer) of `layer` named `buffer` in the code; declared once for a shared layer."""
+    def declare(self, layer: Layer, decl: Param, buffer: str, init: str, broadcast: tuple | None = None) -> str:
+        """A parameter (or buffer) of `layer` named `buffer` in the code; declared once for a shared layer.
+
+        `broadcast` is the shape its buffer has in the IR when that differs from the declared one, so
+        that it broadcasts against the arrays it meets: a BatchNorm2d γ of C entries is a (C, 1, 1) buffer.
+        """
         if buffer in self.buffers:
             return buffer
         shape = decl.shape
-        self.buffer(buffer, shape, "param")
+        self.buffer(buffer, broadcast or shape, "param")
         if decl.trainable:
             grad = f"d{buffer}"
-            self.buffer(grad, shape, "grad")
+            self.buffer(grad, broadcast or shape, "grad")
             spec = ParamSpec(f"{layer.name}.{decl.name}", buffer, grad, shape, 0, layer.name, decl.regularized, init)
             self.params.append(spec)
         else:

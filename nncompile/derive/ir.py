@@ -20,8 +20,10 @@ Dim = Union[int, str]
 BATCH = "N"
 
 #: Buffer roles.  "value" buffers are intermediates a backend may alias or reuse; "seed" is the one
-#: (1,) uint64 array holding the dropout seed, which the trainer sets (`ws.dropout_seed`).
-ROLES = ("input", "target", "param", "grad", "state", "value", "scalar", "seed")
+#: (1,) uint64 array holding the dropout seed, which the trainer sets (`ws.dropout_seed`); "index"
+#: buffers hold what a forward op keeps for its backward op (where each max-pooling window's first
+#: maximum is), in whatever form the backend's lowering of that pair of ops reads back.
+ROLES = ("input", "target", "param", "grad", "state", "value", "scalar", "seed", "index")
 
 #: The dropout masks' generator, the same in every backend (and in the tests' reference).  All
 #: arithmetic is on unsigned 32-bit integers (mod 2**32); fmix32 is MurmurHash3's finalizer:
@@ -155,12 +157,14 @@ class Map(Op):
 
 @dataclass(frozen=True)
 class Reduce(Op):
-    """out = reduction (sum or max) of expr over `axis` (None: all, giving a scalar)."""
+    """out = reduction (sum or max) of expr over `axis` (None: all, giving a scalar; a tuple: those
+    axes, the out buffer keeping them as 1s after its first axis: (0, 2, 3) of (N, C, H, W) gives (C, 1, 1),
+    a per-channel statistic that broadcasts over images)."""
 
     out: str = ""
     expr: sp.Expr = sp.S.Zero
     op: str = "sum"
-    axis: int | None = None
+    axis: int | tuple[int, ...] | None = None
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -224,6 +228,128 @@ class DropoutMask(Op):
     @property
     def inputs(self) -> tuple[str, ...]:
         return (self.seed,)
+
+
+@dataclass(frozen=True)
+class Conv2D(Op):
+    """out[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·sh+p−ph, j·sw+q−pw]: a cross-correlation with
+    zero padding (torch.nn.Conv2d) of x (N, C, H, W) with w (O, C, kh, kw), giving (N, O, Ho, Wo)."""
+
+    out: str = ""
+    x: str = ""
+    w: str = ""
+    b: str = ""
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.out,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.x, self.w, self.b)
+
+
+@dataclass(frozen=True)
+class Conv2DGrad(Op):
+    """dw[o,c,p,q] = Σ_{n,i,j} dz[n,o,i,j]·x[n,c,i·sh+p−ph, j·sw+q−pw] and db[o] = Σ_{n,i,j} dz[n,o,i,j]: both
+    parameter gradients of a Conv2D (with `accumulate`, added to dw and db: a layer called again)."""
+
+    dw: str = ""
+    db: str = ""
+    x: str = ""
+    dz: str = ""
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    accumulate: bool = False
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.dw, self.db)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.x, self.dz)
+
+
+@dataclass(frozen=True)
+class Conv2DGradInput(Op):
+    """dx[n,c,h,v] = Σ_{o,i,j} dz[n,o,i,j]·w[o,c,h+ph−i·sh, v+pw−j·sw], the terms whose kernel index lies
+    outside the kernel being 0: the δ a Conv2D sends to its input (dz of the same call's Conv2DGrad)."""
+
+    dx: str = ""
+    dz: str = ""
+    w: str = ""
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.dx,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.dz, self.w)
+
+
+@dataclass(frozen=True)
+class Pool2D(Op):
+    """out[n,c,i,j] = max or mean over u < kh, v < kw of x[n,c,i·sh+u, j·sw+v]; `mode` "max" also writes
+    `index` (an "index" buffer of out's shape): u·kw + v of the first maximum in row-major order."""
+
+    out: str = ""
+    x: str = ""
+    index: str = ""
+    mode: str = "max"
+    size: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.out, self.index) if self.index else (self.out,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.x,)
+
+
+@dataclass(frozen=True)
+class Pool2DGrad(Op):
+    """dx = the δ of a pooling sent back: dz[n,c,i,j] goes to the window's recorded maximum (mode "max",
+    read from `index`) or, divided by kh·kw, to each entry of the window ("avg"); overlaps add up."""
+
+    dx: str = ""
+    dz: str = ""
+    index: str = ""
+    mode: str = "max"
+    size: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.dx,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.dz, self.index) if self.index else (self.dz,)
+
+
+@dataclass(frozen=True)
+class Reshape(Op):
+    """out = x with out's shape, the elements in the same row-major order (Flatten and its backward):
+    nothing moves, so a backend may bind out as a view of x."""
+
+    out: str = ""
+    x: str = ""
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.out,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.x,)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ def flat_features(layer: Layer, shape: Shape) -> int:
     """The width of a (N, features) input; an image-shaped input is refused in one line."""
     if len(shape) != 1:
         raise ModelError(f"{layer.describe()} takes (N, features) inputs, but its input has shape "
-                         f"{shape_text(shape)}: flatten it first")
+                         f"{shape_text(shape)}: flatten it first (nn.Flatten())")
     return shape[0]
 
 
@@ -167,7 +167,8 @@ class LayerNorm(Layer):
 
 
 class BatchNorm(Layer):
-    """y = γ ⊙ (x − μ)/√(σ² + eps) + β per feature, as torch.nn.BatchNorm1d.
+    """y = γ ⊙ (x − μ)/√(σ² + eps) + β per feature, as torch.nn.BatchNorm1d; on images (N, C, H, W)
+    per channel, over (N, H, W), as torch.nn.BatchNorm2d.
 
     Training uses the batch's mean and biased variance, and each training step updates the
     running statistics: running ← (1 − momentum)·running + momentum·batch statistic, with the
@@ -183,14 +184,13 @@ class BatchNorm(Layer):
         self.eps = positive_number(eps, "BatchNorm eps")
 
     def out_shape(self, *shapes: Shape) -> Shape:
-        if len(shapes[0]) != 1:
-            raise ModelError(f"{self.describe()} normalizes (N, features) inputs; its input has shape "
-                             f"{shape_text(shapes[0])} (per-channel BatchNorm of images comes with the convolution "
-                             "layers)")
+        if len(shapes[0]) not in (1, 3):
+            raise ModelError(f"{self.describe()} normalizes (N, features) or (N, C, H, W) inputs; its input has "
+                             f"shape {shape_text(shapes[0])}")
         return shapes[0]
 
     def parameters(self, shapes: tuple[Shape, ...]) -> tuple[Param, ...]:
-        width = shapes[0][0] if shapes else 0
+        width = shapes[0][0] if shapes else 0  # features, or channels of an image
         return (Param("gamma", (width,), "ones"), Param("beta", (width,), "zeros"),
                 Param("running_mean", (width,), "zeros", trainable=False),
                 Param("running_var", (width,), "ones", trainable=False))

@@ -11,6 +11,7 @@ from typing import Iterable, Sequence
 from ..errors import ModelError
 from .checks import identifier, non_negative, positive_int
 from .graph import Input, Layer, Node, Shape, shape_of, shape_text, size_of
+from .images import Conv2D
 from .layers import Activation, Dense, Softmax
 from .losses import BinaryCrossEntropy, CrossEntropy, Loss, SoftmaxCrossEntropy
 
@@ -45,7 +46,8 @@ class Model:
         self._check_shared_calls()
         self.check_names()
         if not any(layer.parameters(tuple(n.shape for n in self.node_of(layer).inputs)) for layer in self.layers):
-            raise ModelError("a model needs at least one layer with parameters (Dense, LayerNorm, BatchNorm, ...)")
+            raise ModelError("a model needs at least one layer with parameters (Dense, Conv2D, LayerNorm, "
+                             "BatchNorm, ...)")
         if len(output.shape) != 1:
             raise ModelError(f"the model's output has shape {shape_text(output.shape)}: a loss needs (N, outputs); "
                              "flatten it first")
@@ -167,8 +169,8 @@ class Sequential(Model):
             if layer.arity != 1:
                 raise ModelError(f"layer {i} ({layer.describe()}) merges several nodes: build the model with "
                                  "nn.Model(inputs, output) instead of nn.Sequential")
-        if not any(isinstance(layer, Dense) for layer in flat):
-            raise ModelError("a model needs at least one Dense layer")
+        if not any(isinstance(layer, (Dense, Conv2D)) for layer in flat):
+            raise ModelError("a model needs at least one Dense or Conv2D layer")
         identifier(name, "model name")
         if (input_dim is None) == (input_shape is None):
             raise ModelError("give Sequential input_dim=features or input_shape=(C, H, W), one of them")

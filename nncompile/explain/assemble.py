@@ -16,6 +16,7 @@ from ..dsl.models import Model
 from ..symbolic.calculus import LocalDerivative, loss_gradient, regulariser_gradient
 from ..symbolic.functions import symbol
 from ..symbolic.kinks import kinks
+from ..symbolic.convolution import check_flipped
 from ..symbolic.normalization import check_closed_form
 from ..symbolic.notation import LAMBDA, LOSS, Partial, softmax, tensor
 from ..symbolic.rules import ACTIVATIONS, LAM, REGULARISERS, A, T, W, X, Y
@@ -126,7 +127,7 @@ def _sections(records: list[LayerRecord]) -> list[list[LayerRecord]]:
     pending: list[LayerRecord] = []
     for record in records:
         current = sections[-1] if sections else None
-        joins = (current is not None and record.kind in _ELEMENTWISE and current[0].kind == "dense"
+        joins = (current is not None and record.kind in _ELEMENTWISE and current[0].kind in ("dense", "conv")
                  and record.inp == current[-1].out and readers.get(record.inp, 0) == 1)
         if joins:
             current.append(record)
@@ -154,7 +155,7 @@ def _combine(steps: list[sp.Eq]) -> sp.Eq:
 def _section(group: list[LayerRecord], index: int, code: list[str], shapes: dict[str, tuple],
              loss: LossFormulas) -> LayerFormulas:
     """One section, from the δ that reaches its last output (received from the layers after it, or the loss)."""
-    head = next((r for r in group if r.kind == "dense"), group[-1])
+    head = next((r for r in group if r.kind in ("dense", "conv")), group[-1])
     forward, forms, writes = [], [], []
     for record in group:
         if record.kind == "activation":
@@ -178,7 +179,11 @@ def _section(group: list[LayerRecord], index: int, code: list[str], shapes: dict
         raw_steps += record.steps
         notes += record.notes
     description = _description(group, head, shapes)
-    rows = tuple((label, (eq.lhs, eq.rhs)) for label, eq in head.derived)
+    rows = tuple((label, (eq.lhs, eq.rhs) if isinstance(eq, sp.Eq) else (eq,)) for label, eq in head.derived)
+    if head.kind == "conv" and head.derived:
+        verdict = "equal" if check_flipped() else "NOT equal (a bug: please report it)"
+        notes.append(f"SymPy finds the full correlation {verdict} to the derived sum, entry by entry, on a 5x5 input "
+                     "(a 3x2 kernel, strides 2 and 1, padding 1 and 0)")
     if head.kind in _NORMALIZATIONS and head.derived:
         axis = _NORMALIZATIONS[head.kind]
         verdict = "equal" if check_closed_form(axis) else "NOT equal (a bug: please report it)"
@@ -191,12 +196,13 @@ def _section(group: list[LayerRecord], index: int, code: list[str], shapes: dict
 
 
 def _description(group: list[LayerRecord], head: LayerRecord, shapes: dict[str, tuple]) -> str:
+    after = [r.layer for r in group[group.index(head) + 1:] if not (r.kind == "activation" and r.local.is_identity)]
     if head.kind == "dense":
         weight = head.forward.rhs.args[0].args[1].name
         rows, cols = shapes[weight]
-        after = [r.layer for r in group[group.index(head) + 1:]
-                 if not (r.kind == "activation" and r.local.is_identity)]
         return f"{rows} -> {cols}, " + (" + ".join(after) or "linear")
+    if head.kind == "conv":
+        return head.description + "".join(f" + {name}" for name in after)
     if head.kind == "activation":
         return f"{head.layer} of {head.inp}"
     if head.description:
@@ -248,5 +254,7 @@ def build(derivation: Derivation) -> tuple[str, str, LossFormulas, tuple[LayerFo
     _shared(sections, records)
     parts = ", ".join(f"{lay.name} ({lay.description})" for lay in reversed(sections))
     penalties = "".join(f", {n} {v:g}" for n, v in (("l1", model.l1), ("l2", model.l2)) if v)
-    summary = f"model {model.name}: {model.input_dim} inputs -> {parts}; loss {loss.name}{penalties}"
+    inputs = " and ".join(f"{shape[0]}" if len(shape) == 1 else "x".join(map(str, shape)) + " image"
+                          for shape in model.input_shapes)
+    summary = f"model {model.name}: {inputs} inputs -> {parts}; loss {loss.name}{penalties}"
     return model.name, summary, loss, tuple(sections), constants

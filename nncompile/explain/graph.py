@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..derive.ir import BATCH, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
+from ..derive.ir import (BATCH, Conv2D, Conv2DGrad, Conv2DGradInput, Linear, LinearGrad, Map, MatMulT, Op, Pool2D,
+                         Pool2DGrad, Program, Reduce)
 from ..errors import NncompileError
 
 STAGES = ("forward", "loss", "backward", "update", "diagnose")
@@ -20,7 +21,7 @@ STAGE_COLORS = {"forward": "#dbeafe", "loss": "#fef3c7", "backward": "#fee2e2", 
 STAGE_BORDERS = {"forward": "#1d4ed8", "loss": "#b45309", "backward": "#b91c1c", "update": "#15803d",
                  "diagnose": "#6d28d9"}
 _ROLE_SHAPES = {"input": "parallelogram", "target": "parallelogram", "param": "cylinder", "grad": "cylinder",
-                "state": "cylinder", "scalar": "circle", "value": "ellipse"}
+                "state": "cylinder", "scalar": "circle", "value": "ellipse", "index": "hexagon"}
 
 
 class GraphError(NncompileError):
@@ -43,6 +44,11 @@ def flops(program: Program, op: Op, n: int) -> int:
     if isinstance(op, MatMulT):
         rows, inner = _dims(program, op.a, n)
         return 2 * rows * inner * _dims(program, op.out, n)[1]
+    if isinstance(op, (Conv2D, Conv2DGrad, Conv2DGradInput)):
+        return _conv_flops(program, op, n)
+    if isinstance(op, (Pool2D, Pool2DGrad)):  # a comparison or an add per window entry of every output
+        out = op.out if isinstance(op, Pool2D) else op.dz
+        return _count(_dims(program, out, n)) * op.size[0] * op.size[1]
     if isinstance(op, (Map, Reduce)):
         size = 1
         for name in op.inputs:
@@ -50,6 +56,16 @@ def flops(program: Program, op: Op, n: int) -> int:
                 size = max(size, _count(_dims(program, name, n)))
         return size * max(1, int(op.expr.count_ops()))
     return 0
+
+
+def _conv_flops(program: Program, op: Op, n: int) -> int:
+    """A convolution's GEMM: 2·(N·Ho·Wo)·O·(C·kh·kw), plus the bias (forward) or its gradient (N·Ho·Wo·O)."""
+    weight = op.dw if isinstance(op, Conv2DGrad) else op.w
+    out_channels, channels, kh, kw = _dims(program, weight, n)
+    delta = op.out if isinstance(op, Conv2D) else op.dz
+    rows, _, ho, wo = _dims(program, delta, n)
+    gemm = 2 * rows * ho * wo * out_channels * channels * kh * kw
+    return gemm if isinstance(op, Conv2DGradInput) else gemm + rows * ho * wo * out_channels
 
 
 def _count(dims: tuple[int, ...]) -> int:

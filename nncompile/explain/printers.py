@@ -64,6 +64,16 @@ class TextPrinter(StrPrinter):
         """A layer's constant by its letter: eps, D, p (its unique name is for code and lambdify)."""
         return expr.name.split("_")[0]
 
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        """sum_{c,p,q}(...) over arrays' indices (their ranges are the arrays' shapes); SymPy's Sum(...)
+        elsewhere (the scalar view)."""
+        if not _over_arrays(expr):
+            return super()._print_Sum(expr)
+        return f"sum_{{{','.join(self._print(limit[0]) for limit in expr.limits)}}}({self._print(expr.function)})"
+
+    def _print_And(self, expr: sp.And) -> str:
+        return " and ".join(self.parenthesize(a, PRECEDENCE["And"]) for a in expr.args)
+
 
 class UnicodePrinter(StrPrinter):
     """One-line Unicode mathematics: subscripts, superscripts, ·, ⊙, −, ᵀ, Σ, ∂."""
@@ -126,8 +136,15 @@ class UnicodePrinter(StrPrinter):
         return f"σ({self._print(expr.args[0])})"
 
     def _print_Sum(self, expr: sp.Sum) -> str:
-        indices = "".join(self._print(limit[0]) for limit in expr.limits)
-        return f"Σ{subscript(indices)}({self._print(expr.function)})"
+        """Σₙ(...); over the indices of named arrays, Σ_{c,p,q}(...) unless every index has a subscript form."""
+        indices = [self._print(limit[0]) for limit in expr.limits]
+        below = subscript("".join(indices))
+        if _over_arrays(expr) and any(ch == sub for ch, sub in zip("".join(indices), below)):
+            below = "_{" + ",".join(indices) + "}"
+        return f"Σ{below}({self._print(expr.function)})"
+
+    def _print_And(self, expr: sp.And) -> str:
+        return " ∧ ".join(self.parenthesize(a, PRECEDENCE["And"]) for a in expr.args)
 
     def _print_Indexed(self, expr: sp.Indexed) -> str:
         return f"{self._print(expr.base.label)}[{', '.join(self._print(i) for i in expr.indices)}]"
@@ -184,6 +201,19 @@ class LatexPrinter(_SympyLatexPrinter):
         if not den:
             return top
         return rf"\frac{{{top}}}{{{' '.join(self._factor(f) for f in den)}}}"
+
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        """\\sum_{c,p,q} (...) over arrays' indices (mathtext has no \\substack for their ranges)."""
+        if not _over_arrays(expr):
+            return super()._print_Sum(expr)
+        indices = ",".join(self._print(limit[0]) for limit in expr.limits)
+        return rf"\sum_{{{indices}}} \left({self._print(expr.function)}\right)"
+
+    def _print_Indexed(self, expr: sp.Indexed) -> str:
+        """x[n, c, h, w] with brackets for an entry of a named array (whose name may carry a subscript)."""
+        if not isinstance(expr.base.label, NamedArray):
+            return super()._print_Indexed(expr)
+        return rf"{self._print(expr.base.label)}\left[{', '.join(self._print(i) for i in expr.indices)}\right]"
 
     def _factor(self, f: sp.Expr) -> str:
         text = self._print(f)
@@ -403,6 +433,11 @@ class MathMLPrinter(MathMLPresentationPrinter):
 
 
 _GREEK_LETTERS = {"lambda": "λ", "delta": "δ", "alpha": "α"}
+
+
+def _over_arrays(expr: sp.Sum) -> bool:
+    """Whether a sum runs over the indices of named arrays (a layer's entries, x[n, c, h, w])."""
+    return any(isinstance(entry.base.label, NamedArray) for entry in expr.atoms(sp.Indexed))
 
 
 _TEXT, _UNICODE, _LATEX, _MATHML = TextPrinter(), UnicodePrinter(), LatexPrinter(), MathMLPrinter()

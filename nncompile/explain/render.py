@@ -260,7 +260,7 @@ def _latex(doc: Document, standalone: bool) -> str:
                 first, *rest = [show(e, "latex") for e in item.exprs]
                 flush()
                 tag = f"\\tag*{{\\small {latex_escape(item.label)}}}"
-                rows.append(f"{first} &= {rest[0]} {tag} \\\\")
+                rows.append(f"{first} &= {rest[0]} {tag} \\\\" if rest else f"& {first} {tag} \\\\")
                 rows += [f"&= {e} \\notag \\\\" for e in rest[1:]]
             elif isinstance(item, Note):
                 text.append(rf"\noindent{{\small {latex_escape(item.text)}}}")

@@ -56,7 +56,7 @@ def shape_text(shape: tuple, batch: str = "N") -> str:
 #: The diagram kind of each layer kind (a layer kind not listed is drawn as "layer").
 _DIAGRAM_KIND = {"dense": "dense", "activation": "activation", "softmax": "softmax", "add": "merge",
                  "multiply": "merge", "concat": "merge", "layernorm": "norm", "batchnorm": "norm",
-                 "dropout": "dropout", "conv2d": "conv", "maxpool2d": "pool", "avgpool2d": "pool",
+                 "dropout": "dropout", "conv": "conv", "maxpool": "pool", "avgpool": "pool",
                  "flatten": "reshape"}
 _MERGE_SIGN = {"add": "+", "multiply": "⊙", "concat": "concatenate"}
 

@@ -93,7 +93,10 @@ class Monitor:
 
 
 def unit_statistics(fprime):
-    """Fractions for one layer from f'(z) of shape (examples, units)."""
+    """Fractions for one layer from f'(z) of shape (examples, units); for images (examples, C, H, W) a unit
+    is a channel (a filter), seen at every pixel of every example."""
+    if fprime.ndim == 4:
+        fprime = np.moveaxis(fprime, 1, 3).reshape(-1, fprime.shape[1])
     flat = np.abs(fprime) < FLAT
     dead = flat.all(axis=0)
     mean = np.abs(fprime.mean(axis=0))

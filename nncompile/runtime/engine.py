@@ -97,13 +97,23 @@ def numeric_array(values, what):
     return array
 
 
-def check_inputs(X, width, dtype):
-    """Inputs as a C-contiguous (N, width) array of the program's dtype, finite."""
+def check_inputs(X, width, dtype, shapes=()):
+    """Inputs as a C-contiguous (N, width) array of the program's dtype, finite.
+
+    `shapes` are the model's input shapes: a model of one image input (C, H, W) also takes X of
+    shape (N, C, H, W), read row-major into its (N, C*H*W) rows.
+    """
     X = numeric_array(X, "inputs")
     if X.ndim == 1 and width == 1:
         X = X.reshape(-1, 1)
+    images = [tuple(shape) for shape in shapes if len(shape) > 1]
+    if X.ndim > 2 and len(shapes) == 1 and tuple(X.shape[1:]) == tuple(shapes[0]):
+        X = X.reshape(X.shape[0], width)
     if X.ndim != 2 or X.shape[1] != width:
-        raise TrainingError(f"inputs have shape {X.shape} but the model expects (N, {width})")
+        expected = f"(N, {width})"
+        if len(shapes) == 1 and images:
+            expected = f"images (N, {', '.join(map(str, images[0]))}), or (N, {width}) read row-major"
+        raise TrainingError(f"inputs have shape {X.shape} but the model expects {expected}")
     if X.shape[0] == 0:
         raise TrainingError("inputs are empty (0 rows)")
     X = np.ascontiguousarray(X, dtype=dtype)

@@ -312,7 +312,7 @@ def _load_data(module, path):
                             f"with python -c \"import nncompile as nc; nc.data.save_npz('{path}', '{path}.npz')\"")
     with np.load(path, allow_pickle=False) as data:
         X, y = data["X"], data["y"]
-    X = check_inputs(X, module.INPUT_DIM, module.DTYPE)
+    X = check_inputs(X, module.INPUT_DIM, module.DTYPE, getattr(module, "INPUT_SHAPES", ()))
     return X, encode_targets(y, module.TARGET_ENCODING, module.OUTPUT_DIM, module.DTYPE, X.shape[0])
 
 

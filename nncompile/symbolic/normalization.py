@@ -21,13 +21,13 @@ from functools import lru_cache
 
 import sympy as sp
 
-from .notation import SumK, SumN
+from .notation import SumK, SumN, SumNHW
 
 #: The scalars of the definitions: one entry of x (the input), y (the output), γ, β, and the
 #: statistics μ, σ² of its row (LayerNorm) or column (BatchNorm); m is their count; dy the incoming δ.
 X, Y, MU, VAR, XHAT, GAMMA, BETA, EPS, M, DY = (sp.Symbol(n, real=True) for n in
                                               ("x", "y", "mu", "var", "xhat", "gamma", "beta", "eps", "m", "dy"))
-SUMS = {"features": SumK, "batch": SumN}
+SUMS = {"features": SumK, "batch": SumN, "channels": SumNHW}
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def adjoint(symbol: sp.Symbol) -> sp.Symbol:
 def _constant_along(axis: str) -> set[sp.Symbol]:
     """Scalars that do not vary along the axis, so a sum over it multiplies them (they are broadcast)."""
     stats = {MU, VAR, EPS, M, adjoint(MU), adjoint(VAR)}
-    return stats | {GAMMA, BETA} if axis == "batch" else stats
+    return stats | {GAMMA, BETA} if axis != "features" else stats
 
 
 def axis_sum(expr: sp.Expr, axis: str, constant: set[sp.Symbol]) -> sp.Expr:
@@ -104,8 +104,8 @@ def derivation(axis: str) -> Derivation:
                 local = local / M
             if shape[sym] == "stat":
                 local = axis_sum(local, axis, constant)
-            elif shape[sym] == "param":  # γ and β are broadcast along the batch in both layers
-                local = axis_sum(local, "batch", {M})
+            elif shape[sym] == "param":  # γ and β are broadcast along the batch (and an image's pixels)
+                local = axis_sum(local, "channels" if axis == "channels" else "batch", {M})
             terms.setdefault(sym, []).append(local)
     steps.append((adjoint(X), sp.Add(*terms[X])))
     gradients = ((adjoint(GAMMA), sp.Add(*terms[GAMMA])), (adjoint(BETA), sp.Add(*terms[BETA])))
@@ -134,7 +134,7 @@ def check_closed_form(axis: str, size: int = 3) -> bool:
 
     def value(expr: sp.Expr, i: int, known: dict) -> sp.Expr:
         def explicit(e: sp.Expr) -> sp.Expr:
-            if isinstance(e, (SumK, SumN)):
+            if isinstance(e, (SumK, SumN, SumNHW)):
                 return sp.Add(*[value(e.args[0], j, known) for j in range(size)])
             return e.func(*(explicit(a) for a in e.args)) if e.args else e
         e = explicit(expr).xreplace(known[i]).xreplace(at[i])

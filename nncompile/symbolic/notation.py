@@ -139,8 +139,10 @@ class Constant(sp.Symbol):
 
     _shown: dict[str, tuple[str, str]] = {}
 
-    def __new__(cls, name: str, unicode: str = "", latex: str = "") -> "Constant":
-        obj = super().__new__(cls, name, positive=True)
+    def __new__(cls, name: str, unicode: str = "", latex: str = "", integer: bool = False) -> "Constant":
+        """`integer`: a whole number >= 0 (a kernel size, a stride, a padding), else a positive number."""
+        obj = super().__new__(cls, name, integer=True, nonnegative=True) if integer else \
+            super().__new__(cls, name, positive=True)
         if unicode:
             cls._shown[name] = (unicode, latex or unicode)
         return obj
@@ -237,6 +239,32 @@ class SumK(_Sum):
 
     index = "k"
     axis = "1, keepdims=True"
+
+
+class SumNHW(_Sum):
+    """Σₙₕw: the sum over the examples and the pixels of each channel of a batch of images (N, C, H, W)."""
+
+    index = "n,h,w"
+    axis = "(0, 2, 3), keepdims=True"
+
+    def _unicode(self, printer: object) -> str:
+        return f"Σ_{{n,h,w}}{self._arg(printer)}" if self._arg(printer).startswith("(") else \
+            f"Σ_{{n,h,w}} {self._arg(printer)}"
+
+    def _sympystr(self, printer: object) -> str:
+        return f"sum_nhw({printer._print(self.args[0])})"
+
+    def _mathml_presentation(self, printer: object) -> object:
+        """∑ with n,h,w below, in a SymPy MathML printer's document (the HTML report's printer is one)."""
+        dom = printer.dom
+        sigma, below, under, row = (dom.createElement(tag) for tag in ("mo", "mi", "munder", "mrow"))
+        sigma.appendChild(dom.createTextNode("∑"))
+        below.appendChild(dom.createTextNode(self.index))
+        under.appendChild(sigma)
+        under.appendChild(below)
+        row.appendChild(under)
+        row.appendChild(printer.parenthesize(self.args[0], PRECEDENCE["Func"], strict=True))
+        return row
 
 
 class SumAll(_Sum):
@@ -364,5 +392,7 @@ def tensor(name: str) -> NamedArray:
 
 
 def is_tensor_valued(expr: sp.Basic) -> bool:
-    """Whether `expr` is an array of the derivation (holds a tensor) rather than a number."""
-    return bool(expr.atoms(NamedArray))
+    """Whether `expr` is an array of the derivation (holds a tensor) rather than a number; an entry
+    x[n, c, h, w] of an array is a number."""
+    entries = {entry.base.label for entry in expr.atoms(sp.Indexed)}
+    return bool(expr.atoms(NamedArray) - entries)

@@ -11,7 +11,8 @@ greedily into kernels of four shapes:
   (bias add + softmax; the delta through a softmax);
 - ``total``: full reductions and scalar statements in one block (the loss and its
   penalties);
-- ``cols``: a column reduction, one thread per column.
+- ``cols``: a column reduction, one thread per column;
+- ``channels``: a per-channel reduction of images (N, C, H, W), one block per channel.
 
 Two statements share a kernel only when no thread can read what another thread of the
 same kernel writes (`_shared_read_then_written` refuses the one pattern that could).
@@ -37,7 +38,7 @@ class Stmt:
     expr: sp.Expr
     formula: str
     reduce: str | None = None
-    axis: int | None = None
+    axis: int | tuple[int, ...] | None = None
     origin: int = -1
 
     @property
@@ -87,7 +88,7 @@ def _begin(program: Program, stmt: Stmt, index: int) -> Group:
     if stmt.reduce is None:
         shape = program.buffers[stmt.out].shape
         return Group("total" if shape == () else "map", shape, [stmt], index)
-    kind = {None: "total", 1: "rows", 0: "cols"}[stmt.axis]
+    kind = "channels" if isinstance(stmt.axis, tuple) else {None: "total", 1: "rows", 0: "cols"}[stmt.axis]
     shape = () if kind == "total" else shape_of(program, stmt.expr)
     return Group(kind, shape, [stmt], index)
 

@@ -99,6 +99,29 @@ class KernelWriter:
             lines += self._define(stmt.out, f"(real){block}({acc})", "threadIdx.x == 0", 1, "kernel")
         return lines
 
+    def _channels(self, g: Group) -> list[str]:
+        """A per-channel reduction of an image expression (N, C, H, W) into a (C, 1, 1) buffer: one block per
+        channel, its threads striding over the channel's N·H·W entries, summed in double in a fixed order."""
+        (stmt,) = g.stmts
+        channels, pixels = int(g.shape[1]), 1
+        for d in g.shape[2:]:
+            pixels *= int(d)
+        self.needs_n = True
+        self.index = set()
+        temps, value = self._value(stmt.expr, g.shape, 2)
+        self.index = set()
+        init, fold, block = (("0.0", "acc += (double)({v});", "nc_block_sum") if stmt.reduce == "sum" else
+                             ("-NC_INF", "acc = fmax(acc, (double)({v}));", "nc_block_max"))
+        self._write(stmt.out)
+        return (["    const int c = blockIdx.x;",
+                 f"    // {comment(stmt.formula)}",
+                 f"    double acc = {init};",
+                 f"    for (long long e = threadIdx.x; e < (long long)n * {pixels}; e += blockDim.x) {{",
+                 f"        const long long i = ((e / {pixels}) * {channels} + c) * {pixels} + e % {pixels};"]
+                + temps + ["        " + fold.format(v=value), "    }",
+                           f"    const double total = {block}(acc);",
+                           f"    if (threadIdx.x == 0) {stmt.out}[c] = (real)total;"])
+
     def _cols(self, g: Group) -> list[str]:
         (stmt,) = g.stmts
         rows, cols = g.shape
@@ -267,7 +290,32 @@ class KernelWriter:
                 return "0"
             self.index.add("col")
             return "col"
+        if len(shape) > 2 and self.g.kind in ("map", "channels"):
+            return self._broadcast_index(name, buf, shape)
         raise NotImplementedError(f"no CUDA lowering for reading {name} of shape {buf} over {shape}")
+
+    def _broadcast_index(self, name: str, buf: tuple, shape: tuple) -> str:
+        """The flat index into `buf` of element i of an iteration over `shape` (NumPy broadcasting, dims
+        aligned on the right): a per-channel (C, 1, 1) statistic over images reads index (i / (H·W)) % C."""
+        offset = len(shape) - len(buf)
+        terms, inner, stride = [], 1, 1
+        for k in range(len(shape) - 1, -1, -1):
+            dim = shape[k]
+            kb = k - offset
+            if kb >= 0 and buf[kb] != 1:
+                if buf[kb] != dim:
+                    raise NotImplementedError(f"no CUDA lowering for reading {name} of shape {buf} over {shape}")
+                part = "i" if inner == 1 else f"(i / {inner})"
+                if k > 0:
+                    part = f"({part} % {self._dim(dim)})"
+                terms.append(part if stride == 1 else f"{part} * {stride}")
+                stride *= 1 if dim == BATCH else int(dim)
+            inner_dim = 1 if dim == BATCH else int(dim)
+            inner *= inner_dim
+            if dim == BATCH and k > 0:
+                raise NotImplementedError(f"no CUDA lowering for a batch axis at position {k}")
+        self.index.add("i")
+        return " + ".join(reversed(terms)) or "0"
 
     def _index_lines(self, shape: tuple, depth: int, from_flat: bool) -> list[str]:
         """Declarations of the indices the loop body used: i from (row, col), or row, col from i."""
@@ -365,6 +413,8 @@ class KernelWriter:
     def _size(self, g: Group) -> str:
         if g.kind == "total":
             return "1"
+        if g.kind == "channels":
+            return str(g.shape[1])
         if g.kind == "cols":
             return str(g.shape[1])
         if g.kind == "rows":

@@ -25,31 +25,19 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from ...derive.ir import (
-    DROPOUT_MIX,
-    DROPOUT_WEYL,
-    Concat,
-    DropoutMask,
-    Function,
-    Linear,
-    LinearGrad,
-    Map,
-    MatMulT,
-    Op,
-    Program,
-    Reduce,
-    Slice,
-)
+from ...derive.ir import (DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask, Function, Linear, LinearGrad, Map, MatMulT,
+                          Op, Program, Reduce, Reshape, Slice)
 from ...errors import BackendError
 from ..interface import allocation_shape, count_elements, interface, names_tuple, shape_text
 from ..templating import render
 from .cprinter import C_TYPES
 from .fusion import Stmt, comment, group
+from .images import ImageLowering
 from .kernels import Kernel, KernelWriter
 
 NAME = "cuda"
 GEOMETRY = {"map": "grid({size}), BLOCK", "rows": "rows_grid({size}), BLOCK",
-            "total": "ONE, TOTAL_BLOCK", "cols": "grid({size}), BLOCK"}
+            "total": "ONE, TOTAL_BLOCK", "cols": "grid({size}), BLOCK", "channels": "({size},), TOTAL_BLOCK"}
 
 
 def require() -> None:
@@ -78,21 +66,22 @@ class Blas:
     origin: int = -1       # the index, in its function, of the IR op the call comes from
 
 
-def _steps(program: Program, fn: Function) -> list[Blas | Stmt]:
+def _steps(program: Program, fn: Function, images: ImageLowering) -> list[Blas | Stmt]:
     """The function as cuBLAS calls and elementwise statements, in order, without dead statements.
 
     A statement is dead when nothing after it reads what it writes and that is a plain
     intermediate (the loss function, for one, needs the softmax's max and sum but not the
-    normalised probabilities).
+    normalised probabilities); the image ops' own arrays (cols, zo) are plain intermediates.
     """
     steps: list[Blas | Stmt] = []
     for index, op in enumerate(fn.ops):
-        steps += [replace(step, origin=index) for step in _lower(program, op, fn)]
+        lowered = images.steps(op, Blas) if images.handles(op) else _lower(program, op, fn)
+        steps += [replace(step, origin=index) for step in lowered]
     live = fn.kept(program.output)
     kept: list[Blas | Stmt] = []
     for step in reversed(steps):
         writes = step.writes if isinstance(step, Blas) else {step.out}
-        plain = all(program.buffers[w].role in ("value", "scalar") for w in writes)
+        plain = all(program.buffers[w].role in ("value", "scalar") if w in program.buffers else True for w in writes)
         if plain and not writes & live:
             continue
         partial = isinstance(step, Blas) and step.partial
@@ -120,8 +109,10 @@ def _lower(program: Program, op: Op, fn: Function) -> list[Blas | Stmt]:
                      frozenset({op.dz}) | reads, frozenset({op.db}))]
     if isinstance(op, Concat):
         return _columns(program, op.out, list(op.parts), header)
-    if isinstance(op, Slice):
-        return [_copy(program, op.out, op.x, 0, op.start, _row_size(program, op.out), header)]
+    if isinstance(op, Slice):  # start counts channels of an image (Concat's backward): H*W columns each
+        shape = program.buffers[op.x].shape
+        per = _row_size(program, op.x) // int(shape[1]) if len(shape) > 2 else 1
+        return [_copy(program, op.out, op.x, 0, op.start * per, _row_size(program, op.out), header)]
     if isinstance(op, MatMulT):
         return [Blas(f'gemm("N", "T", {op.a}, {op.b}, {op.out})', f"{op.out} = {op.a} @ {op.b}.T",
                      frozenset({op.a, op.b}), frozenset({op.out}))]
@@ -183,9 +174,10 @@ class _Lowering:
     def __init__(self, program: Program) -> None:
         self.program = program
         self.kernels: dict[str, tuple[str, Kernel]] = {}   # source with a placeholder name -> (name, kernel)
+        self.images = ImageLowering(program)
 
     def function(self, fn: Function) -> dict:
-        steps = _steps(self.program, fn)
+        steps = _steps(self.program, fn, self.images)
         writer = KernelWriter(self.program, fn.scalars, _live_after(steps), fn.kept(self.program.output))
         launches, run, start = [], [], 0
         for k, step in enumerate(steps + [None]):
@@ -197,7 +189,7 @@ class _Lowering:
             for g in group(self.program, run, start):
                 launches.append(self._launch(writer.kernel(g), fn, sorted({s.origin for s in g.stmts})))
             run = []
-            if step is not None:
+            if step is not None and step.code:  # (a reshape launches nothing: its view is bound once)
                 launches.append({"code": step.code, "formulas": [step.math], "ops": [step.origin], "kernel": None})
         uses_step = "step" in fn.scalars and any(
             isinstance(op, DropoutMask) or sp.Symbol("step", real=True) in op.expr.free_symbols
@@ -234,19 +226,27 @@ class _Lowering:
 _SEED_BYTES = 16
 
 
+def _bytes_text(per_row: int, fixed: int) -> str:
+    """`` + a * n + b`` for the int32 arrays' bytes, or nothing when there are none."""
+    return "".join(f" + {term}" for term, value in ((f"{per_row} * n", per_row), (str(fixed), fixed)) if value)
+
+
 def _has_seed(program: Program) -> bool:
     return any(buf.role == "seed" for buf in program.buffers.values())
 
 
-def _allocations(program: Program, uses_ones: bool) -> tuple[list[tuple[str, str]], int, int]:
-    """Driver lines binding every buffer, and the per-row and fixed element counts allocated."""
+def _allocations(program: Program, uses_ones: bool,
+                 images: ImageLowering) -> tuple[list[tuple[str, str]], int, int, tuple[int, int]]:
+    """Driver lines binding every buffer, the per-row and fixed DTYPE element counts allocated, and the
+    per-row and fixed counts of int32 elements (max-pooling's argmax indices)."""
     lines: list[tuple[str, str]] = []
-    for p in program.params:
-        end, shape = p.offset + p.size, shape_text(p.shape)
+    reshaped = {op.out: op.x for op in program.iter_ops() if isinstance(op, Reshape)}
+    for p in program.params:  # the buffer's shape: a per-channel γ of a BatchNorm2d is (C, 1, 1)
+        end, shape = p.offset + p.size, shape_text(program.buffers[p.buffer].shape)
         lines.append((f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name))
         if p.trainable:
             lines.append((f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}"))
-    per_row, fixed = 0, 0
+    per_row, fixed, index_per_row, index_fixed = 0, 0, 0, 0
     for name, buf in program.buffers.items():
         if buf.role in ("param", "grad", "state"):
             continue
@@ -254,12 +254,22 @@ def _allocations(program: Program, uses_ones: bool) -> tuple[list[tuple[str, str
             lines += [(f"{name} = cp.zeros((1,), dtype=cp.uint64)", "the dropout seed: set by the trainer"),
                       ("step_zero = cp.zeros((1,), dtype=cp.float64)", "the update count outside a training step")]
             continue
+        if name in reshaped:  # its source is bound above: buffers are declared in the order ops write them
+            lines.append((f"{name} = {reshaped[name]}.reshape{allocation_shape(buf.shape)}",
+                          f"{reshaped[name]} reshaped: a view, nothing moves"))
+            continue
+        if buf.role == "index":  # int32: counted in bytes, apart from the DTYPE elements
+            lines.append((f"{name} = cp.zeros({allocation_shape(buf.shape)}, dtype=cp.int32)", buf.role))
+            index_per_row, index_fixed = count_elements(buf.shape, index_per_row, index_fixed)
+            continue
         lines.append((f"{name} = cp.zeros({allocation_shape(buf.shape)}, dtype=DTYPE)", buf.role))
         per_row, fixed = count_elements(buf.shape, per_row, fixed)
     if uses_ones:
         lines.append(("ones = cp.ones((n,), dtype=DTYPE)", "colsum(dz) = dz.T @ ones: bias gradients"))
         per_row += 1
-    return lines, per_row, fixed
+    lines += images.bindings
+    index_bytes = (index_per_row, index_fixed)
+    return lines, per_row + images.per_row, fixed, index_bytes
 
 
 def context(program: Program, cuda_graphs: bool = True) -> dict:
@@ -267,7 +277,7 @@ def context(program: Program, cuda_graphs: bool = True) -> dict:
     lowering = _Lowering(program)
     functions = [lowering.function(fn) for fn in program.functions.values()]
     uses_ones = any(isinstance(op, LinearGrad) for op in program.iter_ops())
-    allocations, per_row, fixed = _allocations(program, uses_ones)
+    allocations, per_row, fixed, index_elements = _allocations(program, uses_ones, lowering.images)
     kernels = [{"name": name, "kind": kernel.kind, "formulas": [comment(f) for f in kernel.formulas],
                 "source": kernel.source(name)} for name, kernel in lowering.kernels.values()]
     scalars = [(fn["name"], len(fn["args"]), fn["step"], fn["advanced"]) for fn in functions if fn["args"]]
@@ -281,6 +291,7 @@ def context(program: Program, cuda_graphs: bool = True) -> dict:
         "kernels": kernels,
         "uses_columns": any(isinstance(op, (Concat, Slice)) for op in program.iter_ops()),
         "uses_dropout": any(isinstance(op, DropoutMask) for op in program.iter_ops()),
+        "image_kernels": lowering.images.kernels,
         "mix": [f"{c:#x}u" for c in DROPOUT_MIX],
         "weyl": f"{DROPOUT_WEYL:#x}u",
         "scalars": scalars,
@@ -288,6 +299,7 @@ def context(program: Program, cuda_graphs: bool = True) -> dict:
         "fixed": fixed,
         "itemsize": np.dtype(program.dtype).itemsize,
         "scalar_bytes": 8 * sum(count for _, count, _, _ in scalars) + _SEED_BYTES * _has_seed(program),
+        "index_bytes": _bytes_text(4 * index_elements[0], 4 * index_elements[1]),
         "cuda_graphs": cuda_graphs,
     }
 

@@ -16,25 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...derive.ir import (
-    BATCH,
-    DROPOUT_MIX,
-    DROPOUT_WEYL,
-    Concat,
-    DropoutMask,
-    Function,
-    Linear,
-    LinearGrad,
-    Map,
-    MatMulT,
-    Op,
-    Program,
-    Reduce,
-    Slice,
-    last_uses,
-)
+from ...derive.ir import (BATCH, DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask, Function, Linear, LinearGrad, Map,
+                          MatMulT, Op, Program, Reduce, Reshape, Slice, last_uses)
 from ..interface import allocation_shape, count_elements, interface, shape_text
 from ..templating import render
+from .images import ImageOps, allocation, channel_major
 from .scratch import Scalars, ScratchPool
 from .ufunc_printer import UfuncPrinter
 
@@ -51,6 +37,7 @@ class Layout:
     storage: dict[str, str] = field(default_factory=dict)      # buffer -> buffer owning its memory
     augmented: set[str] = field(default_factory=set)           # inputs carrying a ones column
     blocks: dict[str, str] = field(default_factory=dict)       # W, b, dW, db -> their [W; b] block
+    channel_major: set[str] = field(default_factory=set)       # images stored (C, H, W, N): see images.py
 
     def root(self, name: str) -> str:
         while self.storage.get(name, name) != name:
@@ -75,24 +62,32 @@ def plan_layout(program: Program, fold_bias: bool = True, alias: bool = True) ->
             block = f"{op.w}b"
             layout.blocks.update({w.buffer: block, b.buffer: block, w.grad: f"d{block}", b.grad: f"d{block}"})
             layout.augmented.add(op.x)
+    layout.channel_major = {name for name, buf in program.buffers.items()
+                            if buf.role == "value" and channel_major(buf.shape)}
     if alias:
         _plan_aliases(program, layout)
     return layout
 
 
 def _plan_aliases(program: Program, layout: Layout) -> None:
-    """Let a Map's output reuse the storage of an input that dies at that Map in every function."""
+    """Let a Map's output reuse the storage of an input that dies at that Map in every function.
+
+    A reshape's output is a view of its input (the same memory under two names), so neither of
+    the two lends its storage nor takes another's.
+    """
     lasts = {name: last_uses(fn.ops) for name, fn in program.functions.items()}
     places = {name: _places(fn) for name, fn in program.functions.items()}
+    views = {name for op in program.iter_ops() if isinstance(op, Reshape) for name in (op.out, op.x)
+             if not ({op.out, op.x} & layout.channel_major)}
     for op in program.iter_ops():
-        if not isinstance(op, Map) or op.out in layout.storage or op.out in layout.augmented:
+        if not isinstance(op, Map) or op.out in layout.storage or op.out in layout.augmented or op.out in views:
             continue
         out = program.buffers[op.out]
         if out.role != "value" or op.out in op.inputs:
             continue
         for cand in op.inputs:
             buf = program.buffers.get(cand)
-            if buf is None or buf.role != "value" or buf.shape != out.shape or cand in layout.augmented:
+            if buf is None or buf.role != "value" or buf.shape != out.shape or cand in layout.augmented or cand in views:
                 continue
             if all(_dies_at(fn, lasts[name], places[name], op, cand) for name, fn in program.functions.items()):
                 layout.storage[op.out] = cand
@@ -121,6 +116,7 @@ class _Lowering:
     def __init__(self, program: Program, layout: Layout, fast: bool = True) -> None:
         self.program, self.layout = program, layout
         self.pool, self.scalars = ScratchPool(), Scalars()
+        self.images = ImageOps(program, lambda name: layout.root(name) in layout.channel_major)
         self.printer = UfuncPrinter(self._shape, layout.root, self._contiguous, self.pool, self.scalars, fast)
         self._done: dict[int, tuple[dict, set[str]]] = {}  # op id -> (block, scalars it uses)
 
@@ -128,7 +124,9 @@ class _Lowering:
         return self.program.buffers[name].shape
 
     def _contiguous(self, name: str) -> bool:
-        return name not in self.layout.augmented
+        """Whether NumPy sees the array as C-contiguous (BLAS sums need it): not an augmented input's view,
+        not an image stored channel-major."""
+        return name not in self.layout.augmented and not channel_major(self.printer.shape_of(name))
 
     def function(self, fn: Function, marks: bool = False) -> dict:
         blocks = [dict(self.op(op), mark=_MARK.format(fn.name, i) if marks else "") for i, op in enumerate(fn.ops)]
@@ -154,7 +152,9 @@ class _Lowering:
         return block
 
     def _lower(self, op: Op) -> dict:
-        if isinstance(op, Linear):
+        if self.images.handles(op):
+            lines = self.images.lower(op, self._scratch)
+        elif isinstance(op, Linear):
             lines = self._linear(op)
         elif isinstance(op, LinearGrad):
             lines = self._linear_grad(op)
@@ -166,7 +166,7 @@ class _Lowering:
             lines = [(f"np.concatenate(({', '.join(op.parts)},), 1, {op.out})", op.formula)]
         elif isinstance(op, Slice) and self._is_view(op.out):
             lines = []  # a view of X, bound once per workspace
-        elif isinstance(op, Slice) and len(self._shape(op.out)) > 2:
+        elif isinstance(op, Slice) and len(self._shape(op.out)) > 2 and len(self._shape(op.x)) == 2:
             lines = [(f"np.copyto({op.out}_rows, {op.x}[:, {op.start}:{op.stop}])", op.formula)]
         elif isinstance(op, Slice):
             lines = [(f"np.copyto({op.out}, {op.x}[:, {op.start}:{op.stop}])", op.formula)]
@@ -244,8 +244,8 @@ def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
     lines: list[tuple[str, str]] = []
     for p in program.params:
         block = layout.blocks.get(p.buffer)
-        if block is None:
-            shape, end = shape_text(p.shape), p.offset + p.size
+        if block is None:  # the buffer's shape: a per-channel γ of a BatchNorm2d is (C, 1, 1)
+            shape, end = shape_text(program.buffers[p.buffer].shape), p.offset + p.size
             lines.append((f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name))
             if p.trainable:
                 lines.append((f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}"))
@@ -263,14 +263,17 @@ def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
     return lines
 
 
-def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[list, int, int]:
+def _allocations(program: Program, layout: Layout, pool: ScratchPool, images: ImageOps) -> tuple[list, int, int]:
     """Workspace lines (code, comment) and the per-row and fixed element counts allocated."""
     lines = _param_views(program, layout)
     aliases: list[tuple[str, str]] = []  # after every buffer they may name is allocated
     per_row, fixed = 0, 0
     transposed = {op.x for op in program.iter_ops() if isinstance(op, LinearGrad)}
+    reshaped = {op.out: op for op in program.iter_ops() if isinstance(op, Reshape) and images.views(op)}
     for name, buf in program.buffers.items():
-        if buf.role in ("param", "grad", "state", "scalar"):
+        if buf.role in ("param", "grad", "state", "scalar") or name in reshaped:
+            continue
+        if buf.role == "index":  # allocated with the image ops, in the form they keep it
             continue
         if buf.role == "seed":
             lines += [(f"{name} = np.zeros((1,), dtype=np.uint64)", "the dropout seed: set by the trainer"),
@@ -281,6 +284,10 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
             aliases.append((f"{name} = {root}", f"shares storage: {root} is dead when {name} is written"))
             if name in transposed:
                 aliases.append((f"{name}T = {name}.T", "transposed view, no copy"))
+            continue
+        if name in layout.channel_major:
+            lines.append((f"{name} = {allocation(buf.shape)}", f"{buf.role}, stored channel-major"))
+            per_row, fixed = count_elements(buf.shape, per_row, fixed)
             continue
         if buf.role == "input" and len(buf.shape) > 2 and not _viewable(program, name):
             lines += [(f"{name} = np.empty({allocation_shape(buf.shape)}, dtype=DTYPE)", "an image input"),
@@ -304,13 +311,23 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
         if name in transposed and name not in layout.augmented:
             lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
     lines += aliases
+    for name, op in reshaped.items():  # after the buffers (and aliases) they view
+        lines.append((f"{name} = {op.x}.reshape{allocation_shape(program.buffers[name].shape)}",
+                      f"{op.x} reshaped: a view, nothing moves"))
+        if name in transposed:
+            lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
+    lines += images.bindings
+    per_row, fixed = per_row + images.per_row, fixed + images.fixed
     if program.n_trainable < program.n_params:
         t = program.n_trainable
         lines.append((f"params, grads = params[:{t}], grads[:{t}]",
                       "the optimizer updates the trainable prefix; buffers follow it"))
     for name, (shape, kind) in pool.declared.items():
         dtype = {"bool": "np.bool_", "uint32": "np.uint32"}.get(kind, "DTYPE")
-        lines.append((f"{name} = np.empty({allocation_shape(shape)}, dtype={dtype})", "scratch"))
+        if channel_major(shape):  # as the images it meets
+            lines.append((f"{name} = {allocation(shape, dtype)}", "scratch, stored channel-major"))
+        else:
+            lines.append((f"{name} = np.empty({allocation_shape(shape)}, dtype={dtype})", "scratch"))
         per_row, fixed = count_elements(shape, per_row, fixed)
     for name, shape in sorted(pool.ones.items()):
         lines.append((f"{name} = np.ones({allocation_shape(shape)}, dtype=DTYPE)", "sums are dot products with ones"))
@@ -359,7 +376,7 @@ def context(program: Program, fold_bias: bool = True, optimize: bool = True, mar
     layout = plan_layout(program, fold_bias, alias=optimize)
     lowering = _Lowering(program, layout, fast=optimize)
     functions = [lowering.function(fn, marks) for fn in program.functions.values()]
-    allocations, per_row, fixed = _allocations(program, layout, lowering.pool)
+    allocations, per_row, fixed = _allocations(program, layout, lowering.pool, lowering.images)
     return {
         **interface(program, NAME),
         "allocations": allocations,

@@ -18,8 +18,16 @@ class Reductions:
     def reduce(self, out: str, expr: sp.Expr, op: str, axis: int | None) -> list[tuple[str, str]]:
         """Lines computing a sum or max of `expr` over rows (axis 1), columns (0) or all."""
         self.lines = []
-        what = {None: op, 0: f"col{op}", 1: f"row{op}"}[axis]
+        what = f"{op} over axes {axis}" if isinstance(axis, tuple) else {None: op, 0: f"col{op}", 1: f"row{op}"}[axis]
         comment = f"{out} = {what}({math_text(expr)})"
+        if isinstance(axis, tuple):  # per channel: out keeps the other axes, (C, 1, 1) for (0, 2, 3)
+            src = self._materialize(expr)
+            kept = [d for k, d in enumerate(self.shape_of(src)) if k not in axis]
+            ufunc = "add" if op == "sum" else "fmax" if self.fast else "maximum"
+            self.lines.append((f"np.{ufunc}.reduce({src}, {axis}, None, {out}.reshape({', '.join(map(str, kept))}))",
+                               comment))
+            self._release(src)
+            return self.lines
         if axis is None:
             self.lines.append((f"{out} = {self._total(expr)}", comment))
             self._release(*sorted(self._owned))  # scratch read by that line is free only now

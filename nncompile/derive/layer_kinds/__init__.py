@@ -9,7 +9,7 @@ each backend.
 """
 from __future__ import annotations
 
-from . import dense, dropout, elementwise, merge, normalization  # noqa: F401  (each module registers its rule)
+from . import conv, dense, dropout, elementwise, merge, normalization, pooling  # noqa: F401  (each registers its rule)
 from .base import Rule, Sent, register, rule_for, target
 
 __all__ = ["Rule", "Sent", "register", "rule_for", "target"]

@@ -24,7 +24,7 @@ class DenseRule(Rule):
     def forward(self, b: Builder, site: Site) -> None:
         layer, k, x = site.layer, b.number(site.layer), site.inputs[0].out
         weight, bias = layer.parameters((site.inputs[0].node.shape,))
-        w = b.declare(layer, weight, f"W{k}", "he" if _relu_like(b, site) else "xavier")
+        w = b.declare(layer, weight, f"W{k}", "he" if relu_like(b, site) else "xavier")
         bb = b.declare(layer, bias, f"b{k}", "zeros")
         site.index, site.out = k, b.next_name(f"z{k}")
         out = site.out
@@ -43,7 +43,7 @@ class DenseRule(Rule):
         record.code.append(b.backward[-1].formula)
         shared = sum(1 for node in b.model.nodes if node.layer is layer) > 1
         weight_grad = [MatProd(Transposed(tensor(x)), tensor(dname))]
-        penalties = [] if accumulate else _penalties(b, record, k)
+        penalties = [] if accumulate else penalties_of(b, record, f"W{k}", tensor(f"W{k}"))
         b.grad_written |= {dw, db}
         if shared:
             record.gradients = {f"{layer.name}.W": equation(tensor(f"dW{k}_via_{site.out}"), weight_grad[0]),
@@ -62,21 +62,22 @@ class DenseRule(Rule):
         return [Sent(0, dx, equation(tensor(dx), MatProd(tensor(dname), Transposed(tensor(f"W{k}")))))]
 
 
-def _penalties(b: Builder, record: LayerRecord, k: int) -> list[sp.Expr]:
-    """The l2/l1 terms of ∂L/∂W (ops added once per weight), as shown: λ₂·W, λ₁·sign(W)."""
-    shown = []
+def penalties_of(b: Builder, record: LayerRecord, weight: str, shown_as: sp.Expr) -> list[sp.Expr]:
+    """The l2/l1 terms of ∂L/∂(weight) (ops added once per weight, on its gradient d<weight>), as shown
+    for the weight written `shown_as`: λ₂·W, λ₁·sign(W)."""
+    shown, grad_buffer = [], f"d{weight}"
     for reg_name, strength in (("l2", b.model.l2), ("l1", b.model.l1)):
         if strength:
             reg = REGULARISERS[reg_name]
-            grad = calculus.regulariser_gradient(reg).xreplace({LAM: sp.Float(strength), W: symbol(f"W{k}")})
-            b.backward.append(Map(f"dW{k} += {sp.sstr(grad)}   [{reg_name} penalty]", record.layer, "backward",
-                                  f"dW{k}", symbol(f"dW{k}") + GSCALE * grad))
+            grad = calculus.regulariser_gradient(reg).xreplace({LAM: sp.Float(strength), W: symbol(weight)})
+            b.backward.append(Map(f"{grad_buffer} += {sp.sstr(grad)}   [{reg_name} penalty]", record.layer,
+                                  "backward", grad_buffer, symbol(grad_buffer) + GSCALE * grad))
             record.code.append(b.backward[-1].formula)
-            shown.append(calculus.regulariser_gradient(reg).xreplace({LAM: LAMBDA[reg_name], W: tensor(f"W{k}")}))
+            shown.append(calculus.regulariser_gradient(reg).xreplace({LAM: LAMBDA[reg_name], W: shown_as}))
     return shown
 
 
-def _relu_like(b: Builder, site: Site) -> bool:
+def relu_like(b: Builder, site: Site) -> bool:
     """Whether the first layer reading this Dense output is ReLU or LeakyReLU (He initialisation fits)."""
     readers = b.model.consumers(site.node)
     nxt = readers[0].layer if readers else None

@@ -17,7 +17,7 @@ import sympy as sp
 from ...dsl.layers import BatchNorm, LayerNorm
 from ...symbolic import normalization as norm
 from ...symbolic.functions import symbol
-from ...symbolic.notation import LOSS, Constant, Partial, SumK, SumN, equation, tensor
+from ...symbolic.notation import LOSS, Constant, Partial, equation, tensor
 from ..builder import Builder, Site
 from ..ir import BATCH, Map, Op, Reduce
 from ..records import LayerRecord
@@ -34,14 +34,27 @@ class _Normalization(Rule):
     letters = "ln"
 
     # -- shapes and names -----------------------------------------------------------------------
+    def axis_of(self, site: Site) -> str:
+        """"features" (each row), "batch" (each feature over the rows) or "channels" (each channel of an
+        image over the rows and pixels: BatchNorm2d)."""
+        return self.axis
+
     def _stat_shape(self, site: Site) -> tuple:
-        return (BATCH, 1) if self.axis == "features" else (site.node.shape[0],)
+        """A statistic's buffer shape, which broadcasts against the input (and is a parameter's buffer shape)."""
+        axis = self.axis_of(site)
+        if axis == "channels":
+            return (site.node.shape[0], 1, 1)
+        return (BATCH, 1) if axis == "features" else (site.node.shape[0],)
 
     def _count(self, site: Site) -> sp.Expr:
-        return sp.Integer(site.node.shape[0]) if self.axis == "features" else N
+        axis = self.axis_of(site)
+        if axis == "channels":
+            return N * sp.Integer(site.node.shape[1] * site.node.shape[2])
+        return sp.Integer(site.node.shape[0]) if axis == "features" else N
 
     def _reduce(self, site: Site, out: str, expr: sp.Expr, formula: str, stage: str) -> Reduce:
-        axis, what = (1, "rowsum") if self.axis == "features" else (0, "colsum")
+        axis, what = {"features": (1, "rowsum"), "batch": (0, "colsum"),
+                      "channels": ((0, 2, 3), "sum_nhw")}[self.axis_of(site)]
         return Reduce(f"{out} = {what}({formula})", site.layer.name, stage, out, expr, "sum", axis)
 
     @staticmethod
@@ -53,9 +66,11 @@ class _Normalization(Rule):
         layer, x = site.layer, site.inputs[0].out
         k = b.number(layer)
         site.index, site.out = k, b.next_name(f"{self.letters}{k}")
-        params = {d.name: b.declare(layer, d, f"{d.name.replace('running_', 'r')}_{self.letters}{k}", d.init)
+        params = {d.name: b.declare(layer, d, f"{d.name.replace('running_', 'r')}_{self.letters}{k}", d.init,
+                                    self._stat_shape(site) if self.axis_of(site) == "channels" else None)
                   for d in layer.parameters((site.inputs[0].node.shape,))}
         n, out, m = self._names(site), site.out, self._count(site)
+        m_text = str(m) if m.is_Atom else f"({m})"
         for name in ("mu", "var", "rstd"):
             b.buffer(n[name], self._stat_shape(site))
         for name in ("xc", "xhat", out):
@@ -64,10 +79,10 @@ class _Normalization(Rule):
         label = layer.name
         b.forward += [
             self._reduce(site, n["mu"], s["x"], x, "forward"),
-            Map(f"{n['mu']} = {n['mu']}/{m}   [the mean]", label, "forward", n["mu"], s["mu"] / m),
+            Map(f"{n['mu']} = {n['mu']}/{m_text}   [the mean]", label, "forward", n["mu"], s["mu"] / m),
             Map(f"{n['xc']} = {x} - {n['mu']}", label, "forward", n["xc"], s["x"] - s["mu"]),
             self._reduce(site, n["var"], s["xc"] ** 2, f"{n['xc']}**2", "forward"),
-            Map(f"{n['var']} = {n['var']}/{m}   [the biased variance]", label, "forward", n["var"], s["var"] / m),
+            Map(f"{n['var']} = {n['var']}/{m_text}   [the biased variance]", label, "forward", n["var"], s["var"] / m),
             Map(f"{n['rstd']} = 1/sqrt({n['var']} + {layer.eps!r})", label, "forward", n["rstd"],
                 1 / sp.sqrt(s["var"] + sp.Float(layer.eps))),
             Map(f"{n['xhat']} = {n['xc']}*{n['rstd']}", label, "forward", n["xhat"], s["xc"] * s["rstd"]),
@@ -81,7 +96,7 @@ class _Normalization(Rule):
         """The abstract symbols of `symbolic.normalization` as this node's named arrays (and constants)."""
         eps = Constant(f"eps_{site.out}", "ε", r"\varepsilon")
         site.extra["constants"] = {eps: site.layer.eps}
-        m = Constant(f"D_{site.out}", "D", "D") if self.axis == "features" else N
+        m = Constant(f"D_{site.out}", "D", "D") if self.axis == "features" else self._count(site)
         if self.axis == "features":
             site.extra["constants"][m] = site.node.shape[0]
         shown = {norm.X: tensor(site.inputs[0].out), norm.Y: tensor(site.out), norm.MU: tensor(n["mu"]),
@@ -93,17 +108,20 @@ class _Normalization(Rule):
         return shown
 
     def _record(self, site: Site) -> LayerRecord:
-        shown, total = site.extra["shown"], SumK if self.axis == "features" else SumN
+        shown, total = site.extra["shown"], norm.SUMS[self.axis_of(site)]
         rows = [(shown[d.target], (total(d.expr) / norm.M if d.mean else d.expr).xreplace(shown))
                 for d in norm.DEFINITIONS]
         record = LayerRecord(site.layer.name, site.layer.kind, equation(*rows[-1]), site.inputs[0].out, site.out,
                              constants=site.extra["constants"])
         record.rows = [("forward", row) for row in rows[:-1]]
-        over = (f"each row over its D = {site.node.shape[0]} features" if self.axis == "features" else
-                f"each of the {site.node.shape[0]} features over the N rows of the batch")
+        shape, axis = site.node.shape, self.axis_of(site)
+        over = (f"each row over its D = {shape[0]} features" if axis == "features" else
+                f"each of the {shape[0]} features over the N rows of the batch" if axis == "batch" else
+                f"each of the {shape[0]} channels over the N rows and the {shape[1]}x{shape[2]} pixels of the batch")
         record.notes.append(f"{site.label} normalizes {over}; eps = {site.layer.eps:g}")
         record.description = f"{type(site.layer).__name__} of {site.node.shape[0]} features, over the " + (
-            "row" if self.axis == "features" else "batch")
+            "row" if self.axis == "features" else "batch") + (" and the pixels" if self.axis_of(site) == "channels"
+                                                                else "")
         return record
 
     # -- backward -------------------------------------------------------------------------------
@@ -118,7 +136,7 @@ class _Normalization(Rule):
             b.buffer(dx, site.inputs[0].shape)
             b.backward.append(self._input_delta(b, site, delta, dx, sums))
             shown = {**site.extra["shown"], norm.adjoint(norm.X): tensor(dx)}
-            derivation = norm.derivation(self.axis)
+            derivation = norm.derivation(self.axis_of(site))
             sent.append(Sent(0, dx, equation(tensor(dx), derivation.closed.xreplace(shown))))
             site.record.derived += [("step by step", equation(shown[name], expr.xreplace(shown)))
                                     for name, expr in derivation.steps]
@@ -138,7 +156,8 @@ class _Normalization(Rule):
             b.buffer(n[name], self._stat_shape(site))
             b.backward.append(self._reduce(site, n[name], expr, what, "backward"))
         r1, r2 = symbol(n["sum_dxhat"]), symbol(n["dot_dxhat"])
-        return Map(f"{dx} = {n['rstd']}*({n['dxhat']} - ({n['sum_dxhat']} + {n['xhat']}*{n['dot_dxhat']})/{m})   "
+        count = str(m) if m.is_Atom else f"({m})"
+        return Map(f"{dx} = {n['rstd']}*({n['dxhat']} - ({n['sum_dxhat']} + {n['xhat']}*{n['dot_dxhat']})/{count})   "
                    "[the closed form (the textbook's compact formula), not the staged one]", label, "backward", dx,
                    symbol(n["rstd"]) * (dxhat - (r1 + xhat * r2) / m))
 
@@ -147,18 +166,19 @@ class _Normalization(Rule):
         a layer called again adds its sum to the same gradient.  Returns the buffer holding this call's sum."""
         layer, buffer = site.layer, site.extra["params"][name]
         grad = f"d{buffer}"
+        axis, what = ((0, 2, 3), "sum_nhw") if self.axis_of(site) == "channels" else (0, "colsum")
         if grad in b.grad_written:
             held = b.next_name(f"{grad}_via_{site.out}")
             b.buffer(held, b.buffers[grad].shape)
-            b.backward += [Reduce(f"{held} = colsum({formula})", layer.name, "backward", held, expr, "sum", 0),
+            b.backward += [Reduce(f"{held} = {what}({formula})", layer.name, "backward", held, expr, "sum", axis),
                            Map(f"{grad} += {held}   [another use]", layer.name, "backward", grad,
                                symbol(grad) + symbol(held))]
         else:
             held = grad
-            b.backward.append(Reduce(f"{grad} = colsum({formula})", layer.name, "backward", grad, expr, "sum", 0))
+            b.backward.append(Reduce(f"{grad} = {what}({formula})", layer.name, "backward", grad, expr, "sum", axis))
             b.grad_written.add(grad)
         adjoint = norm.adjoint(norm.GAMMA if name == "gamma" else norm.BETA)
-        rhs = dict(norm.derivation(self.axis).gradients)[adjoint].xreplace(site.extra["shown"])
+        rhs = dict(norm.derivation(self.axis_of(site)).gradients)[adjoint].xreplace(site.extra["shown"])
         shared = sum(1 for node in b.model.nodes if node.layer is layer) > 1
         lhs = tensor(f"{grad}_via_{site.out}") if shared else Partial(LOSS, tensor(buffer))
         site.record.gradients[f"{layer.name}.{name}"] = equation(lhs, rhs)
@@ -175,19 +195,26 @@ class BatchNormRule(_Normalization):
     axis, letters = "batch", "bn"
     stochastic = True
 
+    def axis_of(self, site: Site) -> str:
+        return "channels" if len(site.node.shape) == 3 else "batch"
+
     def _input_delta(self, b: Builder, site: Site, delta: str, dx: str, sums: dict[str, str]) -> Map:
         """The closed form without ∂L/∂x̂ or new sums: γ is constant over the batch, so Σₙ ∂L/∂x̂ = γ ⊙ ∂L/∂β
         and Σₙ ∂L/∂x̂ ⊙ x̂ = γ ⊙ ∂L/∂γ, sums the gradients already hold (no penalty touches γ or β)."""
-        n, params = self._names(site), site.extra["params"]
+        n, params, m = self._names(site), site.extra["params"], self._count(site)
         d, xhat, gamma = symbol(delta), symbol(n["xhat"]), symbol(params["gamma"])
         dgamma, dbeta = symbol(sums["gamma"]), symbol(sums["beta"])
-        return Map(f"{dx} = {n['rstd']}*{params['gamma']}*({delta} - ({sums['beta']} + {n['xhat']}*{sums['gamma']})/N)"
-                   f"   [the closed form; its sums over the batch are gamma*{sums['beta']} and gamma*{sums['gamma']}]",
-                   site.layer.name, "backward", dx, symbol(n["rstd"]) * gamma * (d - (dbeta + xhat * dgamma) / N))
+        count = str(m) if m.is_Atom else f"({m})"
+        return Map(f"{dx} = {n['rstd']}*{params['gamma']}*({delta} - ({sums['beta']} + {n['xhat']}*{sums['gamma']})"
+                   f"/{count})   [the closed form; its sums over the batch are gamma*{sums['beta']} and "
+                   f"gamma*{sums['gamma']}]", site.layer.name, "backward", dx,
+                   symbol(n["rstd"]) * gamma * (d - (dbeta + xhat * dgamma) / m))
 
     def forward(self, b: Builder, site: Site) -> None:
         super().forward(b, site)
-        b.min_train_rows = 2
+        count = self._count(site)
+        if self.axis_of(site) == "batch" or site.node.shape[1] * site.node.shape[2] == 1:
+            b.min_train_rows = 2
         layer, params, n = site.layer, site.extra["params"], self._names(site)
         mom = sp.Float(layer.momentum)
         rmean, rvar = params["running_mean"], params["running_var"]
@@ -195,21 +222,21 @@ class BatchNormRule(_Normalization):
         b.running += [
             Map(f"{rmean} = {1 - layer.momentum!r}*{rmean} + {layer.momentum!r}*{n['mu']}   [running mean]",
                 layer.name, "update", rmean, (1 - mom) * s["running_mean"] + mom * s["mu"]),
-            Map(f"{rvar} = {1 - layer.momentum!r}*{rvar} + {layer.momentum!r}*{n['var']}*N/(N - 1)   "
-                "[running variance, unbiased]", layer.name, "update", rvar,
-                (1 - mom) * s["running_var"] + mom * s["var"] * N / sp.Max(N - 1, 1)),  # (a batch of 1 never trains)
+            Map(f"{rvar} = {1 - layer.momentum!r}*{rvar} + {layer.momentum!r}*{n['var']}*m/(m - 1)   "
+                f"[running variance, unbiased; m = {count}]", layer.name, "update", rvar,
+                (1 - mom) * s["running_var"] + mom * s["var"] * count / sp.Max(count - 1, 1)),  # (m = 1 never trains)
         ]
         site.record.notes.append(f"training normalizes with the batch's statistics and updates the running ones: "
                                  f"running = (1 - {layer.momentum:g})*running + {layer.momentum:g}*batch statistic "
-                                 "(the unbiased variance, N/(N - 1) times the biased one); evaluation uses the "
-                                 "running ones")
+                                 f"(the unbiased variance, m/(m - 1) times the biased one, m = {count} entries per "
+                                 "statistic); evaluation uses the running ones")
 
     def forward_eval(self, b: Builder, site: Site) -> None:
         """y = x ⊙ scale + shift, with scale = γ/√(running σ² + ε) and shift = β − running μ ⊙ scale."""
         layer, params, x, out = site.layer, site.extra["params"], site.inputs[0].out, site.out
         scale, shift = f"scale_{out}", f"shift_{out}"
-        b.buffer(scale, (site.node.shape[0],))
-        b.buffer(shift, (site.node.shape[0],))
+        b.buffer(scale, self._stat_shape(site))
+        b.buffer(shift, self._stat_shape(site))
         s = {name: symbol(value) for name, value in params.items()}
         ops: list[Op] = [
             Map(f"{scale} = {params['gamma']}/sqrt({params['running_var']} + {layer.eps!r})", layer.name, "forward",
