@@ -17,7 +17,7 @@ from .dsl.models import Sequential
 from .symbolic.rules import Optimizer
 
 #: NumPy-only modules a script embeds, in this order (later ones use names of earlier ones).
-RUNTIME_MODULES = ("engine.py", "loop.py", "checkpoint.py", "diagnostics.py", "plot.py", "script.py")
+RUNTIME_MODULES = ("engine.py", "batches.py", "loop.py", "checkpoint.py", "diagnostics.py", "plot.py", "script.py")
 _RULE = "# " + "-" * 82
 
 

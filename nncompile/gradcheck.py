@@ -45,9 +45,9 @@ def check_gradients(prog: CompiledProgram, params: Mapping[str, np.ndarray], X: 
         for j, i in enumerate(picks):
             original = engine.params[offset + i]
             engine.params[offset + i] = original + step
-            up = float(ws.loss())
+            up = float(engine.fetch(ws.loss())[0])
             engine.params[offset + i] = original - step
-            down = float(ws.loss())
+            down = float(engine.fetch(ws.loss())[0])
             engine.params[offset + i] = original
             fd[j] = (up - down) / (2 * step)
         g = grads[name].ravel()[picks]

@@ -59,7 +59,7 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
           patience: int | None = None, min_delta: float = 0.0, diagnostics: bool = False,
           checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
           resume: str | Path | None = None,
-          evaluate: bool = True, callback: Callable[[dict], object] | None = None,
+          evaluate: bool = False, callback: Callable[[dict], object] | None = None,
           on_batch: Callable[[int], object] | None = None, **hyperparameters: object) -> TrainResult:
     """Train `prog` on (X, Y) and return the parameters and per-epoch history.
 

@@ -126,6 +126,10 @@ def test_driver_launches_match_the_kernels_they_call(programs: dict, name: str) 
                 assert arg == f"hp_{function.split('(')[0]}.values"  # the scalars of the function launching it
             elif kernel == "nc_advance":
                 assert param == "const int index" and arg.startswith("np.int32(")
+            elif kernel.startswith("nc_count_"):  # fixed kernels: buffers, then the sizes
+                assert ("real*" in param) != arg.startswith(("np.int32(", "np.int64(")), (arg, param)
+                assert arg.startswith("np.int32(") == param.startswith("const int ")
+                assert arg.startswith("np.int64(") == param.startswith("const long long ")
             else:
                 assert param.endswith(f" {arg}") and "real*" in param, (arg, param)
                 bound = arg in ("params", "grads") or re.search(rf"^\s+{arg} = ", build, re.M)

@@ -128,17 +128,20 @@ def test_stopped_then_resumed_run_is_bit_identical(prog, digits, tmp_path) -> No
 
 
 def test_interrupted_run_rolls_back_to_the_last_epoch_and_resumes_bit_identically(prog, digits, tmp_path) -> None:
-    def ctrl_c(record: dict) -> None:
-        if record["epoch"] == 5:
+    updates = {"n": 0}
+
+    def ctrl_c(rows: int) -> None:  # Ctrl-C in the middle of epoch 5 (its 5th update of 10)
+        updates["n"] += 1
+        if updates["n"] == 4 * 10 + 5:
             raise KeyboardInterrupt
 
     whole = _run(prog, digits)
     path = tmp_path / "ck.npz"
     with pytest.raises(KeyboardInterrupt):
-        _run(prog, digits, checkpoint=path, checkpoint_every=3, callback=ctrl_c)
+        _run(prog, digits, checkpoint=path, checkpoint_every=3, on_batch=ctrl_c)
     from nncompile.runtime.checkpoint import Checkpoint
     _, meta = Checkpoint(path).load()
-    assert meta["epoch"] == 4 and len(meta["history"]) == 4  # epoch 5 was rolled back
+    assert meta["epoch"] == 4 and len(meta["history"]) == 4  # the unfinished epoch 5 was rolled back
     seen: list[int] = []
     resumed = _run(prog, digits, resume=path, callback=lambda record: seen.append(record["epoch"]))
     assert seen == [5, 6, 7, 8]

@@ -43,6 +43,7 @@ def interface(program: Program, backend: str) -> dict:
         "params": [(p.name, p.shape, p.offset, p.init) for p in program.params],
         "optimizers": [(o.name, o.state, dict(o.defaults)) for o in program.optimizers.values()],
         "state_names": sorted({s for o in program.optimizers.values() for s in o.state}),
+        "lr_folded": tuple(o.name for o in program.optimizers.values() if o.folds_lr),
         "probes": [(p.layer, p.activation, p.buffer, p.kind) for p in program.probes],
         "probe_buffers": names_tuple([p.buffer for p in program.probes]),
     }

@@ -1,9 +1,17 @@
-"""Entry points of a program: forward, loss, loss_and_grad, diagnose and one step per optimizer.
+"""Entry points of a program: forward, loss, loss_and_grad, diagnose, one step per optimizer,
+and the two halves of a step that data-parallel training runs with a sum across processes
+between them: `gradient` and one `update_<optimizer>` per optimizer.
 
 `derive` produces the op lists (forward, loss, backward, probes); this module assembles
 them into the Program IR's functions.  The backward ops carry a gradient scale `GSCALE`:
 1 for gradients, and the learning rate in plain SGD's step, whose update then becomes a
-single subtraction (p - g), since g arrives already multiplied by lr.
+single subtraction (p - g), since g arrives already multiplied by lr.  In `gradient` the
+scale is an argument: a process holding n of a global batch's B rows passes n/B (times
+lr for plain SGD), so that the sum of every process's gradients is the batch mean.
+
+Classifiers also count their correct predictions in the forward pass (`CountCorrect`):
+`loss` and every step return (loss, count), which is how an epoch's accuracy is known
+without a second pass over the data.
 """
 from __future__ import annotations
 
@@ -18,11 +26,11 @@ from ..dsl.models import Sequential
 from ..errors import ModelError
 from ..symbolic.functions import symbol
 from ..symbolic.rules import OPTIMIZERS, Optimizer
-from .ir import BATCH, Function, Map, Op, OptimizerSpec, Program
+from .ir import BATCH, CountCorrect, Function, GradReady, Map, Op, OptimizerSpec, Program
 
 GSCALE = symbol("gscale")  # gradient scale: 1 for gradients, lr when plain SGD folds it in
 #: The compiler's own scalars: a hyperparameter (a step-function argument) may not take them.
-RESERVED = {"lr", "step", BATCH, "gscale", "L", "L_data", "sys"}
+RESERVED = {"lr", "step", BATCH, "gscale", "ready", "L", "L_data", "C", "sys"}
 #: Names the generated code itself uses; an optimizer hyperparameter may not take them either.
 GENERATED_NAMES = re.compile(r"(?:[cs]\d+|_cse\d*|np|math|types|n|DTYPE|params|grads|state|state_\w+)\Z")
 
@@ -70,9 +78,12 @@ def assemble(b: object, output: str, optimizers: dict[str, Optimizer]) -> Progra
     prog = Program(model.name, b.dtype, "X", "T", output, metric, encoding, b.buffers, tuple(b.params))
     one = {GSCALE: sp.S.One}
     fwd = tuple(b.forward)
+    count = _count_correct(b, output, metric)
+    counted = fwd + count
+    tally = "C" if count else None
     backward_1 = tuple(_subs(op, one) for op in b.backward)
     prog.functions["forward"] = Function("forward", fwd, doc="forward pass: writes the output buffer")
-    prog.functions["loss"] = Function("loss", fwd + tuple(b.loss_ops), returns="L",
+    prog.functions["loss"] = Function("loss", counted + tuple(b.loss_ops), returns="L", count=tally,
                                       doc="forward pass and loss (with penalties), no gradients")
     prog.functions["loss_and_grad"] = Function(
         "loss_and_grad", fwd + tuple(b.loss_ops) + backward_1, returns="L",
@@ -82,6 +93,11 @@ def assemble(b: object, output: str, optimizers: dict[str, Optimizer]) -> Progra
         doc="loss, gradients, and f'(z) of every hidden activation, for training diagnostics",
         results=tuple(probe.buffer for probe, _ in b.probes))
     prog.probes = tuple(probe for probe, _ in b.probes)
+    prog.functions["gradient"] = Function(
+        "gradient", counted + tuple(b.loss_ops) + _with_ready_marks(tuple(b.backward), b.params),
+        ("gscale",), "L", count=tally, hook="ready",
+        doc="loss and the gradients times gscale, to be summed across processes; ready(start, stop) as each "
+            "block is final")
     for name, opt in optimizers.items():
         for state in opt.state:
             b.buffer(f"state_{state}", (size,), "state")
@@ -89,11 +105,56 @@ def assemble(b: object, output: str, optimizers: dict[str, Optimizer]) -> Progra
         scale = {GSCALE: symbol("lr")} if opt.folds_lr else one
         backward = tuple(_subs(op, scale) for op in b.backward)
         fname = f"step_{name}"
-        prog.functions[fname] = Function(fname, fwd + tuple(b.loss_ops) + backward + tuple(update), scalars,
-                                         "L", doc=f"one training step with {name}: loss, gradients, update")
-        prog.optimizers[name] = OptimizerSpec(name, fname, opt.state, tuple(opt.defaults.items()))
+        prog.functions[fname] = Function(fname, counted + tuple(b.loss_ops) + backward + tuple(update), scalars,
+                                         "L", count=tally,
+                                         doc=f"one training step with {name}: loss, gradients, update")
+        folded = " (gradients already multiplied by lr)" if opt.folds_lr else ""
+        prog.functions[f"update_{name}"] = Function(f"update_{name}", tuple(update), scalars,
+                                                    doc=f"the {name} update alone, from the summed gradients{folded}")
+        prog.optimizers[name] = OptimizerSpec(name, fname, opt.state, tuple(opt.defaults.items()), opt.folds_lr)
     prog.validate()
     return prog
+
+
+def _count_correct(b: object, output: str, metric: str | None) -> tuple[Op, ...]:
+    """The op counting correct predictions for a classifier's metric (none for regression)."""
+    if metric is None:
+        return ()
+    b.buffer("C", (), "scalar")
+    if metric == "accuracy":
+        return (CountCorrect(f"C = number of rows where argmax({output}) = argmax(T)", "metric", "loss", "C",
+                             output, "T", "argmax"),)
+    return (CountCorrect(f"C = number of elements where ({output} > 0.5) = (T > 0.5)", "metric", "loss", "C",
+                         output, "T", "threshold"),)
+
+
+def _with_ready_marks(backward: tuple[Op, ...], params: Sequence[object]) -> tuple[Op, ...]:
+    """`backward` with a GradReady after the last op writing each run of adjacent parameters' gradients."""
+    last = {}
+    for i, op in enumerate(backward):
+        for name in op.outputs:
+            last[name] = i
+    done: dict[int, list[tuple[int, int]]] = {}
+    for p in params:
+        if p.grad in last:
+            done.setdefault(last[p.grad], []).append((p.offset, p.offset + p.size))
+    ops: list[Op] = []
+    for i, op in enumerate(backward):
+        ops.append(op)
+        for start, stop in _merged(done.get(i, [])):
+            ops.append(GradReady(f"grads[{start}:{stop}] are final", op.layer, "backward", start, stop))
+    return tuple(ops)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Adjacent ranges joined, highest first (the order a backward pass finishes them)."""
+    out: list[tuple[int, int]] = []
+    for start, stop in sorted(ranges):
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], stop)
+        else:
+            out.append((start, stop))
+    return out[::-1]
 
 
 def _subs(op: Op, mapping: dict) -> Op:

@@ -176,7 +176,9 @@ class Engine:
 
     Workspaces (all buffers for one batch size) are built on first use and kept, so a
     training loop allocates nothing per step.  The vectors live where the module computes
-    (`xp`: NumPy, or CuPy on a GPU).
+    (`xp`: NumPy, or CuPy on a GPU).  The gradient vector is followed by two more numbers,
+    `tail` (a batch's loss and correct count), so that data-parallel training sums all
+    three across processes in one call.
     """
 
     def __init__(self, module, params=None, max_workspaces=None):
@@ -186,20 +188,31 @@ class Engine:
             ensure_memory(2 * module.N_PARAMS * np.dtype(module.DTYPE).itemsize,
                           f"the parameter and gradient vectors of {module.N_PARAMS} entries")
         self.params = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else self.device(params)
-        self.grads = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE)
+        self.reduced = self.xp.zeros(module.N_PARAMS + 2, dtype=module.DTYPE)
+        self.grads, self.tail = self.reduced[:module.N_PARAMS], self.reduced[module.N_PARAMS:]
         self.state = {}
         self.max_workspaces = max_workspaces
+        self.counted = module.METRIC is not None
+        self.fetch = _fetch(self.xp, self.counted)
         self._workspaces = {}
+        self.loaded = {}  # batch size -> what the training loop left in that workspace's inputs
 
     def device(self, array):
         """`array` in the module's array module (a copy to the GPU for CuPy; as it is for NumPy)."""
         return self.xp.asarray(array)
 
-    def workspace(self, n):
-        """All buffers for batch size n, built once; says how much memory it needs if that fails."""
+    def workspace(self, n, keep=False):
+        """All buffers for batch size n, built once; says how much memory it needs if that fails.
+
+        Callers write their own rows into it, so what the training loop loaded there is
+        forgotten, unless `keep` (the loop itself asking).
+        """
+        if not keep:
+            self.loaded.pop(n, None)
         ws = self._workspaces.get(n)
         if ws is None:
             if self.max_workspaces and len(self._workspaces) >= self.max_workspaces:
+                self.loaded.pop(next(iter(self._workspaces)), None)
                 self._workspaces.pop(next(iter(self._workspaces)))
             if self.xp is np:
                 ensure_memory(self.module.workspace_bytes(n), f"a batch of {n} rows", "use a smaller batch")
@@ -224,19 +237,42 @@ class Engine:
                                   f"the {optimizer} state vector {name!r}")
                 self.state[name] = self.xp.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
                 self._workspaces.clear()  # built closures hold no reference to the new vector
+                self.loaded.clear()
 
-    def evaluate(self, X, T, chunk=1024):
-        """Mean loss (with penalties) and metric over a data set, in chunks."""
-        total, correct, rows = 0.0, 0, X.shape[0]
-        for start in range(0, rows, chunk):
-            stop = min(start + chunk, rows)
-            ws = self.workspace(stop - start)
-            ws.X[...] = self.device(X[start:stop])
-            ws.T[...] = self.device(T[start:stop])
-            total += float(ws.loss()) * (stop - start)
-            correct += count_correct(self.module.METRIC, ws.output, ws.T)
-        metric = None if self.module.METRIC is None else correct / rows
-        return float(total / rows), metric
+    def finite(self):
+        """Whether every parameter is finite: one BLAS dot product (NaN and inf propagate), checked
+        element by element only when that overflows."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(float(self.xp.dot(self.params, self.params))):
+                return True
+        return bool(self.xp.isfinite(self.params).all())
+
+    def evaluate(self, X, T, rows=None, chunk=1024):
+        """Mean loss (with penalties) and metric over a data set, in chunks.
+
+        With `rows` = (start, stop), only those rows are evaluated and the sums are returned
+        instead: (loss summed over rows, correct count), for a data-parallel evaluation.
+        """
+        start, stop = (0, X.shape[0]) if rows is None else rows
+        total, correct = 0.0, 0.0
+        for first in range(start, stop, chunk):
+            last = min(first + chunk, stop)
+            ws = self.workspace(last - first)
+            ws.X[...] = self.device(X[first:last])
+            ws.T[...] = self.device(T[first:last])
+            loss, hits = self.fetch(ws.loss())
+            total += float(loss) * (last - first)
+            correct += float(hits)
+        if rows is not None:
+            return total, correct
+        return total / X.shape[0], self.metric(correct, X.shape[0])
+
+    def metric(self, correct, rows):
+        """The metric from a count of correct predictions: per row (accuracy) or per element (binary)."""
+        if self.module.METRIC is None:
+            return None
+        per_row = self.module.OUTPUT_DIM if self.module.METRIC == "binary_accuracy" else 1
+        return float(correct) / (rows * per_row)
 
     def predict(self, X, chunk=1024):
         """Output of the last layer for every row of X."""
@@ -250,10 +286,29 @@ class Engine:
         return out
 
 
-def count_correct(metric, output, T):
-    """Correct predictions in a batch: argmax for classes, 0.5 threshold for binary."""
-    if metric == "accuracy":
-        return int((output.argmax(axis=1) == T.argmax(axis=1)).sum())
-    if metric == "binary_accuracy":
-        return int(((output > 0.5) == (T > 0.5)).sum())
-    return 0
+def _fetch(xp, counted):
+    """A function turning what a step returns into (loss, correct count) on the host.
+
+    NumPy steps return (L, C), or L for models without a metric; CUDA steps return one
+    device array [L, C] (or L), read back in one copy.
+    """
+    if xp is np:
+        return _pair if counted else _alone
+    return _device_pair if counted else _device_alone
+
+
+def _pair(result):
+    return result
+
+
+def _alone(loss):
+    return loss, 0
+
+
+def _device_pair(result):
+    loss, hits = result.get()
+    return loss, hits
+
+
+def _device_alone(loss):
+    return float(loss), 0

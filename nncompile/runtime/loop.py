@@ -1,20 +1,37 @@
-"""The epoch loop: schedules, batching, the loop's own state, checkpoints' contents, `fit`.
+"""The epoch loop: schedules, the loop's own state, rolling back, checkpoints' contents, `fit`.
 
-Embedded verbatim in standalone scripts right after engine.py (NumPy and the standard
+Embedded verbatim in standalone scripts right after batches.py (NumPy and the standard
 library only).  Everything an epoch changes lives in the engine's flat vectors and in a
 `Loop`, and a checkpoint (written by `checkpoint.Checkpoint`) saves both, so an
 interrupted run resumed from its checkpoint ends with the same bits as one never
 interrupted.
+
+An epoch's record comes from its own steps, as Keras reports it: `loss` is the mean of
+the updates' losses and the metric counts the correct predictions the steps made on
+their batches (each step counts them in its forward pass), so no second pass over the
+data is made; `evaluate=True` adds an exact evaluation of each epoch's final weights
+(`train_loss`, `train_<metric>`).
+
+Rolling back (a diverging run keeps the weights of its last good epoch; Ctrl-C keeps the
+last finished epoch) does not copy the parameters every epoch: a copy is kept every few
+epochs, few enough that copying costs about 2% of the training time, and the epochs
+since are replayed, which gives the same bits, training being deterministic.
 """
 import hashlib
 import math
+import time
 
 import numpy as np
 
-if __package__ == "nncompile.runtime":  # in a generated script engine.py is embedded above this file
+if __package__ == "nncompile.runtime":  # in a generated script these are defined above, in the same file
+    from .batches import Batches, run_epoch
     from .engine import Diverged, TrainingError, to_host
 
 SCHEDULES = ("constant", "step", "exponential", "cosine")
+#: A rollback copy costs at most about 1/COPY_RATIO of the training time between copies ...
+COPY_RATIO = 50
+#: ... and copies are at most this many seconds of training apart, which bounds a replay.
+REPLAY_SECONDS = 1.0
 
 
 def schedule_lr(schedule, lr, epoch, epochs, step_size=10, gamma=None):
@@ -58,39 +75,6 @@ def batch_size_for(mode, batch_size, rows):
     raise TrainingError(f"unknown mode {mode!r} (choose gd, sgd or minibatch)")
 
 
-def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=None):
-    """One pass over the data in `order`; returns (mean loss over updates, updates, next step).
-
-    Each batch is gathered straight into the step's own input buffers (ndarray.take with
-    out; mode "clip" skips the bounds-check copy, the indices being a permutation).
-    `on_batch(rows)`, when given, is called after each update (progress display).
-    """
-    rows = X.shape[0]
-    total, updates = 0.0, 0
-    clip = ("clip",) if engine.xp is np else ()  # CuPy's take has no mode
-    for first, stop in ((0, rows - rows % batch), (rows - rows % batch, rows)):
-        if stop == first:
-            continue
-        size = min(batch, stop - first)
-        ws = engine.workspace(size)
-        run, xb, tb, take_x, take_t = getattr(ws, step_name), ws.X, ws.T, X.take, T.take
-        for start in range(first, stop, size):
-            idx = order[start:start + size]
-            take_x(idx, 0, xb, *clip)
-            take_t(idx, 0, tb, *clip)
-            loss = float(run(lr, step, *hyper))
-            if not math.isfinite(loss):
-                raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
-            total += loss
-            updates += 1
-            step += 1
-            if on_batch is not None:
-                on_batch(size)
-    if not bool(engine.xp.isfinite(engine.params).all()):  # the last update itself overflowed
-        raise Diverged(f"the parameters became NaN or infinite at update {step - 1} with learning rate {lr:g}")
-    return total / updates, updates, step
-
-
 def hyperparameters(module, optimizer, overrides):
     """Positional hyperparameters of a step function, defaults filled in, unknown names refused."""
     if optimizer not in module.OPTIMIZERS:
@@ -127,23 +111,6 @@ class Loop:
 
     _SCALARS = ("epoch", "step", "best_loss", "best_epoch", "waited", "stopped")
 
-    def snapshot(self, engine):
-        """A copy of everything an epoch changes, to roll back to."""
-        return (engine.params.copy(), {k: v.copy() for k, v in engine.state.items()},
-                self.rng.bit_generator.state, len(self.history), self.best_params,
-                {k: getattr(self, k) for k in self._SCALARS})
-
-    def restore(self, engine, snap):
-        params, state, rng_state, n_history, best_params, scalars = snap
-        engine.params[...] = params
-        for name, value in state.items():
-            engine.state[name][...] = value
-        self.rng.bit_generator.state = rng_state
-        del self.history[n_history:]
-        self.best_params = best_params
-        for name, value in scalars.items():
-            setattr(self, name, value)
-
     def to_checkpoint(self, engine):
         """(arrays, meta) describing the loop and the engine, for a checkpoint file."""
         arrays = {"params": to_host(engine.params)}
@@ -168,6 +135,60 @@ class Loop:
         self.history = list(meta["history"])
 
 
+class Rollback:
+    """Where a run goes back to: the start of the current epoch.
+
+    `mark` notes the loop's bookkeeping at every epoch start (cheap); `keep` copies the
+    vectors, the generator and the step count into buffers allocated once, only every
+    few epochs; `rewind` restores that copy and replays the epochs since.
+    """
+
+    def __init__(self):
+        self.params, self.state, self.rng, self.epoch, self.step = None, {}, None, None, 0
+        self.cost = 0.0     # seconds the last copy took
+        self.marked = None  # (history length, best parameters, scalars) at the current epoch's start
+
+    def mark(self, loop):
+        self.marked = (len(loop.history), loop.best_params, {k: getattr(loop, k) for k in loop._SCALARS})
+
+    def due(self, loop, interval):
+        return self.epoch is None or loop.epoch - self.epoch >= interval
+
+    def keep(self, engine, loop):
+        started = time.perf_counter()
+        if self.params is None:
+            self.params = engine.params.copy()
+            self.state = {name: value.copy() for name, value in engine.state.items()}
+        else:
+            self.params[...] = engine.params
+            for name, value in engine.state.items():
+                self.state[name][...] = value
+        self.rng, self.epoch, self.step = loop.rng.bit_generator.state, loop.epoch, loop.step
+        self.cost = time.perf_counter() - started
+
+    def rewind(self, engine, loop, replay):
+        """Back to the marked epoch start: restore the copy, then `replay(epoch)` each epoch since."""
+        n_history, best_params, scalars = self.marked
+        engine.params[...] = self.params
+        for name, value in self.state.items():
+            engine.state[name][...] = value
+        loop.rng.bit_generator.state, loop.step = self.rng, self.step
+        for epoch in range(self.epoch, scalars["epoch"]):
+            replay(epoch)
+        del loop.history[n_history:]
+        loop.best_params = best_params
+        for name, value in scalars.items():
+            setattr(loop, name, value)
+
+
+def copy_interval(copy_seconds, epoch_seconds):
+    """Epochs between rollback copies: a copy costs at most 1/COPY_RATIO of the training time
+    between copies, and there are at most REPLAY_SECONDS of training to replay."""
+    epoch_seconds = max(epoch_seconds, 1e-9)
+    wanted = math.ceil(COPY_RATIO * copy_seconds / epoch_seconds)
+    return max(1, min(wanted, int(REPLAY_SECONDS / epoch_seconds)))
+
+
 def fingerprint(*arrays):
     """SHA-256 of the data a run trains on: a checkpoint only resumes on the same data."""
     digest = hashlib.sha256()
@@ -190,41 +211,51 @@ def _check_resumable(path, saved, settings):
 
 @np.errstate(over="ignore", invalid="ignore", divide="ignore")  # a diverging run is reported in one line
 def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimizer="sgd", hyper=(),
-        seed=0, schedule="constant", validation=None, patience=None, min_delta=0.0, evaluate=True,
+        seed=0, schedule="constant", validation=None, patience=None, min_delta=0.0, evaluate=False,
         callback=None, step_size=10, gamma=None, monitor=None, checkpoint=None, checkpoint_every=None,
-        resume=None, on_batch=None):
+        resume=None, on_batch=None, cluster=None):
     """The epoch loop shared by nncompile.train and standalone scripts.
 
     Returns (history, best_epoch, stopped_early).  On a non-finite loss the state after
     the last finished epoch is restored and Diverged is raised.  With `validation` and
     `patience`, stops after `patience` epochs without a `min_delta` improvement of the
-    validation loss and restores the best parameters.  `monitor` (diagnostics.Monitor)
-    adds diagnostics to epoch records.  With `checkpoint` (a checkpoint.Checkpoint) the
-    state is saved every `checkpoint_every` epochs (default: every epoch, or every
-    epochs/100 in longer runs), at the end, and on KeyboardInterrupt (rolled back to the
-    last finished epoch first); `resume` (one too) continues such a run.
-    `callback(record)` runs after each epoch; returning False stops training.
+    validation loss and restores the best parameters.  `evaluate` adds an exact
+    evaluation of each epoch's final weights on the training data.  `monitor`
+    (diagnostics.Monitor) adds diagnostics to epoch records.  With `checkpoint` (a
+    checkpoint.Checkpoint) the state is saved every `checkpoint_every` epochs (default:
+    every epoch, or every epochs/100 in longer runs), at the end, and on KeyboardInterrupt
+    (rolled back to the last finished epoch first); `resume` (one too) continues such a
+    run.  `callback(record)` runs after each epoch; returning False stops training.
+    `cluster` (distributed.Cluster) makes this one of several data-parallel processes:
+    each computes the gradients of its share of every batch, and only its rank 0 writes.
     """
-    run = _Run(engine, X, T, validation, monitor, on_batch)
+    run = _Run(engine, X, T, validation, monitor, on_batch, cluster)
     run.batch = batch_size_for(mode, batch_size, X.shape[0])
     check_schedule(schedule, step_size, gamma)
     run.plan = {"mode": mode, "batch": run.batch, "optimizer": optimizer, "hyper": list(hyper), "lr": lr,
                 "schedule": [schedule, step_size, gamma], "seed": seed, "patience": patience,
                 "min_delta": min_delta}
     loop = run.loop = Loop(seed)
+    run.start(epochs)
     every = checkpoint_every or max(1, epochs // 100)
     if resume is not None:
         run.resume(resume)
         if loop.epoch > epochs:
             raise TrainingError(f"checkpoint {resume.path} already holds {loop.epoch} epochs, more than "
                                 f"epochs={epochs}: ask for at least as many")
-    snap = loop.snapshot(engine)
+    point, interval, in_epoch = Rollback(), None, False
     try:
         while loop.epoch < epochs and not loop.stopped:
-            snap = loop.snapshot(engine)
-            record = run.epoch(epochs, snap)
-            if evaluate and engine.module.METRIC:
-                record["train_loss"], record[engine.module.METRIC] = engine.evaluate(X, T)
+            point.mark(loop)
+            if point.due(loop, interval or 1):
+                point.keep(engine, loop)
+            in_epoch = True  # from here until the epoch is counted, Ctrl-C rolls back to its start
+            started = time.perf_counter()
+            record = run.epoch(point)
+            if interval is None:
+                interval = run.agree(copy_interval(point.cost, time.perf_counter() - started))
+            if evaluate:
+                run.evaluate(record)
             if validation is not None:
                 run.validate(record)
             if monitor is not None:
@@ -232,6 +263,7 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             loop.history.append(record)
             loop.epoch += 1
             loop.stopped = patience is not None and validation is not None and loop.waited >= patience
+            in_epoch = False
             halt = callback is not None and callback(record) is False
             if checkpoint is not None and (loop.epoch % every == 0 or loop.epoch == epochs
                                            or loop.stopped or halt):
@@ -239,9 +271,11 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             if halt:
                 break
     except KeyboardInterrupt:
-        loop.restore(engine, snap)
-        if checkpoint is not None:
-            run.save(checkpoint)
+        if cluster is None:  # several processes cannot agree on where each one stopped: keep the last save
+            if in_epoch:
+                point.rewind(engine, loop, run.replay)
+            if checkpoint is not None:
+                run.save(checkpoint)
         raise
     if patience is not None and loop.best_params is not None:
         engine.params[...] = loop.best_params
@@ -251,35 +285,82 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
 class _Run:
     """What `fit` works with: the engine, the data, the fixed settings (`plan`) and the `Loop`."""
 
-    def __init__(self, engine, X, T, validation, monitor, on_batch):
+    def __init__(self, engine, X, T, validation, monitor, on_batch, cluster):
         self.host = (X, T, *(validation or ()))  # for the data fingerprint of checkpoints
         self.X, self.T = engine.device(X), engine.device(T)
         self.engine, self.validation = engine, None if validation is None else tuple(map(engine.device, validation))
-        self.monitor, self.on_batch = monitor, on_batch
-        self.order = engine.device(np.arange(X.shape[0]))
-        self.plan, self.loop, self.batch, self._settings = {}, None, 1, None
+        self.monitor, self.on_batch, self.cluster = monitor, on_batch, cluster
+        self.plan, self.loop, self.batch, self.epochs, self.batches, self._settings = {}, None, 1, 0, None, None
 
-    def epoch(self, epochs, snap):
-        """Shuffle, make one epoch of updates, start its record; roll back on divergence."""
+    def start(self, epochs):
+        """The batches, and with several processes, the same starting parameters on every one."""
+        self.epochs = epochs
+        self.batches = Batches(self.engine, self.X, self.T, self.batch, whole=self.plan["mode"] == "gd")
+        if self.cluster is not None:
+            self.cluster.start(self.engine, self.X.shape[0])
+
+    def lr(self, epoch):
+        schedule, step_size, gamma = self.plan["schedule"]
+        return schedule_lr(schedule, self.plan["lr"], epoch, self.epochs, step_size, gamma)
+
+    def updates(self, epoch, on_batch):
+        """Epoch `epoch`'s shuffle and updates from the loop's generator and step count:
+        (summed loss, correct count, updates).  Replaying an epoch runs exactly this."""
         loop, plan = self.loop, self.plan
-        schedule, step_size, gamma = plan["schedule"]
-        lr = schedule_lr(schedule, plan["lr"], loop.epoch, epochs, step_size, gamma)
-        if plan["mode"] != "gd":
-            self.order = self.engine.device(loop.rng.permutation(self.X.shape[0]))
+        if not self.batches.whole:
+            self.batches.shuffle(loop.rng)
+        if self.cluster is None:
+            total, correct, updates, loop.step = run_epoch(
+                self.engine, self.batches, "step_" + plan["optimizer"], self.lr(epoch), loop.step, plan["hyper"],
+                on_batch)
+        else:
+            total, correct, updates, loop.step = self.cluster.run_epoch(
+                self.engine, self.batches, plan["optimizer"], self.lr(epoch), loop.step, plan["hyper"], on_batch)
+        return total, correct, updates
+
+    def replay(self, epoch):
+        self.updates(epoch, None)
+
+    def epoch(self, point):
+        """One epoch of updates and its record; on divergence, back to the epoch's start."""
+        loop, engine = self.loop, self.engine
+        lr = self.lr(loop.epoch)
         try:
-            loss, updates, loop.step = run_epoch(self.engine, self.X, self.T, self.order, self.batch,
-                                                 "step_" + plan["optimizer"], lr, loop.step, plan["hyper"],
-                                                 self.on_batch)
+            total, correct, updates = self.updates(loop.epoch, self.on_batch)
+            if not engine.finite():  # the last update itself overflowed
+                raise Diverged(f"the parameters became NaN or infinite at update {loop.step - 1} with learning "
+                               f"rate {lr:g}")
         except Diverged as exc:
-            loop.restore(self.engine, snap)
+            point.rewind(engine, loop, self.replay)
             raise Diverged(f"training diverged in epoch {loop.epoch + 1}: {exc}; kept the weights from epoch "
                            f"{loop.epoch}: lower the learning rate (try {lr / 10:g})", loop.history) from None
-        return {"epoch": loop.epoch + 1, "loss": float(loss), "updates": updates, "lr": lr}
+        record = {"epoch": loop.epoch + 1, "loss": total / updates, "updates": updates, "lr": lr}
+        metric = engine.module.METRIC
+        if metric:
+            record[metric] = engine.metric(correct, self.X.shape[0])
+        return record
+
+    def agree(self, value):
+        """`value` as rank 0 has it (every process must take the same decisions)."""
+        return value if self.cluster is None else self.cluster.agree(value)
+
+    def measure(self, X, T):
+        """(mean loss, metric) of the current weights on a data set; shared out among processes."""
+        if self.cluster is None:
+            return self.engine.evaluate(X, T)
+        total, correct = self.cluster.evaluate(self.engine, X, T)
+        return total / X.shape[0], self.engine.metric(correct, X.shape[0])
+
+    def evaluate(self, record):
+        metric = self.engine.module.METRIC
+        record["train_loss"], value = self.measure(self.X, self.T)
+        if metric:
+            record["train_" + metric] = value
 
     def validate(self, record):
         """Validation loss and metric; remember the best parameters for early stopping."""
         loop, metric = self.loop, self.engine.module.METRIC
-        record["val_loss"], val_metric = self.engine.evaluate(*self.validation)
+        record["val_loss"], val_metric = self.measure(*self.validation)
         if metric:
             record["val_" + metric] = val_metric
         if record["val_loss"] < loop.best_loss - self.plan["min_delta"]:
@@ -298,12 +379,15 @@ class _Run:
         return self._settings
 
     def save(self, checkpoint):
+        """Write the checkpoint (rank 0 alone, when there are several processes)."""
+        if self.cluster is not None and self.cluster.rank != 0:
+            return
         arrays, meta = self.loop.to_checkpoint(self.engine)
         meta.update(settings=self.settings(), monitor=None if self.monitor is None else self.monitor.state())
         checkpoint.save(arrays, meta)
 
     def resume(self, checkpoint):
-        arrays, meta = checkpoint.load()
+        arrays, meta = checkpoint.load() if self.cluster is None else self.cluster.load(checkpoint)
         _check_resumable(checkpoint.path, meta.get("settings") or {}, self.settings())
         try:
             self.loop.from_checkpoint(self.engine, arrays, meta)

@@ -199,7 +199,7 @@ def main(module, argv=None):
         monitor = None if args.no_diagnostics else Monitor(module, X, T)
         history, best_epoch, stopped = fit(
             engine, X, T, s["mode"], s["batch_size"], s["epochs"], s["lr"], s["optimizer"], hyper, s["seed"],
-            s["schedule"], validation, s["patience"], s["min_delta"], True, _Printer(module.METRIC, args.quiet or
+            s["schedule"], validation, s["patience"], s["min_delta"], False, _Printer(module.METRIC, args.quiet or
                                                                                       args.json),
             s["step_size"], s["gamma"], monitor, args.checkpoint and Checkpoint(args.checkpoint),
             s["checkpoint_every"], args.resume and Checkpoint(args.resume))

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from ...derive.ir import Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
+from ...derive.ir import CountCorrect, Function, GradReady, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
 from ...errors import BackendError
 from ..interface import allocation_shape, count_elements, interface, names_tuple, shape_text
 from ..templating import render
@@ -54,7 +54,8 @@ def support_source() -> str:
 
 @dataclass
 class Blas:
-    """A cuBLAS call: driver code, the math it computes, what it reads and writes."""
+    """A call the driver makes as it is (cuBLAS, or a fixed kernel of kernels.cu.j2): driver code,
+    the math it computes, what it reads and writes."""
 
     code: str
     math: str
@@ -99,6 +100,16 @@ def _lower(program: Program, op: Op) -> list[Blas | Stmt]:
     if isinstance(op, MatMulT):
         return [Blas(f'gemm("N", "T", {op.a}, {op.b}, {op.out})', f"{op.out} = {op.a} @ {op.b}.T",
                      frozenset({op.a, op.b}), frozenset({op.out}))]
+    if isinstance(op, CountCorrect):
+        y_shape = program.buffers[op.y].shape
+        if op.rule == "argmax":
+            code = (f"k.nc_count_argmax(ONE, TOTAL_BLOCK, ({op.y}, {op.t}, {op.out}, n32, "
+                    f"np.int32({y_shape[1]})))")
+        else:
+            code = f"k.nc_count_threshold(ONE, TOTAL_BLOCK, ({op.y}, {op.t}, {op.out}, np.int64(n * {y_shape[1]})))"
+        return [Blas(code, op.formula, frozenset({op.y, op.t}), frozenset({op.out}))]
+    if isinstance(op, GradReady):  # one allreduce of the whole gradient vector follows (NCCL), no hook
+        return []
     if isinstance(op, Map):
         return [Stmt(op.out, op.expr, header)]
     if isinstance(op, Reduce):
@@ -146,7 +157,7 @@ class _Lowering:
         needs = sorted({b for op in fn.ops for b in op.inputs
                         if b in self.program.buffers and self.program.buffers[b].role == "state"})
         entry = [repr(fn.name), fn.name]
-        entry += [f"result={fn.returns}"] if fn.returns else []
+        entry += [f"result={'stats' if fn.count else fn.returns}"] if fn.returns else []
         entry += [f"scalars=hp_{fn.name}"] if fn.scalars else []
         entry += ["graphs=CUDA_GRAPHS"]
         entry += ["needs={" + ", ".join(f"{b!r}: {b}" for b in needs) + "}"] if needs else []
@@ -173,8 +184,13 @@ def _allocations(program: Program, uses_ones: bool) -> tuple[list[tuple[str, str
         lines += [(f"{p.buffer} = params[{p.offset}:{end}].reshape{shape}", p.name),
                   (f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}")]
     per_row, fixed = 0, 0
+    counted = program.metric is not None
+    if counted:
+        lines += [("stats = cp.zeros((2,), dtype=DTYPE)", "the loss and the correct count, read back in one copy"),
+                  ("L = stats[0]", "scalar"), ("C = stats[1]", "scalar")]
+        fixed += 2
     for name, buf in program.buffers.items():
-        if buf.role in ("param", "grad", "state"):
+        if buf.role in ("param", "grad", "state") or (counted and name in ("L", "C")):
             continue
         lines.append((f"{name} = cp.zeros({allocation_shape(buf.shape)}, dtype=DTYPE)", buf.role))
         per_row, fixed = count_elements(buf.shape, per_row, fixed)
@@ -201,6 +217,7 @@ def context(program: Program, cuda_graphs: bool = True) -> dict:
         "allocations": allocations,
         "functions": functions,
         "kernels": kernels,
+        "counting": program.metric is not None,
         "scalars": scalars,
         "per_row": per_row,
         "fixed": fixed,

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...derive.ir import BATCH, Function, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, last_uses
+from ...derive.ir import (BATCH, CountCorrect, Function, GradReady, Linear, LinearGrad, Map, MatMulT, Op, Program,
+                          Reduce, last_uses)
 from ..interface import allocation_shape, count_elements, interface, shape_text
 from ..templating import render
 from .scratch import Scalars, ScratchPool
@@ -99,16 +100,22 @@ class _Lowering:
         return name not in self.layout.augmented
 
     def function(self, fn: Function) -> dict:
+        self.hook = fn.hook
         blocks = [self.op(op) for op in fn.ops]
         scalars = self.scalars.needed()
-        return {"name": fn.name, "args": list(fn.scalars), "doc": fn.doc, "scalars": scalars,
-                "blocks": blocks, "returns": fn.returns}
+        args = list(fn.scalars) + ([f"{fn.hook}=no_hook"] if fn.hook else [])
+        returns = ", ".join(name for name in (fn.returns, fn.count) if name)
+        return {"name": fn.name, "args": args, "doc": fn.doc, "scalars": scalars,
+                "blocks": blocks, "returns": returns}
 
     def op(self, op: Op) -> dict:
         """The commented lines of one op; an op shared by several functions is lowered once.
 
         Reuse is safe because an op's scratch buffers are live only within the op.
         """
+        if isinstance(op, GradReady):  # its call names the function's own hook argument
+            return {"header": f"{op.stage}: {op.formula}",
+                    "lines": [(f"{self.hook}({op.start}, {op.stop})", "the sum across processes may start")]}
         if id(op) in self._done:
             block, used = self._done[id(op)]
             self.scalars.used |= used
@@ -134,9 +141,34 @@ class _Lowering:
             lines = self.printer.assign(op.out, op.expr)
         elif isinstance(op, Reduce):
             lines = self.printer.reduce(op.out, op.expr, op.op, op.axis)
+        elif isinstance(op, CountCorrect):
+            lines = self._count_correct(op)
         else:
             raise NotImplementedError(f"NumPy backend has no lowering for {op.kind}")
         return {"header": f"{op.stage}: {op.formula}", "lines": lines}
+
+    def _count_correct(self, op: CountCorrect) -> list[tuple[str, str]]:
+        """Correct predictions as a Python int: wrong ones are counted, the rest are right."""
+        rows, width = self._shape(op.y)
+        if op.rule == "argmax":
+            guess, truth, wrong = (self.pool.take((rows,), "index"), self.pool.take((rows,), "index"),
+                                   self.pool.take((rows,), "bool"))
+            lines = [(f"{op.y}.argmax(1, {guess})", f"{guess} = class predicted for each row"),
+                     (f"{op.t}.argmax(1, {truth})", f"{truth} = class of each row's target"),
+                     (f"np.not_equal({guess}, {truth}, {wrong})", f"{wrong} = rows predicted wrongly"),
+                     (f"{op.out} = N - np.count_nonzero({wrong})", f"{op.out} = rows predicted rightly")]
+        else:
+            half = self.scalars.operand(0.5)
+            guess, truth = self.pool.take((rows, width), "bool"), self.pool.take((rows, width), "bool")
+            elements = "N" if width == 1 else f"N*{width}"
+            lines = [(f"np.greater({op.y}, {half}, {guess})", f"{guess} = {op.y} > 0.5"),
+                     (f"np.greater({op.t}, {half}, {truth})", f"{truth} = {op.t} > 0.5"),
+                     (f"np.not_equal({guess}, {truth}, {guess})", f"{guess} = elements predicted wrongly"),
+                     (f"{op.out} = {elements} - np.count_nonzero({guess})", f"{op.out} = elements predicted rightly")]
+            wrong = guess
+        for name in dict.fromkeys((guess, truth, wrong)):
+            self.pool.give(name)
+        return lines
 
     def _linear(self, op: Linear) -> list[tuple[str, str]]:
         math = f"{op.out} = {op.x} @ {op.w} + {op.b}"
@@ -207,9 +239,10 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool) -> tuple[l
             lines.append((f"{name}T = {name}.T", "transposed view, no copy"))
     lines += aliases
     for name, (shape, kind) in pool.declared.items():
-        dtype = "np.bool_" if kind == "bool" else "DTYPE"
+        dtype = {"bool": "np.bool_", "index": "np.intp"}.get(kind, "DTYPE")
         lines.append((f"{name} = np.empty({allocation_shape(shape)}, dtype={dtype})", "scratch"))
-        per_row, fixed = count_elements(shape, per_row, fixed)
+        for _ in range(8 // np.dtype(program.dtype).itemsize if kind == "index" else 1):  # intp: 8 bytes
+            per_row, fixed = count_elements(shape, per_row, fixed)
     for name, shape in sorted(pool.ones.items()):
         lines.append((f"{name} = np.ones({allocation_shape(shape)}, dtype=DTYPE)", "sums are dot products with ones"))
         per_row, fixed = count_elements(shape, per_row, fixed)
@@ -230,6 +263,8 @@ def context(program: Program, fold_bias: bool = True, optimize: bool = True) -> 
         **interface(program, NAME),
         "allocations": allocations,
         "workspace_scalars": lowering.scalars.workspace,
+        "hooks": any(fn.hook for fn in program.functions.values()),
+        "input_store": f"{program.input}_aug" if program.input in layout.augmented else program.input,
         "functions": functions,
         "per_row": per_row,
         "fixed": fixed,
