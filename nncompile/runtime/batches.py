@@ -19,7 +19,8 @@ if __package__ == "nncompile.runtime":  # in a generated script engine.py is emb
 class Batches:
     """The training set in the step's input layout, its shuffled order, and how it splits into batches.
 
-    `whole` (gd) means one batch of every row, in the original order, loaded once.
+    `groups` holds (size, first row of each batch) for the full batches, then for the last
+    partial one.  `whole` (gd) means one batch of every row, in the original order, loaded once.
     """
 
     def __init__(self, engine, X, T, batch, whole):
@@ -29,6 +30,9 @@ class Batches:
         self.order = self.base.copy()
         self.device_order = self.order if engine.xp is np else engine.device(self.order)
         self._stores = {}
+        full = self.rows - self.rows % batch
+        self.groups = tuple(group for group in ((batch, range(0, full, batch)), (self.rows - full, (full,)))
+                            if group[0] and len(group[1]))
 
     def shuffle(self, rng):
         """A new order from `rng`, drawn exactly as rng.permutation(rows) would, in place."""
@@ -36,15 +40,6 @@ class Batches:
         rng.shuffle(self.order)
         if self.device_order is not self.order:
             self.device_order.set(self.order)
-
-    def groups(self, batch=None):
-        """(size, first row of each batch) for the full batches, then for the last partial one."""
-        batch = batch or self.batch
-        full = self.rows - self.rows % batch
-        if full:
-            yield batch, range(0, full, batch)
-        if full < self.rows:
-            yield self.rows - full, (full,)
 
     def source(self, ws):
         """(rows to gather from, the buffer they go to) for workspace `ws`.
@@ -67,12 +62,13 @@ class Batches:
             self._stores[extra] = store
         return store, inputs
 
-    def load_all(self, ws):
-        """Full batch: the rows go into the workspace once (again only if someone else used it)."""
-        if self.engine.loaded.get(self.rows) is not self:
-            ws.X[...] = self.X
-            ws.T[...] = self.T
-            self.engine.loaded[self.rows] = self
+    def load_all(self, ws, lo=0, hi=None):
+        """Full batch: rows [lo, hi) go into the workspace once (again only if something else used it)."""
+        hi = self.rows if hi is None else hi
+        if self.engine.loaded.get(hi - lo) != (self, lo):
+            ws.X[...] = self.X[lo:hi]
+            ws.T[...] = self.T[lo:hi]
+            self.engine.loaded[hi - lo] = (self, lo)
 
 
 def run_epoch(engine, batches, step_name, lr, step, hyper, on_batch=None):
@@ -85,7 +81,7 @@ def run_epoch(engine, batches, step_name, lr, step, hyper, on_batch=None):
     total, correct, updates = 0.0, 0, 0
     fetch, order, whole = engine.fetch, batches.device_order, batches.whole
     clip = ("clip",) if engine.xp is np else ()  # CuPy's take has no mode; "clip" skips NumPy's bounds copy
-    for size, starts in batches.groups():
+    for size, starts in batches.groups:
         ws = engine.workspace(size, keep=True)
         run = getattr(ws, step_name)
         if whole:

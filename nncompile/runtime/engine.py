@@ -241,10 +241,9 @@ class Engine:
 
     def finite(self):
         """Whether every parameter is finite: one BLAS dot product (NaN and inf propagate), checked
-        element by element only when that overflows."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            if math.isfinite(float(self.xp.dot(self.params, self.params))):
-                return True
+        element by element only when that overflows (call it under np.errstate(over="ignore"))."""
+        if math.isfinite(float(self.xp.dot(self.params, self.params))):
+            return True
         return bool(self.xp.isfinite(self.params).all())
 
     def evaluate(self, X, T, rows=None, chunk=1024):

@@ -139,20 +139,32 @@ class Rollback:
     """Where a run goes back to: the start of the current epoch.
 
     `mark` notes the loop's bookkeeping at every epoch start (cheap); `keep` copies the
-    vectors, the generator and the step count into buffers allocated once, only every
-    few epochs; `rewind` restores that copy and replays the epochs since.
+    vectors, the generator and the step count into buffers allocated once, only when
+    `due`; `rewind` restores that copy and replays the epochs since.  Copies are spaced
+    so that copying costs about 1/COPY_RATIO of the training time, and never more than
+    REPLAY_SECONDS of training lie between two of them.
     """
 
     def __init__(self):
         self.params, self.state, self.rng, self.epoch, self.step = None, {}, None, None, 0
-        self.cost = 0.0     # seconds the last copy took
+        self.interval, self.cost, self.kept_at = 1, 0.0, 0.0
         self.marked = None  # (history length, best parameters, scalars) at the current epoch's start
 
     def mark(self, loop):
-        self.marked = (len(loop.history), loop.best_params, {k: getattr(loop, k) for k in loop._SCALARS})
+        self.marked = (len(loop.history), loop.best_params, loop.epoch, loop.step, loop.best_loss, loop.best_epoch,
+                       loop.waited, loop.stopped)
 
-    def due(self, loop, interval):
-        return self.epoch is None or loop.epoch - self.epoch >= interval
+    def due(self, loop, agree):
+        """Whether to copy now; spaces the copies by what the last one cost (`agree`: rank 0 decides)."""
+        if self.epoch is None:
+            return True
+        epochs = loop.epoch - self.epoch
+        if epochs < self.interval:
+            return False
+        per_epoch = max((time.perf_counter() - self.kept_at) / epochs, 1e-9)
+        wanted = max(1, min(math.ceil(COPY_RATIO * self.cost / per_epoch), int(REPLAY_SECONDS / per_epoch)))
+        self.interval = agree(wanted)
+        return epochs >= self.interval
 
     def keep(self, engine, loop):
         started = time.perf_counter()
@@ -164,29 +176,22 @@ class Rollback:
             for name, value in engine.state.items():
                 self.state[name][...] = value
         self.rng, self.epoch, self.step = loop.rng.bit_generator.state, loop.epoch, loop.step
-        self.cost = time.perf_counter() - started
+        self.kept_at = time.perf_counter()
+        self.cost = self.kept_at - started
 
     def rewind(self, engine, loop, replay):
         """Back to the marked epoch start: restore the copy, then `replay(epoch)` each epoch since."""
-        n_history, best_params, scalars = self.marked
+        n_history, best_params, *scalars = self.marked
         engine.params[...] = self.params
         for name, value in self.state.items():
             engine.state[name][...] = value
         loop.rng.bit_generator.state, loop.step = self.rng, self.step
-        for epoch in range(self.epoch, scalars["epoch"]):
+        for epoch in range(self.epoch, scalars[0]):
             replay(epoch)
         del loop.history[n_history:]
         loop.best_params = best_params
-        for name, value in scalars.items():
+        for name, value in zip(loop._SCALARS, scalars):
             setattr(loop, name, value)
-
-
-def copy_interval(copy_seconds, epoch_seconds):
-    """Epochs between rollback copies: a copy costs at most 1/COPY_RATIO of the training time
-    between copies, and there are at most REPLAY_SECONDS of training to replay."""
-    epoch_seconds = max(epoch_seconds, 1e-9)
-    wanted = math.ceil(COPY_RATIO * copy_seconds / epoch_seconds)
-    return max(1, min(wanted, int(REPLAY_SECONDS / epoch_seconds)))
 
 
 def fingerprint(*arrays):
@@ -243,17 +248,14 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
         if loop.epoch > epochs:
             raise TrainingError(f"checkpoint {resume.path} already holds {loop.epoch} epochs, more than "
                                 f"epochs={epochs}: ask for at least as many")
-    point, interval, in_epoch = Rollback(), None, False
+    point, in_epoch = Rollback(), False
     try:
         while loop.epoch < epochs and not loop.stopped:
             point.mark(loop)
-            if point.due(loop, interval or 1):
+            if point.due(loop, run.agree):
                 point.keep(engine, loop)
             in_epoch = True  # from here until the epoch is counted, Ctrl-C rolls back to its start
-            started = time.perf_counter()
             record = run.epoch(point)
-            if interval is None:
-                interval = run.agree(copy_interval(point.cost, time.perf_counter() - started))
             if evaluate:
                 run.evaluate(record)
             if validation is not None:
@@ -294,7 +296,7 @@ class _Run:
 
     def start(self, epochs):
         """The batches, and with several processes, the same starting parameters on every one."""
-        self.epochs = epochs
+        self.epochs, self.step_name, self.hyper = epochs, "step_" + self.plan["optimizer"], tuple(self.plan["hyper"])
         self.batches = Batches(self.engine, self.X, self.T, self.batch, whole=self.plan["mode"] == "gd")
         if self.cluster is not None:
             self.cluster.start(self.engine, self.X.shape[0])
@@ -303,30 +305,29 @@ class _Run:
         schedule, step_size, gamma = self.plan["schedule"]
         return schedule_lr(schedule, self.plan["lr"], epoch, self.epochs, step_size, gamma)
 
-    def updates(self, epoch, on_batch):
-        """Epoch `epoch`'s shuffle and updates from the loop's generator and step count:
+    def updates(self, lr, on_batch):
+        """An epoch's shuffle and updates from the loop's generator and step count:
         (summed loss, correct count, updates).  Replaying an epoch runs exactly this."""
         loop, plan = self.loop, self.plan
         if not self.batches.whole:
             self.batches.shuffle(loop.rng)
         if self.cluster is None:
-            total, correct, updates, loop.step = run_epoch(
-                self.engine, self.batches, "step_" + plan["optimizer"], self.lr(epoch), loop.step, plan["hyper"],
-                on_batch)
+            total, correct, updates, loop.step = run_epoch(self.engine, self.batches, self.step_name, lr, loop.step,
+                                                           self.hyper, on_batch)
         else:
             total, correct, updates, loop.step = self.cluster.run_epoch(
-                self.engine, self.batches, plan["optimizer"], self.lr(epoch), loop.step, plan["hyper"], on_batch)
+                self.engine, self.batches, plan["optimizer"], lr, loop.step, self.hyper, on_batch)
         return total, correct, updates
 
     def replay(self, epoch):
-        self.updates(epoch, None)
+        self.updates(self.lr(epoch), None)
 
     def epoch(self, point):
         """One epoch of updates and its record; on divergence, back to the epoch's start."""
         loop, engine = self.loop, self.engine
         lr = self.lr(loop.epoch)
         try:
-            total, correct, updates = self.updates(loop.epoch, self.on_batch)
+            total, correct, updates = self.updates(lr, self.on_batch)
             if not engine.finite():  # the last update itself overflowed
                 raise Diverged(f"the parameters became NaN or infinite at update {loop.step - 1} with learning "
                                f"rate {lr:g}")
