@@ -88,7 +88,7 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
     `evaluate=True` adds `train_loss` and `train_<metric>`, an exact evaluation of each
     epoch's final weights.
 
-    `distributed=True` (or an mpi4py communicator) makes this call one of K processes
+    `distributed=True` (or an mpi4py communicator, or a `runtime.distributed.Cluster`) makes this call one of K processes
     started by `mpiexec -n K`: each passes the same data and settings, computes the
     gradients of its share of every batch, and the gradients are summed by MPI (by NCCL on
     the GPU for the cuda backend); every process returns the same result, equal to a single
@@ -137,8 +137,11 @@ def _cluster(distributed: object, prog: CompiledProgram) -> parallel.Cluster | N
     if distributed is False or distributed is None:
         return None
     with data_errors():
-        cluster = parallel.connect(None if distributed is True else distributed)
-        if prog.backend == "cuda":
+        if isinstance(distributed, parallel.Cluster):
+            cluster = distributed
+        else:
+            cluster = parallel.connect(None if distributed is True else distributed)
+        if prog.backend == "cuda" and cluster.nccl is None:
             cluster.use_nccl(prog.module.xp)
     return cluster
 

@@ -19,6 +19,7 @@ import numpy as np
 from .. import data as datasets
 from ..dsl.modelfile import load_model
 from ..errors import DivergenceError, TrainingWarning
+from ..runtime import distributed as parallel
 from ..runtime import script
 from ..runtime.checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
 from ..runtime.diagnostics import summary_rows
@@ -47,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
     except TrainingError as exc:
         raise CliError(str(exc)) from None
     prog = nc.compile(model, backend=args.backend, dtype=args.dtype, optimizers=extra)
-    progress = Progress(settings["epochs"], len(X), prog.module.METRIC, disable=args.quiet or args.json,
+    cluster = _cluster(args, prog)
+    writer = cluster is None or cluster.rank == 0  # rank 0 alone prints and writes
+    if cluster is not None and writer and not (args.quiet or args.json):
+        print(f"nncompile: {cluster.describe()}", file=sys.stderr)
+    progress = Progress(settings["epochs"], len(X), prog.module.METRIC, disable=args.quiet or args.json or not writer,
                         first_epoch=_resumed_epochs(args.resume))
     started = time.perf_counter()
     try:
@@ -60,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
                 validation=validation, patience=settings["patience"], min_delta=settings["min_delta"],
                 diagnostics=not args.no_diagnostics, checkpoint=args.checkpoint,
                 checkpoint_every=settings["checkpoint_every"], resume=args.resume, callback=progress.epoch,
-                on_batch=progress.batch, **hyper)
+                on_batch=progress.batch, distributed=cluster or False, **hyper)
     except DivergenceError as exc:
         progress.close()
-        if args.save and exc.result is not None:
+        if args.save and exc.result is not None and writer:
             _save(args.save, exc.result.params)
             raise DivergenceError(f"{exc}; saved them to {args.save}", exc.result) from None
         raise
@@ -74,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{args.checkpoint} (continue with --resume {args.checkpoint})", file=sys.stderr)
         raise
     progress.close()
+    if not writer:
+        return 0
     seconds = time.perf_counter() - started
     summary = _summary(prog, result, (X, y), validation, test_set, seconds, progress.examples)
     if args.json:
@@ -88,6 +95,19 @@ def run(args: argparse.Namespace) -> int:
                                                               f"lr {settings['lr']:g}, {settings['mode']}")
         print(f"saved the training curves to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _cluster(args: argparse.Namespace, prog: object) -> parallel.Cluster | None:
+    """With --distributed: this process's place among the K that mpiexec started (one line if MPI is missing)."""
+    if not args.distributed:
+        if args.overlap:
+            raise CliError("--overlap goes with --distributed")
+        return None
+    from ..program import data_errors
+    with data_errors():
+        cluster = parallel.connect(overlap=args.overlap)
+    cluster.report_signals()
+    return cluster
 
 
 def _test_split(ds: datasets.Dataset, fraction: float | None, seed: int) -> tuple:

@@ -109,6 +109,34 @@ class Cluster:
     def _mpi_sum(self, array):
         self.wait(self.comm.Iallreduce(self.MPI.IN_PLACE, array))
 
+    def use_nccl(self, cupy):
+        """Sum on the GPU with NCCL (the cuda backend), in this order: this process takes the GPU of
+        its rank among the processes of its machine (modulo the GPUs there), before any GPU memory is
+        allocated; rank 0 makes the NCCL id and MPI broadcasts it; every process then joins the NCCL
+        communicator.  A sum is then ncclAllReduce in place on the device vector, on the current
+        stream (so a CUDA graph being captured includes it)."""
+        try:
+            from cupy.cuda import nccl
+            nccl.get_version()
+        except Exception as exc:  # a CuPy built without NCCL, or no libnccl to load
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DistributedError(f"the cuda backend sums gradients with NCCL, which CuPy cannot use here "
+                                   f"({text}): install NCCL for your CUDA version (pip install "
+                                   "nvidia-nccl-cu12) or use the numpy backend") from None
+        local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
+        count = cupy.cuda.runtime.getDeviceCount()
+        cupy.cuda.Device(local.Get_rank() % count).use()
+        self.device = local.Get_rank() % count
+        uid = self.agree(nccl.get_unique_id() if self.rank == 0 else None)
+        self.nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
+        self._nccl, self._stream = nccl, cupy.cuda.get_current_stream
+        self.reduce = self._nccl_sum
+
+    def _nccl_sum(self, array):
+        kind = {np.dtype(np.float32): self._nccl.NCCL_FLOAT32, np.dtype(np.float64): self._nccl.NCCL_FLOAT64}
+        self.nccl.allReduce(array.data.ptr, array.data.ptr, array.size, kind[np.dtype(array.dtype)],
+                            self._nccl.NCCL_SUM, self._stream().ptr)
+
     def sum(self, values):
         """Host numbers summed across processes (a new float64 array)."""
         array = np.array(values, dtype=np.float64)
@@ -178,18 +206,17 @@ class Cluster:
         self.sync_buffers(engine)
         scale = lr if optimizer in engine.module.LR_FOLDED else 1.0
         total, correct, updates = 0.0, 0.0, 0
-        tail = engine.tail
         for size, starts in batches.groups:
             lo, hi = share(size, self.rank, self.size)
             ws = engine.workspace(max(hi - lo, 1), keep=True)
-            contribute = self._contribution(engine, batches, ws, lo, hi, (hi - lo) / size, scale)
-            update = getattr(ws, "update_" + optimizer)
+            load = self._loader(engine, batches, ws, lo, hi)
+            update = self._stepper(engine, ws, optimizer, (hi - lo) / size, hi > lo)
+            gscale = (hi - lo) / size * scale
             for start in starts:
-                contribute(start)
-                loss, hits = (float(v) for v in to_host(tail))
+                load(start)
+                loss, hits = update(gscale, lr, step, hyper)
                 if not math.isfinite(loss):
                     raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
-                update(lr, step, *hyper)
                 total += loss
                 correct += hits
                 updates += 1
@@ -198,49 +225,73 @@ class Cluster:
                     on_batch(size)
         return total, correct, updates, step
 
-    def _contribution(self, engine, batches, ws, lo, hi, weight, scale):
-        """A function of a batch's first row that leaves the sum over processes of the gradients
-        (times gscale = weight·scale), the loss times weight and the correct count in engine.reduced.
-
-        weight = n/B, this process's n of the batch's B rows; a process without rows adds zeros.
-        """
-        reduced, tail, gscale = engine.reduced, engine.tail, weight * scale
+    def _loader(self, engine, batches, ws, lo, hi):
+        """A function of a batch's first row putting this process's rows [lo, hi) of it into `ws`."""
         if hi == lo:
-            def idle(start):
+            return _nothing
+        if batches.whole:
+            return lambda start: batches.load_all(ws, lo, hi)
+        source, inputs = batches.source(ws)
+        take_x, take_t, tb, order = source.take, batches.T.take, ws.T, batches.device_order
+        clip = ("clip",) if engine.xp is np else ()
+
+        def load(start):
+            idx = order[start + lo:start + hi]
+            take_x(idx, 0, inputs, *clip)
+            take_t(idx, 0, tb, *clip)
+        return load
+
+    def _stepper(self, engine, ws, optimizer, weight, has_rows):
+        """A function (gscale, lr, step, hyper) -> (loss, correct count) of the whole batch that makes
+        one data-parallel update: this process's gradients (times gscale) and loss (times weight = n/B)
+        and count into engine.reduced, their sum over processes, and the update with that sum."""
+        reduced, tail, update = engine.reduced, engine.tail, getattr(ws, "update_" + optimizer)
+        if self.nccl is not None:
+            return self._device_stepper(engine, ws, update, weight, has_rows)
+        fetch = engine.fetch
+
+        def run(gscale, lr, step, hyper):
+            if has_rows:
+                def compute(hook=None):
+                    loss, hits = fetch(ws.gradient(gscale) if hook is None else ws.gradient(gscale, hook))
+                    tail[0] = loss * weight
+                    tail[1] = hits
+                self._sum_gradients(engine, compute)
+            else:  # more processes than rows in this batch: this one adds nothing
                 reduced.fill(0)
                 self._sum_gradients(engine, None)
-            return idle
-        gradient = ws.gradient
-        if engine.xp is not np:  # CUDA: [L, C] (or L) is scaled into the tail on the device
-            weights = engine.device(np.array([weight, 1.0][:2 if engine.counted else 1], dtype=reduced.dtype))
-            counted = tail[:weights.size]
+            update(lr, step, *hyper)
+            return float(tail[0]), float(tail[1])
+        return run
 
-            def compute():
-                engine.xp.multiply(gradient(gscale), weights, counted)
+    def _device_stepper(self, engine, ws, update, weight, has_rows):
+        """The GPU's version: gradient, loss·weight into the tail, NCCL sum and update chained into
+        one CUDA graph (module.Chain); only the tail (loss, count) comes back to the host."""
+        xp, reduced, tail = engine.xp, engine.reduced, engine.tail
+        counted = 2 if engine.counted else 1
+        weights = engine.device(np.array([weight, 1.0][:counted], dtype=reduced.dtype))
+        if has_rows:
+            gradient = ws.gradient
+
+            def contribute():
+                xp.multiply(gradient.result, weights, tail[:counted])
+                self.reduce(reduced)
+            parts = [gradient, contribute, update]
         else:
-            fetch = engine.fetch
+            def contribute():
+                reduced.fill(0)
+                self.reduce(reduced)
+            parts = [contribute, update]
+        chain = engine.module.Chain(f"data-parallel {update.name}", parts, engine.module.CUDA_GRAPHS)
 
-            def compute(hook=None):
-                loss, hits = fetch(gradient(gscale) if hook is None else gradient(gscale, hook))
-                tail[0] = loss * weight
-                tail[1] = hits
-        if batches.whole:
-            def load(start):
-                batches.load_all(ws, lo, hi)
-        else:
-            source, inputs = batches.source(ws)
-            take_x, take_t, tb, order = source.take, batches.T.take, ws.T, batches.device_order
-            clip = ("clip",) if engine.xp is np else ()
-
-            def load(start):
-                idx = order[start + lo:start + hi]
-                take_x(idx, 0, inputs, *clip)
-                take_t(idx, 0, tb, *clip)
-
-        def work(start):
-            load(start)
-            self._sum_gradients(engine, compute)
-        return work
+        def run(gscale, lr, step, hyper):
+            if has_rows:
+                chain((gscale,), (lr, step, *hyper))
+            else:
+                chain((lr, step, *hyper))
+            loss, hits = (float(v) for v in to_host(tail))
+            return loss, hits
+        return run
 
     def _sum_gradients(self, engine, compute):
         """Run `compute` (None: nothing to add) and sum engine.reduced across processes.
@@ -341,6 +392,27 @@ class Cluster:
         hosts = sorted({host for host, _ in self.places})
         pids = ", ".join(f"{r}:{pid}" for r, (_, pid) in enumerate(self.places))
         return f"data-parallel over {self.size} processes on {', '.join(hosts)} (rank:pid {pids})"
+
+
+def _nothing(start):
+    """A process without rows in a batch loads none."""
+
+
+def launcher_rank():
+    """This process's rank as the MPI launcher set it in the environment (None outside one), read
+    without starting MPI: which process prints an error that every process ran into."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def speaks(error):
+    """Whether this process prints `error`: the reporter of a lost process, else rank 0 (or a lone run)."""
+    reporter = getattr(error, "reporter", None)
+    rank = launcher_rank()
+    return rank in (None, reporter) if reporter is not None else rank in (None, 0)
 
 
 def end_after_lost_rank(code):

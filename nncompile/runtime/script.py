@@ -13,6 +13,7 @@ import numpy as np
 if __package__ == "nncompile.runtime":  # in a generated script these are defined above, in the same file
     from .checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
     from .diagnostics import Monitor, headline, new_warnings
+    from .distributed import DistributedError, connect, end_after_lost_rank, speaks
     from .engine import INIT_SCHEMES, Diverged, Engine, TrainingError, check_inputs, encode_targets, init_flat, to_host
     from .loop import SCHEDULES, fit, hyperparameters
     from .plot import PlotUnavailable, render_png
@@ -49,6 +50,10 @@ def add_training_flags(parser, optimizers=None):
                    "0.1 when --patience is given)")
     g.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
     g.add_argument("--min-delta", type=float, help="early stopping: smallest improvement that counts")
+    g.add_argument("--distributed", action="store_true", help="data-parallel: this is one of K processes started "
+                   "by mpiexec -n K, each computing its share of every batch (needs mpi4py)")
+    g.add_argument("--overlap", action="store_true", help="with --distributed: sum each layer's gradients while the "
+                   "backward pass goes on (non-blocking allreduce per bucket) instead of once after it")
     g = parser.add_argument_group("output")
     g.add_argument("--save", metavar="FILE.npz", help="write the trained weights to this file")
     g.add_argument("--checkpoint", metavar="FILE", help="save the full training state here (atomically) "
@@ -185,8 +190,12 @@ def main(module, argv=None):
     parser.add_argument("--data", required=True, help=".npz file with arrays X and y")
     add_training_flags(parser, tuple(module.OPTIMIZERS))
     args = parser.parse_args(argv)
+    cluster, writer = None, True
     try:
         s, overrides = settings_from(args)
+        if args.distributed or args.overlap:
+            cluster = connect_for(module, args)
+            writer = cluster.rank == 0  # rank 0 alone prints and writes
         with np.load(args.data, allow_pickle=False) as data:
             X, y = data["X"], data["y"]
         X = check_inputs(X, module.INPUT_DIM, module.DTYPE)
@@ -199,23 +208,28 @@ def main(module, argv=None):
         monitor = None if args.no_diagnostics else Monitor(module, X, T)
         history, best_epoch, stopped = fit(
             engine, X, T, s["mode"], s["batch_size"], s["epochs"], s["lr"], s["optimizer"], hyper, s["seed"],
-            s["schedule"], validation, s["patience"], s["min_delta"], False, _Printer(module.METRIC, args.quiet or
-                                                                                      args.json),
-            s["step_size"], s["gamma"], monitor, args.checkpoint and Checkpoint(args.checkpoint),
-            s["checkpoint_every"], args.resume and Checkpoint(args.resume))
-        if args.plot:
+            s["schedule"], validation, s["patience"], s["min_delta"], False,
+            _Printer(module.METRIC, args.quiet or args.json or not writer), s["step_size"], s["gamma"], monitor,
+            args.checkpoint and Checkpoint(args.checkpoint), s["checkpoint_every"],
+            args.resume and Checkpoint(args.resume), None, cluster)
+        if args.plot and writer:
             write_bytes_atomic(args.plot, render_png(history, module.METRIC, f"{module.MODEL} ({s['optimizer']}, "
                                                                             f"lr {s['lr']:g})"))
     except KeyboardInterrupt:
         saved = f"; checkpoint saved to {args.checkpoint} (continue with --resume)" if args.checkpoint else ""
-        print(f"interrupted{saved}", file=sys.stderr)
+        if cluster is not None:
+            saved = "; the last checkpoint written resumes" if args.checkpoint else ""
+        if writer:
+            print(f"interrupted{saved}", file=sys.stderr)
         return 130
-    except Diverged as exc:
-        print(f"error: {printable(exc)}", file=sys.stderr)
-        return 1
     except (TrainingError, CheckpointError, PlotUnavailable, OSError, KeyError, ValueError) as exc:
-        print(f"error: {printable(exc)}", file=sys.stderr)
-        return 2
+        if cluster is None or speaks(exc):
+            print(f"error: {printable(exc)}", file=sys.stderr)
+        if getattr(exc, "lost", None):
+            end_after_lost_rank(1)
+        return 1 if isinstance(exc, (Diverged, DistributedError)) else 2
+    if not writer:
+        return 0
     summary = final_summary(engine, X, T, validation, history, best_epoch, stopped)
     if args.json:
         print(json.dumps({"history": history, "summary": summary}, indent=2))
@@ -229,6 +243,19 @@ def main(module, argv=None):
         save_npz_atomic(args.save, weights)
         print(f"saved weights to {args.save}", file=sys.stderr)
     return 0
+
+
+def connect_for(module, args):
+    """The processes of a --distributed run; NCCL on the GPU for a CUDA program (before any GPU memory)."""
+    if args.overlap and not args.distributed:
+        raise TrainingError("--overlap goes with --distributed")
+    cluster = connect(overlap=args.overlap)
+    cluster.report_signals(sys.argv[0])
+    if getattr(module, "BACKEND", "numpy") == "cuda":
+        cluster.use_nccl(module.xp)
+    if cluster.rank == 0 and not (args.quiet or args.json):
+        print(cluster.describe(), file=sys.stderr)
+    return cluster
 
 
 def final_summary(engine, X, T, validation, history, best_epoch, stopped):
