@@ -6,8 +6,9 @@ between them: `gradient` and one `update_<optimizer>` per optimizer.
 them into the Program IR's functions.  The backward ops carry a gradient scale `GSCALE`:
 1 for gradients, and the learning rate in plain SGD's step, whose update then becomes a
 single subtraction (p - g), since g arrives already multiplied by lr.  In `gradient` the
-scale is an argument: a process holding n of a global batch's B rows passes n/B (times
-lr for plain SGD), so that the sum of every process's gradients is the batch mean.
+scale is an argument that replaces 1/N: every process holding some of a global batch's B
+rows passes 1/B (lr/B for plain SGD), so that the sum of their gradients is the batch
+mean, scaled exactly as one process scales it.
 
 Classifiers also count their correct predictions in the forward pass (`CountCorrect`):
 `loss` and every step return (loss, count), which is how an epoch's accuracy is known
@@ -93,11 +94,13 @@ def assemble(b: object, output: str, optimizers: dict[str, Optimizer]) -> Progra
         doc="loss, gradients, and f'(z) of every hidden activation, for training diagnostics",
         results=tuple(probe.buffer for probe, _ in b.probes))
     prog.probes = tuple(probe for probe, _ in b.probes)
+    per_row = {GSCALE: symbol("gscale") * symbol(BATCH)}  # gscale/N becomes gscale: the global batch's 1/B
     prog.functions["gradient"] = Function(
-        "gradient", counted + tuple(b.loss_ops) + _with_ready_marks(tuple(b.backward), b.params),
+        "gradient", counted + tuple(b.loss_ops)
+        + _with_ready_marks(tuple(_subs(op, per_row) for op in b.backward), b.params),
         ("gscale",), "L", count=tally, hook="ready",
-        doc="loss and the gradients times gscale, to be summed across processes; ready(start, stop) as each "
-            "block is final")
+        doc="loss, and gradients summed over rows times gscale (1/rows of the global batch, lr/rows for sgd), "
+            "to be summed over processes; ready(start, stop) marks each finished block")
     for name, opt in optimizers.items():
         for state in opt.state:
             b.buffer(f"state_{state}", (size,), "state")

@@ -6,9 +6,10 @@ mpi4py is imported when a run asks for it, CuPy's NCCL only for a CUDA program.
 
 Every process loads the whole data set and shuffles it with the same seed, so all agree on
 each global batch of B rows.  Process r takes its share (`share`: np.array_split's, the
-first B mod K processes one row more) and runs the program's `gradient(gscale)` with
-gscale = n_r/B (times lr for an optimizer that folds it in), so the sum of the K gradient
-vectors is the batch mean exactly, an uneven last batch included.  The gradient vector and
+first B mod K processes one row more) and runs the program's `gradient(gscale)`, which
+sums its rows' gradients times gscale = 1/B (lr/B for an optimizer that folds lr in), so
+the sum of the K gradient vectors is the batch mean, scaled exactly as one process scales
+it, an uneven last batch included.  The gradient vector and
 the two numbers after it (the loss times n_r/B, the correct count) are summed in place by
 one allreduce, and every process makes the same update with `update_<optimizer>`: the
 parameters stay identical on every process, and equal to one process's to round-off.
@@ -211,7 +212,7 @@ class Cluster:
             ws = engine.workspace(max(hi - lo, 1), keep=True)
             load = self._loader(engine, batches, ws, lo, hi)
             update = self._stepper(engine, ws, optimizer, (hi - lo) / size, hi > lo)
-            gscale = (hi - lo) / size * scale
+            gscale = scale / size
             for start in starts:
                 load(start)
                 loss, hits = update(gscale, lr, step, hyper)
@@ -243,8 +244,8 @@ class Cluster:
 
     def _stepper(self, engine, ws, optimizer, weight, has_rows):
         """A function (gscale, lr, step, hyper) -> (loss, correct count) of the whole batch that makes
-        one data-parallel update: this process's gradients (times gscale) and loss (times weight = n/B)
-        and count into engine.reduced, their sum over processes, and the update with that sum."""
+        one data-parallel update: this process's gradients (summed over its rows, times gscale), loss
+        (times weight = n/B) and count into engine.reduced, their sum over processes, and the update."""
         reduced, tail, update = engine.reduced, engine.tail, getattr(ws, "update_" + optimizer)
         if self.nccl is not None:
             return self._device_stepper(engine, ws, update, weight, has_rows)
