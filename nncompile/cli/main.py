@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"nncompile: error: {printable(exc)}", file=sys.stderr)
         if exc.lost:
             end_after_lost_rank(EXIT_FAILED)
-        return EXIT_FAILED
+        return EXIT_USER_ERROR
     except DivergenceError as exc:
         if not quiet or speaks(exc):
             print(f"nncompile: error: {printable(exc)}", file=sys.stderr)

@@ -38,6 +38,7 @@ GRACE = 5.0
 #: Overlapped mode: gradient blocks are summed in buckets of at least this many bytes (PyTorch DDP: 25 MB).
 BUCKET_BYTES = 4 << 20
 _ROLL_CALL = 77
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 
 class DistributedError(TrainingError):
@@ -103,6 +104,7 @@ class Cluster:
                 continue
             deadline = time.monotonic() + self.timeout
             while not request.Test():
+                _yield()  # more processes than cores: let the one being waited for run
                 if time.monotonic() > deadline:
                     self.lost()
                     deadline = time.monotonic() + self.timeout  # everyone answered: only slow, wait on
@@ -355,7 +357,8 @@ class Cluster:
             self.watch.Isend(token, dest=r, tag=_ROLL_CALL)
         answers = {r: np.empty(1, dtype=np.int64) for r in peers}
         pending = {r: self.watch.Irecv(answers[r], source=r, tag=_ROLL_CALL) for r in peers}
-        deadline = time.monotonic() + GRACE
+        grace = min(GRACE, self.timeout)
+        deadline = time.monotonic() + grace
         while pending and time.monotonic() < deadline:
             for r in [r for r, request in pending.items() if request.Test()]:
                 del pending[r]
@@ -365,7 +368,7 @@ class Cluster:
         lost = sorted(pending)
         alive = [r for r in range(self.size) if r not in lost]
         names = ", ".join(f"rank {r} (pid {self.places[r][1]} on {self.places[r][0]})" for r in lost)
-        raise RankLost(f"lost {names}: no answer for {self.timeout + GRACE:.0f} s, so it was killed or "
+        raise RankLost(f"lost {names}: no answer for {self.timeout + grace:.0f} s, so it was killed or "
                        f"crashed; the other {len(alive)} process(es) stop here (resume from the last "
                        "checkpoint)", lost, min(alive))
 

@@ -1,7 +1,7 @@
 """Training flags shared by `nncompile run` and generated scripts, and the scripts' command line.
 
-`nncompile generate` embeds engine.py, loop.py, checkpoint.py, diagnostics.py, plot.py and this
-file, in that order, after the compiled program; in a script the names imported below
+`nncompile generate` embeds engine.py, batches.py, loop.py, distributed.py, checkpoint.py,
+diagnostics.py, plot.py and this file, in that order, after the compiled program; in a script the names imported below
 are therefore already defined, and the import runs only inside the nncompile package.
 """
 import argparse
@@ -13,7 +13,7 @@ import numpy as np
 if __package__ == "nncompile.runtime":  # in a generated script these are defined above, in the same file
     from .checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
     from .diagnostics import Monitor, headline, new_warnings
-    from .distributed import DistributedError, connect, end_after_lost_rank, speaks
+    from .distributed import connect, end_after_lost_rank, speaks
     from .engine import INIT_SCHEMES, Diverged, Engine, TrainingError, check_inputs, encode_targets, init_flat, to_host
     from .loop import SCHEDULES, fit, hyperparameters
     from .plot import PlotUnavailable, render_png
@@ -227,7 +227,7 @@ def main(module, argv=None):
             print(f"error: {printable(exc)}", file=sys.stderr)
         if getattr(exc, "lost", None):
             end_after_lost_rank(1)
-        return 1 if isinstance(exc, (Diverged, DistributedError)) else 2
+        return 1 if isinstance(exc, Diverged) or getattr(exc, "lost", None) else 2
     if not writer:
         return 0
     summary = final_summary(engine, X, T, validation, history, best_epoch, stopped)
