@@ -30,11 +30,17 @@ MPIEXEC = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathse
 needs_mpiexec = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install 'nncompile[mpi]')")
 
 
-def _logs(tmp_path: Path, devices: int) -> list[list]:
-    done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(HERE / "nccl_worker.py"), str(tmp_path / "log"),
-                           str(devices)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads((tmp_path / f"log.{rank}.json").read_text()) for rank in (0, 1)]
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[list]]:
+    """Each process's log of a two-process job, for machines with 2 GPUs and with 1."""
+    out = {}
+    for devices in (2, 1):
+        tmp = tmp_path_factory.mktemp(f"nccl{devices}")
+        done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(HERE / "nccl_worker.py"), str(tmp / "log"),
+                               str(devices)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        out[devices] = [json.loads((tmp / f"log.{rank}.json").read_text()) for rank in (0, 1)]
+    return out
 
 
 def _names(log: list) -> list[str]:
@@ -43,10 +49,9 @@ def _names(log: list) -> list[str]:
 
 @needs_mpiexec
 @pytest.mark.parametrize("devices", [2, 1])
-def test_each_process_takes_its_gpu_then_joins_the_communicator_made_from_rank_0s_id(tmp_path: Path,
+def test_each_process_takes_its_gpu_then_joins_the_communicator_made_from_rank_0s_id(logs: dict,
                                                                                     devices: int) -> None:
-    logs = _logs(tmp_path, devices)
-    for rank, log in enumerate(logs):
+    for rank, log in enumerate(logs[devices]):
         names = _names(log)
         setup = names[:names.index("NcclCommunicator") + 1]
         assert setup[:2] == ["getDeviceCount", "device.use"], setup   # the GPU first, before any other CUDA call
@@ -57,8 +62,8 @@ def test_each_process_takes_its_gpu_then_joins_the_communicator_made_from_rank_0
 
 
 @needs_mpiexec
-def test_a_step_sums_the_gradient_vector_and_tail_in_place_then_updates(tmp_path: Path) -> None:
-    for rank, log in enumerate(_logs(tmp_path, 2)):
+def test_a_step_sums_the_gradient_vector_and_tail_in_place_then_updates(logs: dict) -> None:
+    for log in logs[2]:
         names = _names(log)
         _, pointer, size = log[names.index("reduced")]
         sums = [event for event in log if event[0] == "allReduce"]
@@ -75,8 +80,8 @@ def test_a_step_sums_the_gradient_vector_and_tail_in_place_then_updates(tmp_path
 
 
 @needs_mpiexec
-def test_the_second_step_is_captured_with_the_nccl_call_and_later_ones_replay(tmp_path: Path) -> None:
-    log = _logs(tmp_path, 2)[0]
+def test_the_second_step_is_captured_with_the_nccl_call_and_later_ones_replay(logs: dict) -> None:
+    log = logs[2][0]
     calls = [i for i, event in enumerate(log) if event[0] == "call"]
     second, third = log[calls[1]:calls[2]], log[calls[2]:]
     names = _names(second)

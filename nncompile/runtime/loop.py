@@ -161,9 +161,7 @@ class Rollback:
         epochs = loop.epoch - self.epoch
         if epochs < self.interval:
             return False
-        per_epoch = max((time.perf_counter() - self.kept_at) / epochs, 1e-9)
-        wanted = max(1, min(math.ceil(COPY_RATIO * self.cost / per_epoch), int(REPLAY_SECONDS / per_epoch)))
-        self.interval = agree(wanted)
+        self.interval = agree(copy_interval(self.cost, (time.perf_counter() - self.kept_at) / epochs))
         return epochs >= self.interval
 
     def keep(self, engine, loop):
@@ -192,6 +190,13 @@ class Rollback:
         loop.best_params = best_params
         for name, value in zip(loop._SCALARS, scalars):
             setattr(loop, name, value)
+
+
+def copy_interval(copy_seconds, epoch_seconds):
+    """Epochs between rollback copies: a copy costs at most 1/COPY_RATIO of the training between
+    two, and there are at most REPLAY_SECONDS of training to replay."""
+    epoch_seconds = max(epoch_seconds, 1e-9)
+    return max(1, min(math.ceil(COPY_RATIO * copy_seconds / epoch_seconds), int(REPLAY_SECONDS / epoch_seconds)))
 
 
 def fingerprint(*arrays):
