@@ -142,7 +142,7 @@ def _cluster(distributed: object, prog: CompiledProgram) -> parallel.Cluster | N
         else:
             cluster = parallel.connect(None if distributed is True else distributed)
         if prog.backend == "cuda" and cluster.nccl is None:
-            cluster.use_nccl(prog.module.xp)
+            cluster.use_nccl(prog.module)
     return cluster
 
 

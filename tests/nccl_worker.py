@@ -31,7 +31,7 @@ def main() -> int:
     sys.modules.update({"cupy": cupy, "cupy.cuda": cupy.cuda, "cupy.cuda.nccl": cupy.cuda.nccl})
     cupy_support._cupy = cupy
     cluster = distributed.connect()
-    cluster.use_nccl(cupy)
+    cluster.use_nccl(cupy_support)
     engine = fake_engine(log)
     log.add("reduced", engine.reduced.data.ptr, engine.reduced.size)
     run = cluster._stepper(engine, engine.ws, "sgd", 0.25, True)

@@ -50,7 +50,7 @@ FORBIDDEN_EXTERNAL = [
     ("backends.cuda.cupy_support", "sympy", "embedded in generated CUDA programs: NumPy only"),
     ("derive.ir", "numpy", "the IR is plain data"),
 ]
-RUNTIME_EXTERNAL_ALLOWED = {"numpy", "matplotlib"}
+RUNTIME_EXTERNAL_ALLOWED = {"numpy", "matplotlib", "mpi4py"}  # mpi4py: imported only for --distributed
 
 
 def _modules(root: Path = PACKAGE) -> dict[str, Path]:

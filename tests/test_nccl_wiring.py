@@ -109,19 +109,13 @@ def test_a_chain_that_cannot_be_captured_warns_and_runs_eagerly(monkeypatch: pyt
     assert _names(log) == ["a", "host", "begin_capture", "a", "host", "a", "host", "a", "host"]
 
 
-def test_a_cupy_without_nccl_is_one_line() -> None:
-    from nncompile.runtime import distributed
-    cluster = distributed.Cluster.__new__(distributed.Cluster)  # the check comes before any MPI call
-    with pytest.raises(distributed.DistributedError, match="sums gradients with NCCL, which CuPy cannot use") as info:
-        saved = sys.modules.get("cupy")
-        sys.modules["cupy"] = fake_cupy(Log(), with_nccl=False)
-        try:
-            cluster.use_nccl(sys.modules["cupy"])
-        finally:
-            if saved is None:
-                del sys.modules["cupy"]
-            else:
-                sys.modules["cupy"] = saved
+def test_a_cupy_without_nccl_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    cupy = fake_cupy(Log(), with_nccl=False)
+    monkeypatch.setattr(cupy_support, "_cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cupy.cuda)
+    with pytest.raises(RuntimeError, match="sums gradients with NCCL, which CuPy cannot use here") as info:
+        cupy_support.nccl_join(None)
     assert "\n" not in str(info.value)
 
 

@@ -2,7 +2,8 @@
 each computing the gradients of its share of every batch.
 
 Embedded verbatim in standalone scripts after loop.py: NumPy and the standard library only;
-mpi4py is imported when a run asks for it, CuPy's NCCL only for a CUDA program.
+mpi4py is imported when a run asks for it.  On the GPU the sums go through NCCL, set up by
+the CUDA program's own CuPy glue (cupy_support.nccl_join).
 
 Every process loads the whole data set and shuffles it with the same seed, so all agree on
 each global batch of B rows.  Process r takes its share (`share`: np.array_split's, the
@@ -55,9 +56,9 @@ class RankLost(DistributedError):
 
 def share(rows, rank, size):
     """Rows [lo, hi) of a batch of `rows` that process `rank` of `size` computes (np.array_split's)."""
-    base, extra = divmod(rows, size)
-    lo = rank * base + min(rank, extra)
-    return lo, lo + base + (1 if rank < extra else 0)
+    each, extra = rows // size, rows % size
+    lo = rank * each + min(rank, extra)
+    return lo, lo + each + (1 if rank < extra else 0)
 
 
 def connect(comm=None, overlap=False, timeout=None):
@@ -112,33 +113,15 @@ class Cluster:
     def _mpi_sum(self, array):
         self.wait(self.comm.Iallreduce(self.MPI.IN_PLACE, array))
 
-    def use_nccl(self, cupy):
-        """Sum on the GPU with NCCL (the cuda backend), in this order: this process takes the GPU of
-        its rank among the processes of its machine (modulo the GPUs there), before any GPU memory is
-        allocated; rank 0 makes the NCCL id and MPI broadcasts it; every process then joins the NCCL
-        communicator.  A sum is then ncclAllReduce in place on the device vector, on the current
-        stream (so a CUDA graph being captured includes it)."""
+    def use_nccl(self, module):
+        """Sum on the GPU with NCCL (the cuda backend): `module.nccl_join` (a CUDA program's CuPy glue)
+        picks this process's GPU from its rank among the processes of its machine, before any GPU
+        memory is allocated, and joins the communicator whose id rank 0 made (broadcast here)."""
+        self.local_rank = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
         try:
-            from cupy.cuda import nccl
-            nccl.get_version()
-        except Exception as exc:  # a CuPy built without NCCL, or no libnccl to load
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DistributedError(f"the cuda backend sums gradients with NCCL, which CuPy cannot use here "
-                                   f"({text}): install NCCL for your CUDA version (pip install "
-                                   "nvidia-nccl-cu12) or use the numpy backend") from None
-        local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
-        count = cupy.cuda.runtime.getDeviceCount()
-        cupy.cuda.Device(local.Get_rank() % count).use()
-        self.device = local.Get_rank() % count
-        uid = self.agree(nccl.get_unique_id() if self.rank == 0 else None)
-        self.nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
-        self._nccl, self._stream = nccl, cupy.cuda.get_current_stream
-        self.reduce = self._nccl_sum
-
-    def _nccl_sum(self, array):
-        kind = {np.dtype(np.float32): self._nccl.NCCL_FLOAT32, np.dtype(np.float64): self._nccl.NCCL_FLOAT64}
-        self.nccl.allReduce(array.data.ptr, array.data.ptr, array.size, kind[np.dtype(array.dtype)],
-                            self._nccl.NCCL_SUM, self._stream().ptr)
+            self.device, self.nccl, self.reduce = module.nccl_join(self)
+        except RuntimeError as exc:  # CuPy without NCCL, or NCCL failing to start
+            raise DistributedError(str(exc)) from None
 
     def sum(self, values):
         """Host numbers summed across processes (a new float64 array)."""

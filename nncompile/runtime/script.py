@@ -252,7 +252,7 @@ def connect_for(module, args):
     cluster = connect(overlap=args.overlap)
     cluster.report_signals(sys.argv[0])
     if getattr(module, "BACKEND", "numpy") == "cuda":
-        cluster.use_nccl(module.xp)
+        cluster.use_nccl(module)
     if cluster.rank == 0 and not (args.quiet or args.json):
         print(cluster.describe(), file=sys.stderr)
     return cluster

@@ -104,6 +104,35 @@ def next_key(values, step, advanced):
     return tuple(key)
 
 
+def nccl_join(cluster):
+    """NCCL for data-parallel training, in this order: this process takes the GPU of its rank among
+    the processes of its machine (modulo the GPUs there), before any GPU memory is allocated; rank 0
+    makes the NCCL id, which `cluster.agree` broadcasts over MPI; every process joins the communicator.
+
+    Returns (device, communicator, sum): sum(array) is ncclAllReduce in place on a device vector, on
+    the current stream, so a CUDA graph being captured includes it.  RuntimeError in one line if
+    this CuPy cannot use NCCL.
+    """
+    cupy = _cupy or cupy_module()
+    try:
+        from cupy.cuda import nccl
+        nccl.get_version()
+    except Exception as exc:  # a CuPy built without NCCL, or no libnccl to load
+        raise RuntimeError(f"the cuda backend sums gradients with NCCL, which CuPy cannot use here "
+                           f"({_first_line(exc)}): install NCCL for your CUDA version (pip install "
+                           "nvidia-nccl-cu12) or use the numpy backend") from None
+    device = cluster.local_rank % cupy.cuda.runtime.getDeviceCount()
+    cupy.cuda.Device(device).use()
+    uid = cluster.agree(nccl.get_unique_id() if cluster.rank == 0 else None)
+    communicator = nccl.NcclCommunicator(cluster.size, uid, cluster.rank)
+    kinds = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
+
+    def nccl_sum(array):
+        communicator.allReduce(array.data.ptr, array.data.ptr, array.size, kinds[np.dtype(array.dtype)],
+                               nccl.NCCL_SUM, cupy.cuda.get_current_stream().ptr)
+    return device, communicator, nccl_sum
+
+
 class DeviceScalars:
     """An entry point's scalar arguments in device memory (float64), where its kernels read them."""
 
