@@ -34,7 +34,21 @@ def digest(params: dict) -> str:
     return h.hexdigest()
 
 
+def sync_buffers(comm: MPI.Comm) -> tuple[dict, list]:
+    """Per-process buffers (here: pretend dense2.b holds running statistics) become rank 0's."""
+    import types
+    prog = program("softmax")
+    engine = prog.engine(prog.init_params(0))
+    _, shape, offset, _ = next(p for p in prog.module.PARAMS if p[0] == "dense2.b")
+    engine.params[offset:offset + shape[0]] = comm.rank + np.arange(shape[0])
+    engine.module = types.SimpleNamespace(BUFFERS=(("dense2.b", shape, offset),))
+    distributed.connect().sync_buffers(engine)
+    return prog.unflatten(engine.params), []
+
+
 def run_task(task: dict, comm: MPI.Comm) -> tuple[dict, list]:
+    if task.get("kind") == "buffers":
+        return sync_buffers(comm)
     prog = program(task["model"])
     X, y = dataset(task["model"], task["rows"])
     hang = task.pop("hang_rank", None)

@@ -51,6 +51,7 @@ def _tasks(tmp: Path, k: int) -> list[dict]:
     tasks += [dict(_task("softmax", "minibatch", "sgd"), overlap=True),
               dict(_task("binary", "gd", "adam"), overlap=True)]
     run = dict(val_split=0.2, patience=50, diagnostics=True, epochs=4)  # early stopping's state travels too
+    tasks += [{"kind": "buffers"}]
     tasks += [_task("softmax", "minibatch", "adam", **run),
               _task("softmax", "minibatch", "adam", **dict(run, epochs=2, checkpoint=str(tmp / f"k{k}.npz"))),
               _task("softmax", "minibatch", "adam", **dict(run, resume=str(tmp / f"k{k}.npz")))]
@@ -111,7 +112,7 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_every_mode_optimizer_and_model_matches_one_process(jobs: dict, k: int) -> None:
     tasks, results = jobs[k]
     for task, result in zip(tasks, results):
-        if "checkpoint" in task["train"] or "resume" in task["train"]:
+        if "train" not in task or "checkpoint" in task["train"] or "resume" in task["train"]:
             continue
         what = f"K={k} {task['model']} {task['train']['mode']} {task['train']['optimizer']}"
         _assert_close(result, _single(task), what + (" overlapped" if task.get("overlap") else ""))
@@ -128,6 +129,15 @@ def test_checkpoint_resumes_bit_identically_with_the_same_k(jobs: dict, tmp_path
         assert resumed[0][name].tobytes() == whole[0][name].tobytes(), name
     assert len(whole[1]) == 4 and "val_loss" in whole[1][-1] and "diagnostics" in whole[1][0]
     _assert_close(whole, _single(tasks[last - 2]), f"K={k} with early stopping and diagnostics")
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_buffers_start_each_epoch_as_rank_0s(jobs: dict, k: int) -> None:
+    """BatchNorm-style running statistics stay each process's own within an epoch and are rank 0's at the
+    start of the next (PyTorch DDP's default): here every process set its own, then synchronised."""
+    tasks, results = jobs[k]
+    params, _, same = results[next(i for i, t in enumerate(tasks) if t.get("kind") == "buffers")]
+    assert same and params["dense2.b"].tolist() == list(range(10))
 
 
 def test_a_checkpoint_written_by_two_processes_resumes_with_three(jobs: dict) -> None:
