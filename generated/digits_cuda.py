@@ -2163,6 +2163,7 @@ class Cluster:
         self.reduce = self._mpi_sum
         self.nccl = None
         self._plan = None
+        self.alarm = False  # set by the launcher's SIGUSR1: a process ended, hold the roll call now
 
     # -- plain collectives, each waited for with a deadline ------------------------------------
     def wait(self, *requests):
@@ -2173,7 +2174,8 @@ class Cluster:
             deadline = time.monotonic() + self.timeout
             while not request.Test():
                 _yield()  # more processes than cores: let the one being waited for run
-                if time.monotonic() > deadline:
+                if self.alarm or time.monotonic() > deadline:
+                    self.alarm = False
                     self.lost()
                     deadline = time.monotonic() + self.timeout  # everyone answered: only slow, wait on
 
@@ -2423,23 +2425,22 @@ class Cluster:
                        "checkpoint)", lost, min(alive))
 
     def report_signals(self, name="nncompile"):
-        """A process stopped by a signal says so in one line before it goes (the launcher then stops
-        the others): SIGTERM, SIGHUP, and SIGUSR1, by which MPICH's launcher reports a lost process."""
+        """A process stopped by SIGTERM or SIGHUP says so in one line before it goes (the launcher then
+        stops the others); SIGUSR1, by which MPICH's launcher (with -disable-auto-cleanup) reports that a
+        process ended, starts the roll call at once instead of ending this process."""
         import signal
 
         def stop(signum, frame):
-            what = signal.Signals(signum).name
-            if signum == getattr(signal, "SIGUSR1", None):
-                text = "the MPI launcher reports that another process ended abnormally"
-            else:
-                text = f"stopped by {what}"
-            os.write(2, f"{name}: error: rank {self.rank} of {self.size} (pid {os.getpid()}): {text}; "
-                        "training stops on every process\n".encode())
+            os.write(2, f"{name}: error: rank {self.rank} of {self.size} (pid {os.getpid()}): stopped by "
+                        f"{signal.Signals(signum).name}; training stops on every process\n".encode())
             os._exit(128 + signum)
 
-        for signame in ("SIGTERM", "SIGHUP", "SIGUSR1"):
+        def alarm(signum, frame):
+            self.alarm = True
+
+        for signame, handler in (("SIGTERM", stop), ("SIGHUP", stop), ("SIGUSR1", alarm)):
             if hasattr(signal, signame):
-                signal.signal(getattr(signal, signame), stop)
+                signal.signal(getattr(signal, signame), handler)
 
     def describe(self):
         """One line for people: how many processes, where."""

@@ -78,26 +78,30 @@ def run_epoch(engine, batches, step_name, lr, step, hyper, on_batch=None):
     raises Diverged naming the update.  `on_batch(rows)`, when given, is called after
     each update (progress display).
     """
+    if batches.whole:  # one update on every row, which stay in the step's buffers
+        ws = engine.workspace(batches.rows, keep=True)
+        batches.load_all(ws)
+        loss, hits = engine.fetch(getattr(ws, step_name)(lr, step, *hyper))
+        _check(float(loss), step, lr)
+        if on_batch is not None:
+            on_batch(batches.rows)
+        return float(loss), hits, 1, step + 1
     total, correct, updates = 0.0, 0, 0
-    fetch, order, whole = engine.fetch, batches.device_order, batches.whole
+    fetch, order = engine.fetch, batches.device_order
     clip = ("clip",) if engine.xp is np else ()  # CuPy's take has no mode; "clip" skips NumPy's bounds copy
     for size, starts in batches.groups:
         ws = engine.workspace(size, keep=True)
-        run = getattr(ws, step_name)
-        if whole:
-            batches.load_all(ws)
-        else:
-            source, inputs = batches.source(ws)
-            take_x, take_t, tb = source.take, batches.T.take, ws.T
+        run, tb = getattr(ws, step_name), ws.T
+        source, inputs = batches.source(ws)
+        take_x, take_t = source.take, batches.T.take
         for start in starts:
-            if not whole:
-                idx = order[start:start + size]
-                take_x(idx, 0, inputs, *clip)
-                take_t(idx, 0, tb, *clip)
+            idx = order[start:start + size]
+            take_x(idx, 0, inputs, *clip)
+            take_t(idx, 0, tb, *clip)
             loss, hits = fetch(run(lr, step, *hyper))
             loss = float(loss)
             if not math.isfinite(loss):
-                raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
+                _check(loss, step, lr)
             total += loss
             correct += hits
             updates += 1
@@ -105,3 +109,8 @@ def run_epoch(engine, batches, step_name, lr, step, hyper, on_batch=None):
             if on_batch is not None:
                 on_batch(size)
     return total, correct, updates, step
+
+
+def _check(loss, step, lr):
+    if not math.isfinite(loss):
+        raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")

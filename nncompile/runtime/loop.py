@@ -302,6 +302,7 @@ class _Run:
     def start(self, epochs):
         """The batches, and with several processes, the same starting parameters on every one."""
         self.epochs, self.step_name, self.hyper = epochs, "step_" + self.plan["optimizer"], tuple(self.plan["hyper"])
+        self.metric = self.engine.module.METRIC
         self.batches = Batches(self.engine, self.X, self.T, self.batch, whole=self.plan["mode"] == "gd")
         if self.cluster is not None:
             self.cluster.start(self.engine, self.X.shape[0])
@@ -341,9 +342,8 @@ class _Run:
             raise Diverged(f"training diverged in epoch {loop.epoch + 1}: {exc}; kept the weights from epoch "
                            f"{loop.epoch}: lower the learning rate (try {lr / 10:g})", loop.history) from None
         record = {"epoch": loop.epoch + 1, "loss": total / updates, "updates": updates, "lr": lr}
-        metric = engine.module.METRIC
-        if metric:
-            record[metric] = engine.metric(correct, self.X.shape[0])
+        if self.metric:
+            record[self.metric] = engine.metric(correct, self.X.shape[0])
         return record
 
     def agree(self, value):
