@@ -88,11 +88,11 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
     `evaluate=True` adds `train_loss` and `train_<metric>`, an exact evaluation of each
     epoch's final weights.
 
-    `distributed=True` (or an mpi4py communicator, or a `runtime.distributed.Cluster`) makes this call one of K processes
-    started by `mpiexec -n K`: each passes the same data and settings, computes the
-    gradients of its share of every batch, and the gradients are summed by MPI (by NCCL on
-    the GPU for the cuda backend); every process returns the same result, equal to a single
-    process's to round-off.  Checkpoints are written by rank 0 alone.
+    `distributed=True` (or an mpi4py communicator, or a `runtime.distributed.Cluster`)
+    makes this call one of K processes started by `mpiexec -n K`: each passes the same
+    data and settings and computes the gradients of its share of every batch; they are
+    summed by MPI (by NCCL on the GPU for the cuda backend), and every process returns the
+    same result, equal to a single process's to round-off.  Rank 0 alone writes checkpoints.
     """
     _check_settings(mode, epochs, lr, patience, validation, val_split, checkpoint_every)
     if not isinstance(optimizer, str):

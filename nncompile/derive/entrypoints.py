@@ -99,8 +99,7 @@ def assemble(b: object, output: str, optimizers: dict[str, Optimizer]) -> Progra
         "gradient", counted + tuple(b.loss_ops)
         + _with_ready_marks(tuple(_subs(op, per_row) for op in b.backward), b.params),
         ("gscale",), "L", count=tally, hook="ready",
-        doc="loss, and gradients summed over rows times gscale (1/rows of the global batch, lr/rows for sgd), "
-            "to be summed over processes; ready(start, stop) marks each finished block")
+        doc="loss, and the gradients times gscale (one over the rows of the global batch)")
     for name, opt in optimizers.items():
         for state in opt.state:
             b.buffer(f"state_{state}", (size,), "state")

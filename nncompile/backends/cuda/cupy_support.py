@@ -10,9 +10,10 @@ Each entry point of a workspace (forward, loss, loss_and_grad, step_<optimizer>)
 its launches eagerly on its first call, is captured into a CUDA graph on its second
 and replays that graph afterwards, so a step costs one graph launch however many
 kernels it has; a `Chain` does the same for several entry points with host calls
-between them (a data-parallel step with its NCCL sum).  Scalar arguments (learning rate, step count, hyperparameters) live in
-device memory, where the captured kernels read them: the step count is advanced on
-the device, so consecutive steps upload nothing.
+between them (a data-parallel step with its NCCL sum).  Scalar arguments (learning
+rate, step count, hyperparameters) live in device memory, where the captured kernels
+read them: the step count is advanced on the device, so consecutive steps upload nothing.
+`nccl_join` sets up NCCL for data-parallel training (runtime/distributed.py).
 """
 import types
 import warnings
