@@ -46,7 +46,7 @@ def _task(model: str, mode: str, optimizer: str, **extra: object) -> dict:
 
 def _tasks(tmp: Path, k: int) -> list[dict]:
     tasks = [_task("softmax", mode, opt) for mode in MODES for opt in LR]
-    tasks += [_task("binary", "minibatch", "adam"), _task("regression", "minibatch", "momentum"),
+    tasks += [_task("binary", "minibatch", "adam", evaluate=True), _task("regression", "minibatch", "momentum"),
               _task("regression", "sgd", "sgd")]
     tasks += [dict(_task("softmax", "minibatch", "sgd"), overlap=True),
               dict(_task("binary", "gd", "adam"), overlap=True)]
