@@ -3,9 +3,10 @@
 For each network (tiny 2-8-1 at batch 4, digits 64-32-10 at 32, mnist 784-256-256-10 at
 128, wide 1024-2048-2048-10 at 256) and mode, in one process, contenders in alternating
 rounds (median of 7):
-  train   nc.train(prog, X, y, mode=..., batch_size=B, epochs=E, lr=..., params=p) / E: the public
-          API with its defaults (running loss and accuracy from the steps, no extra pass), set-up
-          included and spread over the E epochs
+  train   nc.train(prog, X, y, mode=..., batch_size=B, epochs=E, lr=..., params=p): the public API
+          with its defaults (running loss and accuracy from the steps, no extra pass); per epoch
+          is (time of E2 epochs - time of 2 epochs) / (E2 - 2), the set-up of a call (data checks,
+          engine, buffers, the parameters copied in and out) printed on its own
   raw     the generated step_sgd alone on fixed buffers, x updates per epoch (the floor)
   hand    a careful hand-written NumPy epoch (benchmarks/handwritten.py: preallocated buffers,
           out= everywhere; minibatch: in-place shuffle, rows gathered with take into its buffers)
@@ -45,7 +46,7 @@ LR = 1e-3
 
 
 def load() -> str:
-    return os.getloadavg().__repr__() if hasattr(os, "getloadavg") else "?"
+    return " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
 
 
 def dataset(cfg: Config, rows: int, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -129,22 +130,23 @@ def measure(cfg: Config, mode: str, dtype: str, budget: float, with_torch: bool)
     for _ in range(5):
         raw_step(LR, 1)
     per_update = (time.perf_counter() - start) / 5
-    epochs = max(3, int(0.25 / (per_update * updates)))
+    epochs = max(6, int(0.5 / (per_update * updates)))
 
     def raw() -> None:
         for _ in range(updates):
             raw_step(LR, 1)
 
-    def train() -> None:
-        nc.train(prog, X, y, mode=mode, batch_size=cfg.batch, epochs=epochs, lr=LR, params=params)
+    def train(count: int) -> Callable[[], None]:
+        return lambda: nc.train(prog, X, y, mode=mode, batch_size=cfg.batch, epochs=count, lr=LR, params=params)
 
-    contenders: dict[str, Callable[[], object]] = {"train": train, "raw": raw,
+    contenders: dict[str, Callable[[], object]] = {"short": train(2), "long": train(2 + epochs), "raw": raw,
                                                     "hand": hand_epoch(cfg, params, X, T, cfg.batch)}
     if with_torch:
         import torch
         contenders["torch"] = torch_epoch(cfg, dtype, params, X, T, cfg.batch)
     times = interleaved(contenders, budget * len(contenders))
-    times["train"] /= epochs
+    times["train"] = (times["long"] - times["short"]) / epochs
+    times["setup"] = times["short"] - 2 * times["train"]
     if with_torch and torch.get_num_threads() > 1:
         threads = torch.get_num_threads()  # torch's pool can collapse on tiny ops: credit its best setting
         torch.set_num_threads(1)
@@ -178,15 +180,15 @@ def main() -> int:
     budget = 0.4 if args.quick else 1.2
     print(f"\n{args.dtype}: time per epoch")
     print(f"{'config':7s} {'mode':9s} {'upd':>4s} {'nc.train':>12s} {'raw step':>12s} {'hand NumPy':>12s} "
-          f"{'torch':>12s}   {'train/raw':>9s} {'hand/train':>10s} {'torch/train':>11s}   load")
+          f"{'torch':>12s}   {'train/raw':>9s} {'hand/train':>10s} {'torch/train':>11s} {'set-up':>10s}   load")
     for mode in args.modes.split(","):
         for cfg in (c for c in CONFIGS if c.name in args.configs.split(",")):
             t = measure(cfg, mode, args.dtype, budget, with_torch)
             torch_t = t.get("torch")
             print(f"{cfg.name:7s} {mode:9s} {t['updates']:4d} {fmt(t['train'])} {fmt(t['raw'])} {fmt(t['hand'])} "
                   f"{fmt(torch_t) if torch_t else '           -'}   {t['train'] / t['raw']:9.3f} "
-                  f"{t['hand'] / t['train']:10.2f} {(torch_t / t['train']) if torch_t else float('nan'):11.2f}   "
-                  f"{load()}", flush=True)
+                  f"{t['hand'] / t['train']:10.2f} {(torch_t / t['train']) if torch_t else float('nan'):11.2f} "
+                  f"{fmt(t['setup'])}   {load()}", flush=True)
     return 0
 
 
