@@ -18,8 +18,8 @@ import numpy as np
 
 from .errors import DataError, DivergenceError, TrainingWarning
 from .program import CompiledProgram, data_errors
-from .runtime import engine as runtime
 from .runtime import distributed as parallel
+from .runtime import engine as runtime
 from .runtime import loop, script
 from .runtime.checkpoint import Checkpoint, CheckpointError
 from .runtime.diagnostics import Monitor, new_warnings
