@@ -136,3 +136,13 @@ def test_copy_spacing_follows_the_cost() -> None:
     assert loop.copy_interval(1e-6, 10e-3) == 1        # cheap copies: every epoch
     assert loop.copy_interval(0.5, 0.1) == 10          # at most REPLAY_SECONDS (1 s) of epochs to replay
     assert loop.copy_interval(1.0, 5.0) == 1
+
+
+def test_the_graph_view_shows_the_count_and_the_gradient_blocks(digits_prog: nc.CompiledProgram) -> None:
+    from nncompile.explain.graph import dot, table
+    program = digits_prog.graph
+    text = table(program, "gradient", 32)
+    blocks = [line for line in text.splitlines() if "GradReady" in line]
+    assert [line.split()[-3] for line in blocks] == [f"grads[{a}:{b}]" for a, b in digits_prog.module.GRAD_BLOCKS]
+    assert "CountCorrect" in table(program, "loss", 32) and "CountCorrect" not in table(program, "loss_and_grad", 32)
+    assert "are final" in dot(program, "gradient")

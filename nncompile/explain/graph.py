@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..derive.ir import BATCH, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
+from ..derive.ir import BATCH, CountCorrect, Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce
 from ..errors import NncompileError
 
 STAGES = ("forward", "loss", "backward", "update", "diagnose")
@@ -42,6 +42,8 @@ def flops(program: Program, op: Op, n: int) -> int:
     if isinstance(op, MatMulT):
         rows, inner = _dims(program, op.a, n)
         return 2 * rows * inner * _dims(program, op.out, n)[1]
+    if isinstance(op, CountCorrect):  # a comparison per output element (and per target element)
+        return 2 * _count(_dims(program, op.y, n))
     if isinstance(op, (Map, Reduce)):
         size = 1
         for name in op.inputs:
@@ -64,7 +66,7 @@ def table(program: Program, function: str = "loss_and_grad", batch: int = 32) ->
     rows = [("#", "stage", "op", "writes", "reads", "shape", "FLOPs", "formula")]
     per_stage = dict.fromkeys(STAGES, 0)
     for i, op in enumerate(ops, 1):
-        shape = "x".join(str(d) for d in program.buffers[op.outputs[0]].shape) or "scalar"
+        shape = ("x".join(str(d) for d in program.buffers[op.outputs[0]].shape) or "scalar") if op.outputs else "-"
         cost = flops(program, op, batch)
         per_stage[op.stage] += cost
         rows.append((str(i), op.stage, op.kind, ", ".join(op.outputs), ", ".join(op.inputs), shape,
