@@ -242,7 +242,7 @@ class Engine:
     def finite(self):
         """Whether every parameter is finite: one BLAS dot product (NaN and inf propagate), checked
         element by element only when that overflows (call it under np.errstate(over="ignore"))."""
-        if math.isfinite(float(self.xp.dot(self.params, self.params))):
+        if math.isfinite(float(self.params.dot(self.params))):
             return True
         return bool(self.xp.isfinite(self.params).all())
 

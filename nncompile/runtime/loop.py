@@ -309,6 +309,8 @@ class _Run:
 
     def lr(self, epoch):
         schedule, step_size, gamma = self.plan["schedule"]
+        if schedule == "constant":
+            return self.plan["lr"]
         return schedule_lr(schedule, self.plan["lr"], epoch, self.epochs, step_size, gamma)
 
     def updates(self, lr, on_batch):
