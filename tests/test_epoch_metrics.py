@@ -146,3 +146,22 @@ def test_the_graph_view_shows_the_count_and_the_gradient_blocks(digits_prog: nc.
     assert [line.split()[-3] for line in blocks] == [f"grads[{a}:{b}]" for a, b in digits_prog.module.GRAD_BLOCKS]
     assert "CountCorrect" in table(program, "loss", 32) and "CountCorrect" not in table(program, "loss_and_grad", 32)
     assert "are final" in dot(program, "gradient")
+
+
+@pytest.mark.parametrize("copies", ["every epoch", "rare"])
+def test_a_last_update_that_overflows_is_blamed_on_its_own_epoch(copies: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parameters are not checked every epoch: an epoch whose last update overflows (its loss, computed
+    before the update, was finite) shows up as a NaN loss at the next epoch's first update; a replay
+    finds the epoch before to blame, and its record goes."""
+    monkeypatch.setattr(loop, "COPY_RATIO", 1e9 if copies == "rare" else 0.0)
+    prog = nc.compile(nn.Sequential(nn.Dense(1), input_dim=2, loss=nn.MSE(), name="overflowing_line"))
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    start = prog.init_params(0)
+    seen: list[int] = []
+    with pytest.raises(nc.DivergenceError) as info:
+        nc.train(prog, X, X[:, 0] * 5 + 3, mode="gd", epochs=3, lr=1e308, params=start,
+                 callback=lambda record: seen.append(record["epoch"]))
+    message = "training diverged in epoch 1: the parameters became NaN or infinite at update 1 "
+    assert str(info.value).startswith(message) and info.value.result.history == [] and seen == [1]
+    for name, value in start.items():
+        assert info.value.result.params[name].tobytes() == value.tobytes()

@@ -113,4 +113,4 @@ def run_epoch(engine, batches, step_name, lr, step, hyper, on_batch=None):
 
 def _check(loss, step, lr):
     if not math.isfinite(loss):
-        raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
+        raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}", update=step)

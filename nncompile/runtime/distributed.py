@@ -204,7 +204,8 @@ class Cluster:
                 load(start)
                 loss, hits = update(gscale, lr, step, hyper)
                 if not math.isfinite(loss):
-                    raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
+                    raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}",
+                                   update=step)
                 total += loss
                 correct += hits
                 updates += 1

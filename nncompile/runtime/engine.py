@@ -23,12 +23,13 @@ class TrainingError(ValueError):
 class Diverged(TrainingError):
     """The loss stopped being finite; the state after the last good epoch was restored.
 
-    `history` holds the records of the epochs that finished.
+    `history` holds the records of the epochs that finished; `update` is the update whose
+    loss was not finite, when that is how it was found.
     """
 
-    def __init__(self, message, history=()):
+    def __init__(self, message, history=(), update=None):
         super().__init__(message)
-        self.history = list(history)
+        self.history, self.update = list(history), update
 
 
 def init_flat(module, seed=0, scheme="auto"):

@@ -136,23 +136,23 @@ class Loop:
 
 
 class Rollback:
-    """Where a run goes back to: the start of the current epoch.
+    """Where a run goes back to: the start of the current (or the previous) epoch.
 
     `mark` notes the loop's bookkeeping at every epoch start (cheap); `keep` copies the
     vectors, the generator and the step count into buffers allocated once, only when
-    `due`; `rewind` restores that copy and replays the epochs since.  Copies are spaced
-    so that copying costs about 1/COPY_RATIO of the training time, and never more than
-    REPLAY_SECONDS of training lie between two of them.
+    `due` and only finite parameters; `rewind` restores that copy and replays the epochs
+    since.  Copies are spaced so that copying costs about 1/COPY_RATIO of the training
+    time, and never more than REPLAY_SECONDS of training lie between two of them.
     """
 
     def __init__(self):
         self.params, self.state, self.rng, self.epoch, self.step = None, {}, None, None, 0
         self.interval, self.cost, self.kept_at = 1, 0.0, 0.0
-        self.marked = None  # (history length, best parameters, scalars) at the current epoch's start
+        self.marked = self.previous = None  # (history length, best parameters, scalars) at epoch starts
 
     def mark(self, loop):
-        self.marked = (len(loop.history), loop.best_params, loop.epoch, loop.step, loop.best_loss, loop.best_epoch,
-                       loop.waited, loop.stopped)
+        self.previous, self.marked = self.marked, (len(loop.history), loop.best_params, loop.epoch, loop.step,
+                                                   loop.best_loss, loop.best_epoch, loop.waited, loop.stopped)
 
     def due(self, loop, agree):
         """Whether to copy now; spaces the copies by what the last one cost (`agree`: rank 0 decides)."""
@@ -165,7 +165,10 @@ class Rollback:
         return epochs >= self.interval
 
     def keep(self, engine, loop):
+        """Copy the state; False (and no copy) if a parameter is not finite."""
         started = time.perf_counter()
+        if not engine.finite():
+            return False
         if self.params is None:
             self.params = engine.params.copy()
             self.state = {name: value.copy() for name, value in engine.state.items()}
@@ -176,10 +179,12 @@ class Rollback:
         self.rng, self.epoch, self.step = loop.rng.bit_generator.state, loop.epoch, loop.step
         self.kept_at = time.perf_counter()
         self.cost = self.kept_at - started
+        return True
 
-    def rewind(self, engine, loop, replay):
-        """Back to the marked epoch start: restore the copy, then `replay(epoch)` each epoch since."""
-        n_history, best_params, *scalars = self.marked
+    def rewind(self, engine, loop, replay, previous=False):
+        """Back to the marked start of this epoch (of the one before with `previous`): restore the copy,
+        then `replay(epoch)` each epoch since."""
+        n_history, best_params, *scalars = self.previous if previous else self.marked
         engine.params[...] = self.params
         for name, value in self.state.items():
             engine.state[name][...] = value
@@ -257,8 +262,8 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
     try:
         while loop.epoch < epochs and not loop.stopped:
             point.mark(loop)
-            if point.due(loop, run.agree):
-                point.keep(engine, loop)
+            if point.due(loop, run.agree) and not point.keep(engine, loop):
+                run.overflowed(point, previous=True)
             in_epoch = True  # from here until the epoch is counted, Ctrl-C rolls back to its start
             record = run.epoch(point)
             if evaluate:
@@ -274,6 +279,8 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             halt = callback is not None and callback(record) is False
             if checkpoint is not None and (loop.epoch % every == 0 or loop.epoch == epochs
                                            or loop.stopped or halt):
+                if not engine.finite():
+                    run.overflowed(point)
                 run.save(checkpoint)
             if halt:
                 break
@@ -284,6 +291,8 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             if checkpoint is not None:
                 run.save(checkpoint)
         raise
+    if loop.history and point.marked is not None and not engine.finite():
+        run.overflowed(point)
     if patience is not None and loop.best_params is not None:
         engine.params[...] = loop.best_params
     return loop.history, loop.best_epoch, loop.stopped
@@ -331,22 +340,40 @@ class _Run:
         self.updates(self.lr(epoch), None)
 
     def epoch(self, point):
-        """One epoch of updates and its record; on divergence, back to the epoch's start."""
-        loop, engine = self.loop, self.engine
+        """One epoch of updates and its record; on divergence, back to the last good epoch's end.
+
+        Parameters are checked only when a rollback copy is made, before a checkpoint and at
+        the end, not every epoch: a non-finite loss at the first update of an epoch may mean
+        that the previous epoch's last update overflowed, which a replay finds out.
+        """
+        loop = self.loop
         lr = self.lr(loop.epoch)
         try:
             total, correct, updates = self.updates(lr, self.on_batch)
-            if not engine.finite():  # the last update itself overflowed
-                raise Diverged(f"the parameters became NaN or infinite at update {loop.step - 1} with learning "
-                               f"rate {lr:g}")
         except Diverged as exc:
-            point.rewind(engine, loop, self.replay)
-            raise Diverged(f"training diverged in epoch {loop.epoch + 1}: {exc}; kept the weights from epoch "
-                           f"{loop.epoch}: lower the learning rate (try {lr / 10:g})", loop.history) from None
+            first = exc.update == point.marked[3] and point.previous is not None  # this epoch's first update
+            point.rewind(self.engine, loop, self.replay)
+            if first and not self.engine.finite():
+                self.overflowed(point, previous=True)
+            raise self.diverged(str(exc), lr) from None
         record = {"epoch": loop.epoch + 1, "loss": total / updates, "updates": updates, "lr": lr}
         if self.metric:
-            record[self.metric] = engine.metric(correct, self.X.shape[0])
+            record[self.metric] = self.engine.metric(correct, self.X.shape[0])
         return record
+
+    def overflowed(self, point, previous=False):
+        """The last update of an epoch (the current one, or with `previous` the one before) made the
+        parameters NaN or infinite: back to that epoch's start, its record dropped; raises Diverged."""
+        update = self.loop.step - 1 if not previous else point.marked[3] - 1
+        point.rewind(self.engine, self.loop, self.replay, previous)
+        lr = self.lr(self.loop.epoch)
+        raise self.diverged(f"the parameters became NaN or infinite at update {update} with learning rate {lr:g}",
+                            lr)
+
+    def diverged(self, what, lr):
+        loop = self.loop
+        return Diverged(f"training diverged in epoch {loop.epoch + 1}: {what}; kept the weights from epoch "
+                        f"{loop.epoch}: lower the learning rate (try {lr / 10:g})", loop.history)
 
     def agree(self, value):
         """`value` as rank 0 has it (every process must take the same decisions)."""
