@@ -15,7 +15,7 @@ rounds (median of 7):
 gd: one batch of B rows, so an epoch is one update.  minibatch: B x U rows, U updates per epoch.
 
     python benchmarks/train_loop.py [--dtype float32|float64] [--configs tiny,digits,mnist,wide]
-                                    [--modes gd,minibatch] [--quick]
+                                    [--modes gd,minibatch] [--threads 2] [--clock wall|cpu] [--quick]
 
 Columns train/raw (target <= 1.3 tiny/digits, <= 1.10 mnist/wide), hand/train (>= 1.0, wide
 >= 0.95) and torch/train (>= 10 tiny, >= 6 digits, >= 1.2 mnist).  `uptime` load is printed
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from handwritten import HandStep  # noqa: E402
-from step_vs_peers import Config, blas_info, build_model, fmt, interleaved  # noqa: E402
+from step_vs_peers import Config, blas_info, build_model, fmt  # noqa: E402
 
 import nncompile as nc  # noqa: E402
 
@@ -43,6 +44,32 @@ CONFIGS = [Config("tiny", (2, 8, 1), "tanh", "sigmoid", 4), Config("digits", (64
            Config("wide", (1024, 2048, 2048, 10), "relu", "softmax", 256)]
 UPDATES = {"tiny": 64, "digits": 32, "mnist": 16, "wide": 4}   # minibatch updates per epoch
 LR = 1e-3
+
+
+CLOCK = {"wall": time.perf_counter, "cpu": time.thread_time}
+clock = time.perf_counter
+
+
+def interleaved(fns: dict[str, Callable[[], object]], budget: float) -> dict[str, float]:
+    """Median seconds per call of each function over 7 alternating rounds of ~budget/7 s each,
+    by `clock`: wall time, or (--clock cpu, for a machine shared with other work) this thread's
+    CPU time, which other processes' load does not inflate (meaningful with one BLAS thread)."""
+    repeats = {}
+    for name, fn in fns.items():
+        fn()
+        start, calls = clock(), 0
+        while clock() - start < 0.02:
+            fn()
+            calls += 1
+        repeats[name] = max(1, int(calls * budget / 7 / max(clock() - start, 1e-9)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(7):
+        for name, fn in fns.items():
+            started = clock()
+            for _ in range(repeats[name]):
+                fn()
+            samples[name].append((clock() - started) / repeats[name])
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def load() -> str:
@@ -126,10 +153,10 @@ def measure(cfg: Config, mode: str, dtype: str, budget: float, with_torch: bool)
     ws.X[...], ws.T[...] = X[:cfg.batch], T[:cfg.batch]
     raw_step = ws.step_sgd
     raw_step(LR, 1)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(5):
         raw_step(LR, 1)
-    per_update = (time.perf_counter() - start) / 5
+    per_update = (clock() - start) / 5
     epochs = max(6, int(0.5 / (per_update * updates)))
 
     def raw() -> None:
@@ -163,7 +190,11 @@ def main() -> int:
     parser.add_argument("--modes", default="gd,minibatch")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="shorter timing budget per measurement")
+    parser.add_argument("--clock", choices=tuple(CLOCK), default="wall",
+                        help="wall time, or this thread's CPU time (with --threads 1, on a busy machine)")
     args = parser.parse_args()
+    global clock
+    clock = CLOCK[args.clock]
     try:
         from threadpoolctl import threadpool_limits
         threadpool_limits(args.threads)
@@ -178,7 +209,7 @@ def main() -> int:
         print("PyTorch not installed: torch column skipped")
     print(blas_info())
     budget = 0.4 if args.quick else 1.2
-    print(f"\n{args.dtype}: time per epoch")
+    print(f"\n{args.dtype}: {args.clock} time per epoch, {args.threads} thread(s)")
     print(f"{'config':7s} {'mode':9s} {'upd':>4s} {'nc.train':>12s} {'raw step':>12s} {'hand NumPy':>12s} "
           f"{'torch':>12s}   {'train/raw':>9s} {'hand/train':>10s} {'torch/train':>11s} {'set-up':>10s}   load")
     for mode in args.modes.split(","):

@@ -30,9 +30,10 @@ Each entry point of a workspace (forward, loss, loss_and_grad, step_<optimizer>)
 its launches eagerly on its first call, is captured into a CUDA graph on its second
 and replays that graph afterwards, so a step costs one graph launch however many
 kernels it has; a `Chain` does the same for several entry points with host calls
-between them (a data-parallel step with its NCCL sum).  Scalar arguments (learning rate, step count, hyperparameters) live in
-device memory, where the captured kernels read them: the step count is advanced on
-the device, so consecutive steps upload nothing.
+between them (a data-parallel step with its NCCL sum).  Scalar arguments (learning
+rate, step count, hyperparameters) live in device memory, where the captured kernels
+read them: the step count is advanced on the device, so consecutive steps upload nothing.
+`nccl_join` sets up NCCL for data-parallel training (runtime/distributed.py).
 """
 import types
 import warnings
@@ -936,7 +937,7 @@ def build(n, params, grads, state):
         gemv("T", dz1, ones, db1)
 
     def gradient():
-        """Loss, and gradients summed over rows times gscale (1/rows of the global batch, lr/rows for sgd), to be summed over processes; ready(start, stop) marks each finished block."""
+        """Loss, and the gradients times gscale (one over the rows of the global batch)."""
         # z1 = X @ W1
         gemm("N", "N", X, W1, z1)
         # forward: z1 = X @ W1 + b1 [bias add after the cuBLAS product]
@@ -1252,12 +1253,13 @@ class TrainingError(ValueError):
 class Diverged(TrainingError):
     """The loss stopped being finite; the state after the last good epoch was restored.
 
-    `history` holds the records of the epochs that finished.
+    `history` holds the records of the epochs that finished; `update` is the update whose
+    loss was not finite, when that is how it was found.
     """
 
-    def __init__(self, message, history=()):
+    def __init__(self, message, history=(), update=None):
         super().__init__(message)
-        self.history = list(history)
+        self.history, self.update = list(history), update
 
 
 def init_flat(module, seed=0, scheme="auto"):
@@ -1471,7 +1473,7 @@ class Engine:
     def finite(self):
         """Whether every parameter is finite: one BLAS dot product (NaN and inf propagate), checked
         element by element only when that overflows (call it under np.errstate(over="ignore"))."""
-        if math.isfinite(float(self.xp.dot(self.params, self.params))):
+        if math.isfinite(float(self.params.dot(self.params))):
             return True
         return bool(self.xp.isfinite(self.params).all())
 
@@ -1625,26 +1627,30 @@ def run_epoch(engine, batches, step_name, lr, step, hyper, on_batch=None):
     raises Diverged naming the update.  `on_batch(rows)`, when given, is called after
     each update (progress display).
     """
+    if batches.whole:  # one update on every row, which stay in the step's buffers
+        ws = engine.workspace(batches.rows, keep=True)
+        batches.load_all(ws)
+        loss, hits = engine.fetch(getattr(ws, step_name)(lr, step, *hyper))
+        _check(float(loss), step, lr)
+        if on_batch is not None:
+            on_batch(batches.rows)
+        return float(loss), hits, 1, step + 1
     total, correct, updates = 0.0, 0, 0
-    fetch, order, whole = engine.fetch, batches.device_order, batches.whole
+    fetch, order = engine.fetch, batches.device_order
     clip = ("clip",) if engine.xp is np else ()  # CuPy's take has no mode; "clip" skips NumPy's bounds copy
     for size, starts in batches.groups:
         ws = engine.workspace(size, keep=True)
-        run = getattr(ws, step_name)
-        if whole:
-            batches.load_all(ws)
-        else:
-            source, inputs = batches.source(ws)
-            take_x, take_t, tb = source.take, batches.T.take, ws.T
+        run, tb = getattr(ws, step_name), ws.T
+        source, inputs = batches.source(ws)
+        take_x, take_t = source.take, batches.T.take
         for start in starts:
-            if not whole:
-                idx = order[start:start + size]
-                take_x(idx, 0, inputs, *clip)
-                take_t(idx, 0, tb, *clip)
+            idx = order[start:start + size]
+            take_x(idx, 0, inputs, *clip)
+            take_t(idx, 0, tb, *clip)
             loss, hits = fetch(run(lr, step, *hyper))
             loss = float(loss)
             if not math.isfinite(loss):
-                raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
+                _check(loss, step, lr)
             total += loss
             correct += hits
             updates += 1
@@ -1652,6 +1658,11 @@ def run_epoch(engine, batches, step_name, lr, step, hyper, on_batch=None):
             if on_batch is not None:
                 on_batch(size)
     return total, correct, updates, step
+
+
+def _check(loss, step, lr):
+    if not math.isfinite(loss):
+        raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}", update=step)
 
 
 # ----------------------------------------------------------------------------------
@@ -1795,23 +1806,23 @@ class Loop:
 
 
 class Rollback:
-    """Where a run goes back to: the start of the current epoch.
+    """Where a run goes back to: the start of the current (or the previous) epoch.
 
     `mark` notes the loop's bookkeeping at every epoch start (cheap); `keep` copies the
     vectors, the generator and the step count into buffers allocated once, only when
-    `due`; `rewind` restores that copy and replays the epochs since.  Copies are spaced
-    so that copying costs about 1/COPY_RATIO of the training time, and never more than
-    REPLAY_SECONDS of training lie between two of them.
+    `due` and only finite parameters; `rewind` restores that copy and replays the epochs
+    since.  Copies are spaced so that copying costs about 1/COPY_RATIO of the training
+    time, and never more than REPLAY_SECONDS of training lie between two of them.
     """
 
     def __init__(self):
         self.params, self.state, self.rng, self.epoch, self.step = None, {}, None, None, 0
         self.interval, self.cost, self.kept_at = 1, 0.0, 0.0
-        self.marked = None  # (history length, best parameters, scalars) at the current epoch's start
+        self.marked = self.previous = None  # (history length, best parameters, scalars) at epoch starts
 
     def mark(self, loop):
-        self.marked = (len(loop.history), loop.best_params, loop.epoch, loop.step, loop.best_loss, loop.best_epoch,
-                       loop.waited, loop.stopped)
+        self.previous, self.marked = self.marked, (len(loop.history), loop.best_params, loop.epoch, loop.step,
+                                                   loop.best_loss, loop.best_epoch, loop.waited, loop.stopped)
 
     def due(self, loop, agree):
         """Whether to copy now; spaces the copies by what the last one cost (`agree`: rank 0 decides)."""
@@ -1824,7 +1835,10 @@ class Rollback:
         return epochs >= self.interval
 
     def keep(self, engine, loop):
+        """Copy the state; False (and no copy) if a parameter is not finite."""
         started = time.perf_counter()
+        if not engine.finite():
+            return False
         if self.params is None:
             self.params = engine.params.copy()
             self.state = {name: value.copy() for name, value in engine.state.items()}
@@ -1835,10 +1849,12 @@ class Rollback:
         self.rng, self.epoch, self.step = loop.rng.bit_generator.state, loop.epoch, loop.step
         self.kept_at = time.perf_counter()
         self.cost = self.kept_at - started
+        return True
 
-    def rewind(self, engine, loop, replay):
-        """Back to the marked epoch start: restore the copy, then `replay(epoch)` each epoch since."""
-        n_history, best_params, *scalars = self.marked
+    def rewind(self, engine, loop, replay, previous=False):
+        """Back to the marked start of this epoch (of the one before with `previous`): restore the copy,
+        then `replay(epoch)` each epoch since."""
+        n_history, best_params, *scalars = self.previous if previous else self.marked
         engine.params[...] = self.params
         for name, value in self.state.items():
             engine.state[name][...] = value
@@ -1916,8 +1932,8 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
     try:
         while loop.epoch < epochs and not loop.stopped:
             point.mark(loop)
-            if point.due(loop, run.agree):
-                point.keep(engine, loop)
+            if point.due(loop, run.agree) and not point.keep(engine, loop):
+                run.overflowed(point, previous=True)
             in_epoch = True  # from here until the epoch is counted, Ctrl-C rolls back to its start
             record = run.epoch(point)
             if evaluate:
@@ -1933,6 +1949,8 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             halt = callback is not None and callback(record) is False
             if checkpoint is not None and (loop.epoch % every == 0 or loop.epoch == epochs
                                            or loop.stopped or halt):
+                if not engine.finite():
+                    run.overflowed(point)
                 run.save(checkpoint)
             if halt:
                 break
@@ -1943,6 +1961,8 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             if checkpoint is not None:
                 run.save(checkpoint)
         raise
+    if loop.history and point.marked is not None and not engine.finite():
+        run.overflowed(point)
     if patience is not None and loop.best_params is not None:
         engine.params[...] = loop.best_params
     return loop.history, loop.best_epoch, loop.stopped
@@ -1961,12 +1981,15 @@ class _Run:
     def start(self, epochs):
         """The batches, and with several processes, the same starting parameters on every one."""
         self.epochs, self.step_name, self.hyper = epochs, "step_" + self.plan["optimizer"], tuple(self.plan["hyper"])
+        self.metric = self.engine.module.METRIC
         self.batches = Batches(self.engine, self.X, self.T, self.batch, whole=self.plan["mode"] == "gd")
         if self.cluster is not None:
             self.cluster.start(self.engine, self.X.shape[0])
 
     def lr(self, epoch):
         schedule, step_size, gamma = self.plan["schedule"]
+        if schedule == "constant":
+            return self.plan["lr"]
         return schedule_lr(schedule, self.plan["lr"], epoch, self.epochs, step_size, gamma)
 
     def updates(self, lr, on_batch):
@@ -1987,23 +2010,40 @@ class _Run:
         self.updates(self.lr(epoch), None)
 
     def epoch(self, point):
-        """One epoch of updates and its record; on divergence, back to the epoch's start."""
-        loop, engine = self.loop, self.engine
+        """One epoch of updates and its record; on divergence, back to the last good epoch's end.
+
+        Parameters are checked only when a rollback copy is made, before a checkpoint and at
+        the end, not every epoch: a non-finite loss at the first update of an epoch may mean
+        that the previous epoch's last update overflowed, which a replay finds out.
+        """
+        loop = self.loop
         lr = self.lr(loop.epoch)
         try:
             total, correct, updates = self.updates(lr, self.on_batch)
-            if not engine.finite():  # the last update itself overflowed
-                raise Diverged(f"the parameters became NaN or infinite at update {loop.step - 1} with learning "
-                               f"rate {lr:g}")
         except Diverged as exc:
-            point.rewind(engine, loop, self.replay)
-            raise Diverged(f"training diverged in epoch {loop.epoch + 1}: {exc}; kept the weights from epoch "
-                           f"{loop.epoch}: lower the learning rate (try {lr / 10:g})", loop.history) from None
+            first = exc.update == point.marked[3] and point.previous is not None  # this epoch's first update
+            point.rewind(self.engine, loop, self.replay)
+            if first and not self.engine.finite():
+                self.overflowed(point, previous=True)
+            raise self.diverged(str(exc), lr) from None
         record = {"epoch": loop.epoch + 1, "loss": total / updates, "updates": updates, "lr": lr}
-        metric = engine.module.METRIC
-        if metric:
-            record[metric] = engine.metric(correct, self.X.shape[0])
+        if self.metric:
+            record[self.metric] = self.engine.metric(correct, self.X.shape[0])
         return record
+
+    def overflowed(self, point, previous=False):
+        """The last update of an epoch (the current one, or with `previous` the one before) made the
+        parameters NaN or infinite: back to that epoch's start, its record dropped; raises Diverged."""
+        update = self.loop.step - 1 if not previous else point.marked[3] - 1
+        point.rewind(self.engine, self.loop, self.replay, previous)
+        lr = self.lr(self.loop.epoch)
+        raise self.diverged(f"the parameters became NaN or infinite at update {update} with learning rate {lr:g}",
+                            lr)
+
+    def diverged(self, what, lr):
+        loop = self.loop
+        return Diverged(f"training diverged in epoch {loop.epoch + 1}: {what}; kept the weights from epoch "
+                        f"{loop.epoch}: lower the learning rate (try {lr / 10:g})", loop.history)
 
     def agree(self, value):
         """`value` as rank 0 has it (every process must take the same decisions)."""
@@ -2271,7 +2311,8 @@ class Cluster:
                 load(start)
                 loss, hits = update(gscale, lr, step, hyper)
                 if not math.isfinite(loss):
-                    raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
+                    raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}",
+                                   update=step)
                 total += loss
                 correct += hits
                 updates += 1
@@ -2372,6 +2413,8 @@ class Cluster:
         def ready(start, stop):
             done.add(start)
             post(True)
+            if requests:  # MPI moves data only inside its calls: let the posted sums advance
+                self.MPI.Request.Testall(requests)
 
         if compute is not None:
             compute(ready)
