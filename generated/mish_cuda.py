@@ -29,9 +29,11 @@ what is missing.  Any CuPy build works (cupy-cuda12x, cupy-cuda13x, ...).
 Each entry point of a workspace (forward, loss, loss_and_grad, step_<optimizer>) runs
 its launches eagerly on its first call, is captured into a CUDA graph on its second
 and replays that graph afterwards, so a step costs one graph launch however many
-kernels it has.  Scalar arguments (learning rate, step count, hyperparameters) live in
-device memory, where the captured kernels read them: the step count is advanced on
-the device, so consecutive steps upload nothing.
+kernels it has; a `Chain` does the same for several entry points with host calls
+between them (a data-parallel step with its NCCL sum).  Scalar arguments (learning
+rate, step count, hyperparameters) live in device memory, where the captured kernels
+read them: the step count is advanced on the device, so consecutive steps upload nothing.
+`nccl_join` sets up NCCL for data-parallel training (runtime/distributed.py).
 """
 import types
 import warnings
@@ -133,6 +135,35 @@ def next_key(values, step, advanced):
     return tuple(key)
 
 
+def nccl_join(cluster):
+    """NCCL for data-parallel training, in this order: this process takes the GPU of its rank among
+    the processes of its machine (modulo the GPUs there), before any GPU memory is allocated; rank 0
+    makes the NCCL id, which `cluster.agree` broadcasts over MPI; every process joins the communicator.
+
+    Returns (device, communicator, sum): sum(array) is ncclAllReduce in place on a device vector, on
+    the current stream, so a CUDA graph being captured includes it.  RuntimeError in one line if
+    this CuPy cannot use NCCL.
+    """
+    cupy = _cupy or cupy_module()
+    try:
+        from cupy.cuda import nccl
+        nccl.get_version()
+    except Exception as exc:  # a CuPy built without NCCL, or no libnccl to load
+        raise RuntimeError(f"the cuda backend sums gradients with NCCL, which CuPy cannot use here "
+                           f"({_first_line(exc)}): install NCCL for your CUDA version (pip install "
+                           "nvidia-nccl-cu12) or use the numpy backend") from None
+    device = cluster.local_rank % cupy.cuda.runtime.getDeviceCount()
+    cupy.cuda.Device(device).use()
+    uid = cluster.agree(nccl.get_unique_id() if cluster.rank == 0 else None)
+    communicator = nccl.NcclCommunicator(cluster.size, uid, cluster.rank)
+    kinds = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
+
+    def nccl_sum(array):
+        communicator.allReduce(array.data.ptr, array.data.ptr, array.size, kinds[np.dtype(array.dtype)],
+                               nccl.NCCL_SUM, cupy.cuda.get_current_stream().ptr)
+    return device, communicator, nccl_sum
+
+
 class DeviceScalars:
     """An entry point's scalar arguments in device memory (float64), where its kernels read them."""
 
@@ -157,37 +188,81 @@ class Entry:
         self.missing = sorted(key for key, value in (needs or {}).items() if value is None)
 
     def __call__(self, *values):
-        if self.missing:
-            raise RuntimeError(f"{self.name} needs optimizer state {', '.join(self.missing)}, which this "
-                               "workspace was built without: reset the optimizer state first")
-        if self.scalars is not None:
-            self.scalars.update(values)
+        self.prepare(values)
         if self.graph is not None:
             self.graph.launch()
         elif self.graphs and self.calls:
-            self._capture_and_launch()
+            self.graph = capture(self.name, self.launch)
+            if self.graph is None:
+                self.graphs = False
         else:
             self.launch()
         self.calls += 1
         return self.result
 
-    def _capture_and_launch(self):
-        stream = _cupy.cuda.Stream(non_blocking=True)
-        try:
-            with stream:
-                stream.begin_capture()
-                try:
-                    self.launch()
-                finally:
-                    graph = stream.end_capture()
-        except Exception as exc:  # the CUDA or cuBLAS build cannot capture this sequence
-            warnings.warn(f"{self.name}: CUDA graph capture failed ({_first_line(exc)}); "
-                          "running its kernels one launch at a time", RuntimeWarning, stacklevel=3)
-            self.graphs = False
+    def prepare(self, values):
+        """Check the state it needs exists and put its scalar arguments on the device."""
+        if self.missing:
+            raise RuntimeError(f"{self.name} needs optimizer state {', '.join(self.missing)}, which this "
+                               "workspace was built without: reset the optimizer state first")
+        if self.scalars is not None:
+            self.scalars.update(values)
+
+
+class Chain:
+    """Entries and host calls run back to back as one step, replayed as one CUDA graph.
+
+    Data-parallel training chains `gradient`, the NCCL sum of the gradient vector (a host
+    call that enqueues it on the current stream) and `update_<optimizer>`: captured
+    together, a step is one graph launch, the NCCL call included, where the CUDA, NCCL and
+    CuPy builds allow capturing it (otherwise a RuntimeWarning says so and it runs eagerly).
+    Call it with one tuple of scalar arguments per Entry, in order.
+    """
+
+    def __init__(self, name, parts, graphs=True):
+        self.name, self.parts, self.graphs, self.graph, self.calls = name, tuple(parts), graphs, None, 0
+        self.entries = [part for part in self.parts if isinstance(part, Entry)]
+        self.result = self.entries[-1].result if self.entries else None
+
+    def __call__(self, *arguments):
+        for entry, values in zip(self.entries, arguments):
+            entry.prepare(values)
+        if self.graph is not None:
+            self.graph.launch()
+        elif self.graphs and self.calls:
+            self.graph = capture(self.name, self.launch)
+            if self.graph is None:
+                self.graphs = False
+        else:
             self.launch()
-            return
-        self.graph = graph
-        graph.launch()
+        self.calls += 1
+
+    def launch(self):
+        for part in self.parts:
+            if isinstance(part, Entry):
+                part.launch()
+            else:
+                part()
+
+
+def capture(name, launch):
+    """Run `launch` while capturing it into a CUDA graph and launch the graph; None (after running
+    `launch` eagerly, with a RuntimeWarning) when this build cannot capture it."""
+    stream = _cupy.cuda.Stream(non_blocking=True)
+    try:
+        with stream:
+            stream.begin_capture()
+            try:
+                launch()
+            finally:
+                graph = stream.end_capture()
+    except Exception as exc:  # the CUDA, cuBLAS or NCCL build cannot capture this sequence
+        warnings.warn(f"{name}: CUDA graph capture failed ({_first_line(exc)}); running its kernels one "
+                      "launch at a time", RuntimeWarning, stacklevel=4)
+        launch()
+        return None
+    graph.launch()
+    return graph
 
 # ---------------------------------------------------------------------------------
 # The compiled program.
@@ -227,6 +302,12 @@ OPTIMIZERS = {
     'adam': (('m', 'v'), {'beta1': 0.9, 'beta2': 0.999, 'eps': 1e-08}),
     'rmsprop': (('v',), {'alpha': 0.99, 'eps': 1e-08}),
 }
+
+#: optimizers whose update_<name> expects the gradients already multiplied by the learning rate
+LR_FOLDED = ('sgd',)
+
+#: blocks [start, stop) of the gradient vector in the order gradient() finishes them (ready(start, stop))
+GRAD_BLOCKS = ((320, 354), (48, 320), (0, 48))
 
 #: hidden activations watched by diagnose(): (Dense layer, activation, f' buffer, kind)
 PROBES = (
@@ -324,6 +405,38 @@ __device__ double nc_block_max(double v)
 extern "C" __global__ void nc_advance(double* hp, const int index)
 {
     hp[index] += 1.0;
+}
+
+// Correct predictions in a batch (an epoch's metric comes from these counts), counted by one
+// block in double precision in a fixed order. argmax: rows whose largest output is where
+// their target's largest entry is (the first largest, as NumPy's argmax).
+extern "C" __global__ void nc_count_argmax(const real* __restrict__ y, const real* __restrict__ t,
+                                           real* __restrict__ out, const int n, const int k)
+{
+    double hits = 0.0;
+    for (int row = threadIdx.x; row < n; row += blockDim.x) {
+        const real* yr = y + (long long)row * k;
+        const real* tr = t + (long long)row * k;
+        int guess = 0, truth = 0;
+        for (int j = 1; j < k; ++j) {
+            if (yr[j] > yr[guess]) guess = j;
+            if (tr[j] > tr[truth]) truth = j;
+        }
+        hits += (guess == truth) ? 1.0 : 0.0;
+    }
+    hits = nc_block_sum(hits);
+    if (threadIdx.x == 0) out[0] = (real)hits;
+}
+
+// threshold: elements on the same side of 0.5 as their target.
+extern "C" __global__ void nc_count_threshold(const real* __restrict__ y, const real* __restrict__ t,
+                                              real* __restrict__ out, const long long count)
+{
+    double hits = 0.0;
+    for (long long i = threadIdx.x; i < count; i += blockDim.x)
+        hits += ((y[i] > (real)0.5) == (t[i] > (real)0.5)) ? 1.0 : 0.0;
+    hits = nc_block_sum(hits);
+    if (threadIdx.x == 0) out[0] = (real)hits;
 }
 
 // k1_a1 (map kernel)
@@ -589,6 +702,19 @@ extern "C" __global__ void k11_fp_a2(const real* __restrict__ b3, real* __restri
 //   backward: dz3 = (p3 - T)/N [softmax + cross-entropy: dL/dz = p - t]
 extern "C" __global__ void k12_dz3(const real* __restrict__ T, const real* __restrict__ p3, real* __restrict__ dz3, const double* __restrict__ hp, const int n)
 {
+    const real h_gscale = (real)hp[0];
+    const long long total = (long long)n * 2;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        const real dz3_v = h_gscale*(-T[i] + p3[i]);
+        dz3[i] = dz3_v;
+    }
+}
+
+// k13_dz3 (map kernel)
+//   backward: dz3 = (p3 - T)/N [softmax + cross-entropy: dL/dz = p - t]
+extern "C" __global__ void k13_dz3(const real* __restrict__ T, const real* __restrict__ p3, real* __restrict__ dz3, const double* __restrict__ hp, const int n)
+{
     const real c1 = (real)(hp[0]/(double)n);
     const long long total = (long long)n * 2;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
@@ -598,9 +724,9 @@ extern "C" __global__ void k12_dz3(const real* __restrict__ T, const real* __res
     }
 }
 
-// k13_params (map kernel)
+// k14_params (map kernel)
 //   update: p = -g*lr + p
-extern "C" __global__ void k13_params(const real* __restrict__ grads, real* __restrict__ params)
+extern "C" __global__ void k14_params(const real* __restrict__ grads, real* __restrict__ params)
 {
     const long long total = 354;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
@@ -610,10 +736,10 @@ extern "C" __global__ void k13_params(const real* __restrict__ grads, real* __re
     }
 }
 
-// k14_params (map kernel)
+// k15_params (map kernel)
 //   update: v = g + momentum*v
 //   update: p = -lr*v + p
-extern "C" __global__ void k14_params(const real* __restrict__ grads, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
+extern "C" __global__ void k15_params(const real* __restrict__ grads, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
 {
     const real h_momentum = (real)hp[2];
     const real c1 = (real)(-hp[0]);
@@ -627,10 +753,10 @@ extern "C" __global__ void k14_params(const real* __restrict__ grads, real* __re
     }
 }
 
-// k15_params (map kernel)
+// k16_params (map kernel)
 //   update: v = g + momentum*v
 //   update: p = -lr*(g + momentum*v) + p
-extern "C" __global__ void k15_params(const real* __restrict__ grads, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
+extern "C" __global__ void k16_params(const real* __restrict__ grads, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
 {
     const real h_momentum = (real)hp[2];
     const real c1 = (real)(-hp[0]);
@@ -644,11 +770,11 @@ extern "C" __global__ void k15_params(const real* __restrict__ grads, real* __re
     }
 }
 
-// k16_params (map kernel)
+// k17_params (map kernel)
 //   update: m = beta1*m + g*(1 - beta1)
 //   update: v = beta2*v + g**2*(1 - beta2)
 //   update: p = -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + p
-extern "C" __global__ void k16_params(const real* __restrict__ grads, real* __restrict__ state_m, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
+extern "C" __global__ void k17_params(const real* __restrict__ grads, real* __restrict__ state_m, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
 {
     const real h_beta1 = (real)hp[2];
     const real h_beta2 = (real)hp[3];
@@ -669,10 +795,10 @@ extern "C" __global__ void k16_params(const real* __restrict__ grads, real* __re
     }
 }
 
-// k17_params (map kernel)
+// k18_params (map kernel)
 //   update: v = alpha*v + g**2*(1 - alpha)
 //   update: p = -g*lr/(eps + sqrt(v)) + p
-extern "C" __global__ void k17_params(const real* __restrict__ grads, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
+extern "C" __global__ void k18_params(const real* __restrict__ grads, real* __restrict__ state_v, real* __restrict__ params, const double* __restrict__ hp)
 {
     const real h_alpha = (real)hp[2];
     const real h_eps = (real)hp[3];
@@ -691,6 +817,8 @@ extern "C" __global__ void k17_params(const real* __restrict__ grads, real* __re
 
 KERNELS = (
     'nc_advance',
+    'nc_count_argmax',
+    'nc_count_threshold',
     'k1_a1',
     'k2_a2',
     'k3_p3',
@@ -703,11 +831,12 @@ KERNELS = (
     'k10_dz1',
     'k11_fp_a2',
     'k12_dz3',
-    'k13_params',
+    'k13_dz3',
     'k14_params',
     'k15_params',
     'k16_params',
     'k17_params',
+    'k18_params',
 )
 
 _compiled = {}
@@ -730,7 +859,7 @@ def kernels():
 
 def workspace_bytes(n):
     """Bytes of GPU memory that build(n, ...) allocates besides the flat vectors."""
-    return (173 * n + 3) * 8 + 136
+    return (173 * n + 4) * 8 + 296
 
 
 def build(n, params, grads, state):
@@ -754,6 +883,9 @@ def build(n, params, grads, state):
     dW3 = grads[320:352].reshape(16, 2)         # dL/ddense3.W
     b3 = params[352:354].reshape(2,)            # dense3.b
     db3 = grads[352:354].reshape(2,)            # dL/ddense3.b
+    stats = cp.zeros((2,), dtype=DTYPE)         # the loss and the correct count, read back in one copy
+    L = stats[0]                                # scalar
+    C = stats[1]                                # scalar
     X = cp.zeros((n, 2), dtype=DTYPE)           # input
     T = cp.zeros((n, 2), dtype=DTYPE)           # target
     z1 = cp.zeros((n, 16), dtype=DTYPE)         # value
@@ -766,7 +898,6 @@ def build(n, params, grads, state):
     max_z3 = cp.zeros((n, 1), dtype=DTYPE)      # value
     sum_z3 = cp.zeros((n, 1), dtype=DTYPE)      # value
     p3 = cp.zeros((n, 2), dtype=DTYPE)          # value
-    L = cp.zeros((), dtype=DTYPE)               # scalar
     L_lse = cp.zeros((), dtype=DTYPE)           # scalar
     L_tz = cp.zeros((), dtype=DTYPE)            # scalar
     dz3 = cp.zeros((n, 2), dtype=DTYPE)         # value
@@ -777,11 +908,17 @@ def build(n, params, grads, state):
     ones = cp.ones((n,), dtype=DTYPE)           # colsum(dz) = dz.T @ ones: bias gradients
     state_m = state.get('m')
     state_v = state.get('v')
+    hp_gradient = DeviceScalars(3, step=1, advanced=False)
     hp_step_sgd = DeviceScalars(2, step=1, advanced=False)
+    hp_update_sgd = DeviceScalars(2, step=1, advanced=False)
     hp_step_momentum = DeviceScalars(3, step=1, advanced=False)
+    hp_update_momentum = DeviceScalars(3, step=1, advanced=False)
     hp_step_nesterov = DeviceScalars(3, step=1, advanced=False)
+    hp_update_nesterov = DeviceScalars(3, step=1, advanced=False)
     hp_step_adam = DeviceScalars(5, step=1, advanced=True)
+    hp_update_adam = DeviceScalars(5, step=1, advanced=True)
     hp_step_rmsprop = DeviceScalars(4, step=1, advanced=False)
+    hp_update_rmsprop = DeviceScalars(4, step=1, advanced=False)
 
     def forward():
         """Forward pass: writes the output buffer."""
@@ -824,6 +961,8 @@ def build(n, params, grads, state):
         # forward: sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
         k.k4_p3(rows_grid(n), BLOCK, (b3, z3, max_z3, p3, sum_z3, n32))
+        # C = number of rows where argmax(p3) = argmax(T)
+        k.nc_count_argmax(ONE, TOTAL_BLOCK, (p3, T, C, n32, np.int32(2)))
         # loss: L_lse = sum of logsumexp(z3) over rows
         # loss: L_tz = sum(T*z3)
         # loss: L = (L_lse - L_tz)/N [-sum(T*log(softmax)) with rows of T summing to 1]
@@ -925,6 +1064,55 @@ def build(n, params, grads, state):
         # db1 = dz1.T @ ones = colsum(dz1)
         gemv("T", dz1, ones, db1)
 
+    def gradient():
+        """Loss, and the gradients times gscale (one over the rows of the global batch); running statistics. step (the update count) and row0 (this share's first row in the global batch) key the dropout masks, so that k processes draw the masks one process would."""
+        # z1 = X @ W1
+        gemm("N", "N", X, W1, z1)
+        # forward: z1 = X @ W1 + b1 [bias add after the cuBLAS product]
+        # forward: a1 = z1*tanh(softplus(z1))
+        k.k6_a1(grid(n * 16), BLOCK, (b1, z1, a1, n32))
+        # z2 = a1 @ W2
+        gemm("N", "N", a1, W2, z2)
+        # forward: z2 = a1 @ W2 + b2 [bias add after the cuBLAS product]
+        # forward: a2 = z2*tanh(softplus(z2))
+        k.k7_a2(grid(n * 16), BLOCK, (b2, z2, a2, n32))
+        # z3 = a2 @ W3
+        gemm("N", "N", a2, W3, z3)
+        # forward: z3 = a2 @ W3 + b3 [bias add after the cuBLAS product]
+        # forward: max_z3 = rowmax(z3)
+        # forward: p3 = exp(z3 - max_z3)
+        # forward: sum_z3 = rowsum(p3)
+        # forward: p3 = p3/sum_z3
+        k.k4_p3(rows_grid(n), BLOCK, (b3, z3, max_z3, p3, sum_z3, n32))
+        # C = number of rows where argmax(p3) = argmax(T)
+        k.nc_count_argmax(ONE, TOTAL_BLOCK, (p3, T, C, n32, np.int32(2)))
+        # loss: L_lse = sum of logsumexp(z3) over rows
+        # loss: L_tz = sum(T*z3)
+        # loss: L = (L_lse - L_tz)/N [-sum(T*log(softmax)) with rows of T summing to 1]
+        k.k5_L(ONE, TOTAL_BLOCK, (max_z3, sum_z3, T, z3, L, n32))
+        # backward: dz3 = (p3 - T)/N [softmax + cross-entropy: dL/dz = p - t]
+        k.k12_dz3(grid(n * 2), BLOCK, (T, p3, dz3, hp_gradient.values, n32))
+        # dW3 = a2.T @ dz3
+        gemm("T", "N", a2, dz3, dW3)
+        # db3 = dz3.T @ ones = colsum(dz3)
+        gemv("T", dz3, ones, db3)
+        # da2 = dz3 @ W3.T
+        gemm("N", "T", dz3, W3, da2)
+        # backward: dz2 = da2*(z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))) [mish'(z2) = z2*sigmoid(z2)/cosh(softplus(z2))**2 + tanh(softplus(z2))]
+        k.k9_dz2(grid(n * 16), BLOCK, (da2, z2, dz2, n32))
+        # dW2 = a1.T @ dz2
+        gemm("T", "N", a1, dz2, dW2)
+        # db2 = dz2.T @ ones = colsum(dz2)
+        gemv("T", dz2, ones, db2)
+        # da1 = dz2 @ W2.T
+        gemm("N", "T", dz2, W2, da1)
+        # backward: dz1 = da1*(z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))) [mish'(z1) = z1*sigmoid(z1)/cosh(softplus(z1))**2 + tanh(softplus(z1))]
+        k.k10_dz1(grid(n * 16), BLOCK, (da1, z1, dz1, n32))
+        # dW1 = X.T @ dz1
+        gemm("T", "N", X, dz1, dW1)
+        # db1 = dz1.T @ ones = colsum(dz1)
+        gemv("T", dz1, ones, db1)
+
     def step_sgd():
         """One training step with sgd: loss, gradients, update."""
         # z1 = X @ W1
@@ -945,12 +1133,14 @@ def build(n, params, grads, state):
         # forward: sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
         k.k4_p3(rows_grid(n), BLOCK, (b3, z3, max_z3, p3, sum_z3, n32))
+        # C = number of rows where argmax(p3) = argmax(T)
+        k.nc_count_argmax(ONE, TOTAL_BLOCK, (p3, T, C, n32, np.int32(2)))
         # loss: L_lse = sum of logsumexp(z3) over rows
         # loss: L_tz = sum(T*z3)
         # loss: L = (L_lse - L_tz)/N [-sum(T*log(softmax)) with rows of T summing to 1]
         k.k5_L(ONE, TOTAL_BLOCK, (max_z3, sum_z3, T, z3, L, n32))
         # backward: dz3 = (p3 - T)/N [softmax + cross-entropy: dL/dz = p - t]
-        k.k12_dz3(grid(n * 2), BLOCK, (T, p3, dz3, hp_step_sgd.values, n32))
+        k.k13_dz3(grid(n * 2), BLOCK, (T, p3, dz3, hp_step_sgd.values, n32))
         # dW3 = a2.T @ dz3
         gemm("T", "N", a2, dz3, dW3)
         # db3 = dz3.T @ ones = colsum(dz3)
@@ -972,7 +1162,12 @@ def build(n, params, grads, state):
         # db1 = dz1.T @ ones = colsum(dz1)
         gemv("T", dz1, ones, db1)
         # update: p = -g*lr + p
-        k.k13_params(grid(354), BLOCK, (grads, params))
+        k.k14_params(grid(354), BLOCK, (grads, params))
+
+    def update_sgd():
+        """The sgd update alone, from the summed gradients (gradients already multiplied by lr)."""
+        # update: p = -g*lr + p
+        k.k14_params(grid(354), BLOCK, (grads, params))
 
     def step_momentum():
         """One training step with momentum: loss, gradients, update."""
@@ -994,6 +1189,8 @@ def build(n, params, grads, state):
         # forward: sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
         k.k4_p3(rows_grid(n), BLOCK, (b3, z3, max_z3, p3, sum_z3, n32))
+        # C = number of rows where argmax(p3) = argmax(T)
+        k.nc_count_argmax(ONE, TOTAL_BLOCK, (p3, T, C, n32, np.int32(2)))
         # loss: L_lse = sum of logsumexp(z3) over rows
         # loss: L_tz = sum(T*z3)
         # loss: L = (L_lse - L_tz)/N [-sum(T*log(softmax)) with rows of T summing to 1]
@@ -1022,7 +1219,13 @@ def build(n, params, grads, state):
         gemv("T", dz1, ones, db1)
         # update: v = g + momentum*v
         # update: p = -lr*v + p
-        k.k14_params(grid(354), BLOCK, (grads, state_v, params, hp_step_momentum.values))
+        k.k15_params(grid(354), BLOCK, (grads, state_v, params, hp_step_momentum.values))
+
+    def update_momentum():
+        """The momentum update alone, from the summed gradients."""
+        # update: v = g + momentum*v
+        # update: p = -lr*v + p
+        k.k15_params(grid(354), BLOCK, (grads, state_v, params, hp_update_momentum.values))
 
     def step_nesterov():
         """One training step with nesterov: loss, gradients, update."""
@@ -1044,6 +1247,8 @@ def build(n, params, grads, state):
         # forward: sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
         k.k4_p3(rows_grid(n), BLOCK, (b3, z3, max_z3, p3, sum_z3, n32))
+        # C = number of rows where argmax(p3) = argmax(T)
+        k.nc_count_argmax(ONE, TOTAL_BLOCK, (p3, T, C, n32, np.int32(2)))
         # loss: L_lse = sum of logsumexp(z3) over rows
         # loss: L_tz = sum(T*z3)
         # loss: L = (L_lse - L_tz)/N [-sum(T*log(softmax)) with rows of T summing to 1]
@@ -1072,7 +1277,13 @@ def build(n, params, grads, state):
         gemv("T", dz1, ones, db1)
         # update: v = g + momentum*v
         # update: p = -lr*(g + momentum*v) + p
-        k.k15_params(grid(354), BLOCK, (grads, state_v, params, hp_step_nesterov.values))
+        k.k16_params(grid(354), BLOCK, (grads, state_v, params, hp_step_nesterov.values))
+
+    def update_nesterov():
+        """The nesterov update alone, from the summed gradients."""
+        # update: v = g + momentum*v
+        # update: p = -lr*(g + momentum*v) + p
+        k.k16_params(grid(354), BLOCK, (grads, state_v, params, hp_update_nesterov.values))
 
     def step_adam():
         """One training step with adam: loss, gradients, update."""
@@ -1094,6 +1305,8 @@ def build(n, params, grads, state):
         # forward: sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
         k.k4_p3(rows_grid(n), BLOCK, (b3, z3, max_z3, p3, sum_z3, n32))
+        # C = number of rows where argmax(p3) = argmax(T)
+        k.nc_count_argmax(ONE, TOTAL_BLOCK, (p3, T, C, n32, np.int32(2)))
         # loss: L_lse = sum of logsumexp(z3) over rows
         # loss: L_tz = sum(T*z3)
         # loss: L = (L_lse - L_tz)/N [-sum(T*log(softmax)) with rows of T summing to 1]
@@ -1123,9 +1336,18 @@ def build(n, params, grads, state):
         # update: m = beta1*m + g*(1 - beta1)
         # update: v = beta2*v + g**2*(1 - beta2)
         # update: p = -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + p
-        k.k16_params(grid(354), BLOCK, (grads, state_m, state_v, params, hp_step_adam.values))
+        k.k17_params(grid(354), BLOCK, (grads, state_m, state_v, params, hp_step_adam.values))
         # step += 1 on the device, for the next call
         k.nc_advance(ONE, ONE, (hp_step_adam.values, np.int32(1)))
+
+    def update_adam():
+        """The adam update alone, from the summed gradients."""
+        # update: m = beta1*m + g*(1 - beta1)
+        # update: v = beta2*v + g**2*(1 - beta2)
+        # update: p = -lr*m/((1 - beta1**t)*(eps + sqrt(v)/sqrt(1 - beta2**t))) + p
+        k.k17_params(grid(354), BLOCK, (grads, state_m, state_v, params, hp_update_adam.values))
+        # step += 1 on the device, for the next call
+        k.nc_advance(ONE, ONE, (hp_update_adam.values, np.int32(1)))
 
     def step_rmsprop():
         """One training step with rmsprop: loss, gradients, update."""
@@ -1147,6 +1369,8 @@ def build(n, params, grads, state):
         # forward: sum_z3 = rowsum(p3)
         # forward: p3 = p3/sum_z3
         k.k4_p3(rows_grid(n), BLOCK, (b3, z3, max_z3, p3, sum_z3, n32))
+        # C = number of rows where argmax(p3) = argmax(T)
+        k.nc_count_argmax(ONE, TOTAL_BLOCK, (p3, T, C, n32, np.int32(2)))
         # loss: L_lse = sum of logsumexp(z3) over rows
         # loss: L_tz = sum(T*z3)
         # loss: L = (L_lse - L_tz)/N [-sum(T*log(softmax)) with rows of T summing to 1]
@@ -1175,20 +1399,32 @@ def build(n, params, grads, state):
         gemv("T", dz1, ones, db1)
         # update: v = alpha*v + g**2*(1 - alpha)
         # update: p = -g*lr/(eps + sqrt(v)) + p
-        k.k17_params(grid(354), BLOCK, (grads, state_v, params, hp_step_rmsprop.values))
+        k.k18_params(grid(354), BLOCK, (grads, state_v, params, hp_step_rmsprop.values))
+
+    def update_rmsprop():
+        """The rmsprop update alone, from the summed gradients."""
+        # update: v = alpha*v + g**2*(1 - alpha)
+        # update: p = -g*lr/(eps + sqrt(v)) + p
+        k.k18_params(grid(354), BLOCK, (grads, state_v, params, hp_update_rmsprop.values))
 
     return types.SimpleNamespace(
-        X=X, T=T, output=p3,
+        X=X, T=T, inputs=X, output=p3,
         probes=(fp_a1, fp_a2),
         forward=Entry('forward', forward, graphs=CUDA_GRAPHS),
-        loss=Entry('loss', loss, result=L, graphs=CUDA_GRAPHS),
+        loss=Entry('loss', loss, result=stats, graphs=CUDA_GRAPHS),
         loss_and_grad=Entry('loss_and_grad', loss_and_grad, result=L, graphs=CUDA_GRAPHS),
         diagnose=Entry('diagnose', diagnose, result=L, graphs=CUDA_GRAPHS),
-        step_sgd=Entry('step_sgd', step_sgd, result=L, scalars=hp_step_sgd, graphs=CUDA_GRAPHS),
-        step_momentum=Entry('step_momentum', step_momentum, result=L, scalars=hp_step_momentum, graphs=CUDA_GRAPHS, needs={'state_v': state_v}),
-        step_nesterov=Entry('step_nesterov', step_nesterov, result=L, scalars=hp_step_nesterov, graphs=CUDA_GRAPHS, needs={'state_v': state_v}),
-        step_adam=Entry('step_adam', step_adam, result=L, scalars=hp_step_adam, graphs=CUDA_GRAPHS, needs={'state_m': state_m, 'state_v': state_v}),
-        step_rmsprop=Entry('step_rmsprop', step_rmsprop, result=L, scalars=hp_step_rmsprop, graphs=CUDA_GRAPHS, needs={'state_v': state_v}),
+        gradient=Entry('gradient', gradient, result=stats, scalars=hp_gradient, graphs=CUDA_GRAPHS),
+        step_sgd=Entry('step_sgd', step_sgd, result=stats, scalars=hp_step_sgd, graphs=CUDA_GRAPHS),
+        update_sgd=Entry('update_sgd', update_sgd, scalars=hp_update_sgd, graphs=CUDA_GRAPHS),
+        step_momentum=Entry('step_momentum', step_momentum, result=stats, scalars=hp_step_momentum, graphs=CUDA_GRAPHS, needs={'state_v': state_v}),
+        update_momentum=Entry('update_momentum', update_momentum, scalars=hp_update_momentum, graphs=CUDA_GRAPHS, needs={'state_v': state_v}),
+        step_nesterov=Entry('step_nesterov', step_nesterov, result=stats, scalars=hp_step_nesterov, graphs=CUDA_GRAPHS, needs={'state_v': state_v}),
+        update_nesterov=Entry('update_nesterov', update_nesterov, scalars=hp_update_nesterov, graphs=CUDA_GRAPHS, needs={'state_v': state_v}),
+        step_adam=Entry('step_adam', step_adam, result=stats, scalars=hp_step_adam, graphs=CUDA_GRAPHS, needs={'state_m': state_m, 'state_v': state_v}),
+        update_adam=Entry('update_adam', update_adam, scalars=hp_update_adam, graphs=CUDA_GRAPHS, needs={'state_m': state_m, 'state_v': state_v}),
+        step_rmsprop=Entry('step_rmsprop', step_rmsprop, result=stats, scalars=hp_step_rmsprop, graphs=CUDA_GRAPHS, needs={'state_v': state_v}),
+        update_rmsprop=Entry('update_rmsprop', update_rmsprop, scalars=hp_update_rmsprop, graphs=CUDA_GRAPHS, needs={'state_v': state_v}),
     )
 
 
@@ -1223,12 +1459,13 @@ class TrainingError(ValueError):
 class Diverged(TrainingError):
     """The loss stopped being finite; the state after the last good epoch was restored.
 
-    `history` holds the records of the epochs that finished.
+    `history` holds the records of the epochs that finished; `update` is the update whose
+    loss was not finite, when that is how it was found.
     """
 
-    def __init__(self, message, history=()):
+    def __init__(self, message, history=(), update=None):
         super().__init__(message)
-        self.history = list(history)
+        self.history, self.update = list(history), update
 
 
 def init_flat(module, seed=0, scheme="auto"):
@@ -1408,12 +1645,19 @@ def ensure_memory(nbytes, what, advice="use a smaller model", free_memory=availa
                             f"is available: {advice}")
 
 
+def vector_bytes(module):
+    """Bytes of an engine's own vectors: parameters, and gradients followed by the tail (loss, count)."""
+    return (2 * module.N_PARAMS + 2) * np.dtype(module.DTYPE).itemsize
+
+
 class Engine:
     """A compiled module bound to flat parameter, gradient and optimizer-state vectors.
 
     Workspaces (all buffers for one batch size) are built on first use and kept, so a
     training loop allocates nothing per step.  The vectors live where the module computes
-    (`xp`: NumPy, or CuPy on a GPU).
+    (`xp`: NumPy, or CuPy on a GPU).  The gradient vector is followed by two more numbers,
+    `tail` (a batch's loss and correct count), so that data-parallel training sums all
+    three across processes in one call.
     """
 
     def __init__(self, module, params=None, max_workspaces=None):
@@ -1422,14 +1666,17 @@ class Engine:
         # a GPU module says how much device memory is free (CUDA: cupy_support.free_memory)
         self.free_memory = available_memory if self.xp is np else getattr(module, "free_memory", lambda: None)
         self.memory = "memory" if self.xp is np else "GPU memory"
-        self.ensure(2 * module.N_PARAMS * np.dtype(module.DTYPE).itemsize,
-                    f"the parameter and gradient vectors of {module.N_PARAMS} entries")
+        self.ensure(vector_bytes(module), f"the parameter and gradient vectors of {module.N_PARAMS} entries")
         self.params = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else self.device(params)
-        self.grads = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE)
+        self.reduced = self.xp.zeros(module.N_PARAMS + 2, dtype=module.DTYPE)
+        self.grads, self.tail = self.reduced[:module.N_PARAMS], self.reduced[module.N_PARAMS:]
         self.state = {}
         self.seed = 0
         self.max_workspaces = max_workspaces
+        self.counted = module.METRIC is not None
+        self.fetch = _fetch(self.xp, self.counted)
         self._workspaces = {}
+        self.loaded = {}  # batch size -> what the training loop left in that workspace's inputs
 
     def ensure(self, nbytes, what, advice="use a smaller model"):
         """Refuse, before allocating, `nbytes` more than the memory the module computes in has free."""
@@ -1443,11 +1690,18 @@ class Engine:
                         "use less data or a smaller model")
         return self.xp.asarray(array)
 
-    def workspace(self, n):
-        """All buffers for batch size n, built once; says how much memory it needs if that fails."""
+    def workspace(self, n, keep=False):
+        """All buffers for batch size n, built once; says how much memory it needs if that fails.
+
+        Callers write their own rows into it, so what the training loop loaded there is
+        forgotten, unless `keep` (the loop itself asking).
+        """
+        if not keep:
+            self.loaded.pop(n, None)
         ws = self._workspaces.get(n)
         if ws is None:
             if self.max_workspaces and len(self._workspaces) >= self.max_workspaces:
+                self.loaded.pop(next(iter(self._workspaces)), None)
                 self._workspaces.pop(next(iter(self._workspaces)))
             self.ensure(self.module.workspace_bytes(n), f"a batch of {n} rows", "use a smaller batch")
             try:
@@ -1483,19 +1737,41 @@ class Engine:
                             f"the {optimizer} state vector {name!r}")
                 self.state[name] = self.xp.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
                 self._workspaces.clear()  # built closures hold no reference to the new vector
+                self.loaded.clear()
 
-    def evaluate(self, X, T, chunk=1024):
-        """Mean loss (with penalties) and metric over a data set, in chunks."""
-        total, correct, rows = 0.0, 0, X.shape[0]
-        for start in range(0, rows, chunk):
-            stop = min(start + chunk, rows)
-            ws = self.workspace(stop - start)
-            ws.X[...] = self.device(X[start:stop])
-            ws.T[...] = self.device(T[start:stop])
-            total += float(ws.loss()) * (stop - start)
-            correct += count_correct(self.module.METRIC, ws.output, ws.T)
-        metric = None if self.module.METRIC is None else correct / rows
-        return float(total / rows), metric
+    def finite(self):
+        """Whether every parameter is finite: one BLAS dot product (NaN and inf propagate), checked
+        element by element only when that overflows (call it under np.errstate(over="ignore"))."""
+        if math.isfinite(float(self.params.dot(self.params))):
+            return True
+        return bool(self.xp.isfinite(self.params).all())
+
+    def evaluate(self, X, T, rows=None, chunk=1024):
+        """Mean loss (with penalties) and metric over a data set, in chunks.
+
+        With `rows` = (start, stop), only those rows are evaluated and the sums are returned
+        instead: (loss summed over rows, correct count), for a data-parallel evaluation.
+        """
+        start, stop = (0, X.shape[0]) if rows is None else rows
+        total, correct = 0.0, 0.0
+        for first in range(start, stop, chunk):
+            last = min(first + chunk, stop)
+            ws = self.workspace(last - first)
+            ws.X[...] = self.device(X[first:last])
+            ws.T[...] = self.device(T[first:last])
+            loss, hits = self.fetch(ws.loss())
+            total += float(loss) * (last - first)
+            correct += float(hits)
+        if rows is not None:
+            return total, correct
+        return total / X.shape[0], self.metric(correct, X.shape[0])
+
+    def metric(self, correct, rows):
+        """The metric from a count of correct predictions: per row (accuracy) or per element (binary)."""
+        if self.module.METRIC is None:
+            return None
+        per_row = self.module.OUTPUT_DIM if self.module.METRIC == "binary_accuracy" else 1
+        return float(correct) / (rows * per_row)
 
     def predict(self, X, chunk=1024):
         """Output of the last layer for every row of X."""
@@ -1509,33 +1785,186 @@ class Engine:
         return out
 
 
-def count_correct(metric, output, T):
-    """Correct predictions in a batch: argmax for classes, 0.5 threshold for binary."""
-    if metric == "accuracy":
-        return int((output.argmax(axis=1) == T.argmax(axis=1)).sum())
-    if metric == "binary_accuracy":
-        return int(((output > 0.5) == (T > 0.5)).sum())
-    return 0
+def _fetch(xp, counted):
+    """A function turning what a step returns into (loss, correct count) on the host.
+
+    NumPy steps return (L, C), or L for models without a metric; CUDA steps return one
+    device array [L, C] (or L), read back in one copy.
+    """
+    if xp is np:
+        return _pair if counted else _alone
+    return _device_pair if counted else _device_alone
+
+
+def _pair(result):
+    return result
+
+
+def _alone(loss):
+    return loss, 0
+
+
+def _device_pair(result):
+    loss, hits = result.get()
+    return loss, hits
+
+
+def _device_alone(loss):
+    return float(loss), 0
 
 
 # ----------------------------------------------------------------------------------
-# nncompile/runtime/loop.py, embedded verbatim.
+# nncompile/runtime/batches.py, embedded verbatim.
 # ----------------------------------------------------------------------------------
-"""The epoch loop: schedules, batching, the loop's own state, checkpoints' contents, `fit`.
+"""The training rows as the step reads them, and one process's pass over them (`run_epoch`).
 
 Embedded verbatim in standalone scripts right after engine.py (NumPy and the standard
-library only).  Everything an epoch changes lives in the engine's flat vectors and in a
-`Loop`, and a checkpoint (written by `checkpoint.Checkpoint`) saves both, so an
-interrupted run resumed from its checkpoint ends with the same bits as one never
-interrupted.
+library only).  The rows are kept once in the layout of the step's own input buffer
+(with the bias column of ones when the program folds the bias into its matrix
+products), so gathering a batch is one `take` per array into contiguous memory, with
+no temporary copy; the order is reshuffled in place each epoch.  In full-batch mode the
+rows are copied into the step's buffers once and never moved again.  Nothing here
+allocates per update or per epoch.
 """
-import difflib
-import hashlib
 import math
 
 import numpy as np
 
 if __package__ == "nncompile.runtime":  # in a generated script engine.py is embedded above this file
+    from .engine import Diverged, ensure_memory
+
+
+class Batches:
+    """The training set in the step's input layout, its shuffled order, and how it splits into batches.
+
+    `groups` holds (size, first row of each batch) for the full batches, then for the last
+    partial one.  `whole` (gd) means one batch of every row, in the original order, loaded once.
+    """
+
+    def __init__(self, engine, X, T, batch, whole):
+        self.engine, self.X, self.T, self.batch, self.whole = engine, X, T, batch, whole
+        self.rows = X.shape[0]
+        self.base = np.arange(self.rows)
+        self.order = self.base.copy()
+        self.device_order = self.order if engine.xp is np else engine.device(self.order)
+        self._stores = {}
+        full = self.rows - self.rows % batch
+        self.groups = tuple(group for group in ((batch, range(0, full, batch)), (self.rows - full, (full,)))
+                            if group[0] and len(group[1]))
+
+    def shuffle(self, rng):
+        """A new order from `rng`, drawn exactly as rng.permutation(rows) would, in place."""
+        np.copyto(self.order, self.base)
+        rng.shuffle(self.order)
+        if self.device_order is not self.order:
+            self.device_order.set(self.order)
+
+    def source(self, ws):
+        """(rows to gather from, the buffer they go to) for workspace `ws`.
+
+        A workspace's `inputs` may be wider than the data: the extra columns hold constants
+        (the ones that multiply a folded bias).  The rows are stored once with the same
+        columns, so that a gathered batch lands in contiguous memory in one copy.
+        """
+        inputs = getattr(ws, "inputs", ws.X)
+        extra = inputs.shape[1] - self.X.shape[1]
+        if extra == 0:
+            return self.X, inputs
+        store = self._stores.get(extra)
+        if store is None:
+            ensure_memory(self.rows * inputs.shape[1] * self.X.itemsize,
+                          f"the {self.rows} training rows in the step's layout", "use fewer rows")
+            store = np.empty((self.rows, inputs.shape[1]), dtype=self.X.dtype)
+            store[:, :self.X.shape[1]] = self.X
+            store[:, self.X.shape[1]:] = inputs[0, self.X.shape[1]:]
+            self._stores[extra] = store
+        return store, inputs
+
+    def load_all(self, ws, lo=0, hi=None):
+        """Full batch: rows [lo, hi) go into the workspace once (again only if something else used it)."""
+        hi = self.rows if hi is None else hi
+        if self.engine.loaded.get(hi - lo) != (self, lo):
+            ws.X[...] = self.X[lo:hi]
+            ws.T[...] = self.T[lo:hi]
+            self.engine.loaded[hi - lo] = (self, lo)
+
+
+def run_epoch(engine, batches, step_name, lr, step, hyper, on_batch=None):
+    """One pass over the data in `batches`' order: (summed loss, correct count, updates, next step).
+
+    The loss is summed over updates (each the mean over its batch); a non-finite one
+    raises Diverged naming the update.  `on_batch(rows)`, when given, is called after
+    each update (progress display).
+    """
+    if batches.whole:  # one update on every row, which stay in the step's buffers
+        ws = engine.workspace(batches.rows, keep=True)
+        batches.load_all(ws)
+        loss, hits = engine.fetch(getattr(ws, step_name)(lr, step, *hyper))
+        _check(float(loss), step, lr)
+        if on_batch is not None:
+            on_batch(batches.rows)
+        return float(loss), hits, 1, step + 1
+    total, correct, updates = 0.0, 0, 0
+    fetch, order = engine.fetch, batches.device_order
+    clip = ("clip",) if engine.xp is np else ()  # CuPy's take has no mode; "clip" skips NumPy's bounds copy
+    for size, starts in batches.groups:
+        ws = engine.workspace(size, keep=True)
+        run, tb = getattr(ws, step_name), ws.T
+        source, inputs = batches.source(ws)
+        take_x, take_t = source.take, batches.T.take
+        for start in starts:
+            idx = order[start:start + size]
+            take_x(idx, 0, inputs, *clip)
+            take_t(idx, 0, tb, *clip)
+            loss, hits = fetch(run(lr, step, *hyper))
+            loss = float(loss)
+            if not math.isfinite(loss):
+                _check(loss, step, lr)
+            total += loss
+            correct += hits
+            updates += 1
+            step += 1
+            if on_batch is not None:
+                on_batch(size)
+    return total, correct, updates, step
+
+
+def _check(loss, step, lr):
+    if not math.isfinite(loss):
+        raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}", update=step)
+
+
+# ----------------------------------------------------------------------------------
+# nncompile/runtime/loop.py, embedded verbatim.
+# ----------------------------------------------------------------------------------
+"""The epoch loop: schedules, the loop's own state, rolling back, checkpoints' contents, `fit`.
+
+Embedded verbatim in standalone scripts right after batches.py (NumPy and the standard
+library only).  Everything an epoch changes lives in the engine's flat vectors and in a
+`Loop`, and a checkpoint (written by `checkpoint.Checkpoint`) saves both, so an
+interrupted run resumed from its checkpoint ends with the same bits as one never
+interrupted.
+
+An epoch's record comes from its own steps, as Keras reports it: `loss` is the mean of
+the updates' losses and the metric counts the correct predictions the steps made on
+their batches (each step counts them in its forward pass), so no second pass over the
+data is made; `evaluate=True` adds an exact evaluation of each epoch's final weights
+(`train_loss`, `train_<metric>`).
+
+Rolling back (a diverging run keeps the weights of its last good epoch; Ctrl-C keeps the
+last finished epoch) does not copy the parameters every epoch: a copy is kept every few
+epochs, few enough that copying costs about 2% of the training time, and the epochs
+since are replayed, which gives the same bits, training being deterministic.
+"""
+import difflib
+import hashlib
+import math
+import time
+
+import numpy as np
+
+if __package__ == "nncompile.runtime":  # in a generated script these are defined above, in the same file
+    from .batches import Batches, run_epoch
     from .engine import Diverged, TrainingError, check_train_rows, to_host
 
 SCHEDULES = ("constant", "step", "exponential", "cosine")
@@ -1544,6 +1973,10 @@ SCHEDULES = ("constant", "step", "exponential", "cosine")
 GROWTH_LIMIT = 1e3
 #: Starting losses below this count as this much when the growth is measured (a near-perfect start).
 GROWTH_FLOOR = 1e-3
+#: A rollback copy costs at most about 1/COPY_RATIO of the training time between copies ...
+COPY_RATIO = 50
+#: ... and copies are at most this many seconds of training apart, which bounds a replay.
+REPLAY_SECONDS = 1.0
 
 
 def schedule_lr(schedule, lr, epoch, epochs, step_size=10, gamma=None):
@@ -1585,39 +2018,6 @@ def batch_size_for(mode, batch_size, rows):
             raise TrainingError(f"batch_size must be a positive integer, got {batch_size!r}")
         return min(int(batch_size), rows)
     raise TrainingError(f"unknown mode {mode!r} (choose gd, sgd or minibatch)")
-
-
-def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=None):
-    """One pass over the data in `order`; returns (mean loss over updates, updates, next step).
-
-    Each batch is gathered straight into the step's own input buffers (ndarray.take with
-    out; mode "clip" skips the bounds-check copy, the indices being a permutation).
-    `on_batch(rows)`, when given, is called after each update (progress display).
-    """
-    rows = X.shape[0]
-    total, updates = 0.0, 0
-    clip = ("clip",) if engine.xp is np else ()  # CuPy's take has no mode
-    for first, stop in ((0, rows - rows % batch), (rows - rows % batch, rows)):
-        if stop == first:
-            continue
-        size = min(batch, stop - first)
-        ws = engine.workspace(size)
-        run, xb, tb, take_x, take_t = getattr(ws, step_name), ws.X, ws.T, X.take, T.take
-        for start in range(first, stop, size):
-            idx = order[start:start + size]
-            take_x(idx, 0, xb, *clip)
-            take_t(idx, 0, tb, *clip)
-            loss = float(run(lr, step, *hyper))
-            if not math.isfinite(loss):
-                raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
-            total += loss
-            updates += 1
-            step += 1
-            if on_batch is not None:
-                on_batch(size)
-    if not bool(engine.xp.isfinite(engine.params).all()):  # the last update itself overflowed
-        raise Diverged(f"the parameters became NaN or infinite at update {step - 1} with learning rate {lr:g}")
-    return total / updates, updates, step
 
 
 def check_growth(loss, first_loss):
@@ -1671,23 +2071,6 @@ class Loop:
 
     _SCALARS = ("epoch", "step", "best_loss", "best_epoch", "waited", "stopped")
 
-    def snapshot(self, engine):
-        """A copy of everything an epoch changes, to roll back to."""
-        return (engine.params.copy(), {k: v.copy() for k, v in engine.state.items()},
-                self.rng.bit_generator.state, len(self.history), self.best_params,
-                {k: getattr(self, k) for k in self._SCALARS})
-
-    def restore(self, engine, snap):
-        params, state, rng_state, n_history, best_params, scalars = snap
-        engine.params[...] = params
-        for name, value in state.items():
-            engine.state[name][...] = value
-        self.rng.bit_generator.state = rng_state
-        del self.history[n_history:]
-        self.best_params = best_params
-        for name, value in scalars.items():
-            setattr(self, name, value)
-
     def to_checkpoint(self, engine):
         """(arrays, meta) describing the loop and the engine, for a checkpoint file."""
         arrays = {"params": to_host(engine.params)}
@@ -1713,6 +2096,75 @@ class Loop:
         self.first_loss = meta.get("first_loss")
 
 
+class Rollback:
+    """Where a run goes back to: the start of the current (or the previous) epoch.
+
+    `mark` notes the loop's bookkeeping at every epoch start (cheap); `keep` copies the
+    vectors, the generator and the step count into buffers allocated once, only when
+    `due` and only finite parameters; `rewind` restores that copy and replays the epochs
+    since.  Copies are spaced so that copying costs about 1/COPY_RATIO of the training
+    time, and never more than REPLAY_SECONDS of training lie between two of them.
+    """
+
+    def __init__(self):
+        self.params, self.state, self.rng, self.epoch, self.step = None, {}, None, None, 0
+        self.interval, self.cost, self.kept_at = 1, 0.0, 0.0
+        self.marked = self.previous = None  # (history length, best parameters, scalars) at epoch starts
+
+    def mark(self, loop):
+        self.previous, self.marked = self.marked, (len(loop.history), loop.best_params, loop.epoch, loop.step,
+                                                   loop.best_loss, loop.best_epoch, loop.waited, loop.stopped)
+
+    def due(self, loop, agree):
+        """Whether to copy now; spaces the copies by what the last one cost (`agree`: rank 0 decides)."""
+        if self.epoch is None:
+            return True
+        epochs = loop.epoch - self.epoch
+        if epochs < self.interval:
+            return False
+        self.interval = agree(copy_interval(self.cost, (time.perf_counter() - self.kept_at) / epochs))
+        return epochs >= self.interval
+
+    def keep(self, engine, loop):
+        """Copy the state; False (and no copy) if a parameter is not finite."""
+        started = time.perf_counter()
+        if not engine.finite():
+            return False
+        if self.params is None:
+            self.params = engine.params.copy()
+            self.state = {name: value.copy() for name, value in engine.state.items()}
+        else:
+            self.params[...] = engine.params
+            for name, value in engine.state.items():
+                self.state[name][...] = value
+        self.rng, self.epoch, self.step = loop.rng.bit_generator.state, loop.epoch, loop.step
+        self.kept_at = time.perf_counter()
+        self.cost = self.kept_at - started
+        return True
+
+    def rewind(self, engine, loop, replay, previous=False):
+        """Back to the marked start of this epoch (of the one before with `previous`): restore the copy,
+        then `replay(epoch)` each epoch since."""
+        n_history, best_params, *scalars = self.previous if previous else self.marked
+        engine.params[...] = self.params
+        for name, value in self.state.items():
+            engine.state[name][...] = value
+        loop.rng.bit_generator.state, loop.step = self.rng, self.step
+        for epoch in range(self.epoch, scalars[0]):
+            replay(epoch)
+        del loop.history[n_history:]
+        loop.best_params = best_params
+        for name, value in zip(loop._SCALARS, scalars):
+            setattr(loop, name, value)
+
+
+def copy_interval(copy_seconds, epoch_seconds):
+    """Epochs between rollback copies: a copy costs at most 1/COPY_RATIO of the training between
+    two, and there are at most REPLAY_SECONDS of training to replay."""
+    epoch_seconds = max(epoch_seconds, 1e-9)
+    return max(1, min(math.ceil(COPY_RATIO * copy_seconds / epoch_seconds), int(REPLAY_SECONDS / epoch_seconds)))
+
+
 def fingerprint(*arrays):
     """SHA-256 of the data a run trains on: a checkpoint only resumes on the same data."""
     digest = hashlib.sha256()
@@ -1735,22 +2187,25 @@ def _check_resumable(path, saved, settings):
 
 @np.errstate(over="ignore", invalid="ignore", divide="ignore")  # a diverging run is reported in one line
 def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimizer="sgd", hyper=(),
-        seed=0, schedule="constant", validation=None, patience=None, min_delta=0.0, evaluate=True,
+        seed=0, schedule="constant", validation=None, patience=None, min_delta=0.0, evaluate=False,
         callback=None, step_size=10, gamma=None, monitor=None, checkpoint=None, checkpoint_every=None,
-        resume=None, on_batch=None):
+        resume=None, on_batch=None, cluster=None):
     """The epoch loop shared by nncompile.train and standalone scripts.
 
     Returns (history, best_epoch, stopped_early).  On a non-finite loss the state after
     the last finished epoch is restored and Diverged is raised.  With `validation` and
     `patience`, stops after `patience` epochs without a `min_delta` improvement of the
-    validation loss and restores the best parameters.  `monitor` (diagnostics.Monitor)
-    adds diagnostics to epoch records.  With `checkpoint` (a checkpoint.Checkpoint) the
-    state is saved every `checkpoint_every` epochs (default: every epoch, or every
-    epochs/100 in longer runs), at the end, and on KeyboardInterrupt (rolled back to the
-    last finished epoch first); `resume` (one too) continues such a run.
-    `callback(record)` runs after each epoch; returning False stops training.
+    validation loss and restores the best parameters.  `evaluate` adds an exact
+    evaluation of each epoch's final weights on the training data.  `monitor`
+    (diagnostics.Monitor) adds diagnostics to epoch records.  With `checkpoint` (a
+    checkpoint.Checkpoint) the state is saved every `checkpoint_every` epochs (default:
+    every epoch, or every epochs/100 in longer runs), at the end, and on KeyboardInterrupt
+    (rolled back to the last finished epoch first); `resume` (one too) continues such a
+    run.  `callback(record)` runs after each epoch; returning False stops training.
+    `cluster` (distributed.Cluster) makes this one of several data-parallel processes:
+    each computes the gradients of its share of every batch, and only its rank 0 writes.
     """
-    run = _Run(engine, X, T, validation, monitor, on_batch)
+    run = _Run(engine, X, T, validation, monitor, on_batch, cluster)
     run.batch = batch_size_for(mode, batch_size, X.shape[0])
     check_train_rows(engine.module, run.batch, X.shape[0] % run.batch or run.batch)
     engine.set_seed(seed)  # dropout masks: keyed by (seed, update count, layer, element)
@@ -1759,6 +2214,7 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
                 "schedule": [schedule, step_size, gamma], "seed": seed, "patience": patience,
                 "min_delta": min_delta}
     loop = run.loop = Loop(seed)
+    run.start(epochs)
     every = checkpoint_every or max(1, epochs // 100)
     if resume is not None:
         run.resume(resume)
@@ -1767,14 +2223,16 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
                                 f"epochs={epochs}: ask for at least as many")
     if loop.first_loss is None:
         loop.first_loss = run.first_loss()
-    snap, in_epoch = None, False
+    point, in_epoch = Rollback(), False
     try:
         while loop.epoch < epochs and not loop.stopped:
-            snap = loop.snapshot(engine)
-            in_epoch = True  # from here until the epoch is counted, Ctrl-C rolls back to `snap`
-            record = run.epoch(epochs, snap)
-            if evaluate and engine.module.METRIC:
-                record["train_loss"], record[engine.module.METRIC] = engine.evaluate(X, T)
+            point.mark(loop)
+            if point.due(loop, run.agree) and not point.keep(engine, loop):
+                run.overflowed(point, previous=True)
+            in_epoch = True  # from here until the epoch is counted, Ctrl-C rolls back to its start
+            record = run.epoch(point)
+            if evaluate:
+                run.evaluate(record)
             if validation is not None:
                 run.validate(record)
             if monitor is not None:
@@ -1786,15 +2244,20 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             halt = callback is not None and callback(record) is False
             if checkpoint is not None and (loop.epoch % every == 0 or loop.epoch == epochs
                                            or loop.stopped or halt):
+                if not engine.finite():
+                    run.overflowed(point)
                 run.save(checkpoint)
             if halt:
                 break
     except KeyboardInterrupt:
-        if in_epoch:
-            loop.restore(engine, snap)
-        if checkpoint is not None:
-            run.save(checkpoint)
+        if cluster is None:  # several processes cannot agree on where each one stopped: keep the last save
+            if in_epoch:
+                point.rewind(engine, loop, run.replay)
+            if checkpoint is not None:
+                run.save(checkpoint)
         raise
+    if loop.history and point.marked is not None and not engine.finite():
+        run.overflowed(point)
     if patience is not None and loop.best_params is not None:
         engine.params[...] = loop.best_params
     return loop.history, loop.best_epoch, loop.stopped
@@ -1803,36 +2266,84 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
 class _Run:
     """What `fit` works with: the engine, the data, the fixed settings (`plan`) and the `Loop`."""
 
-    def __init__(self, engine, X, T, validation, monitor, on_batch):
+    def __init__(self, engine, X, T, validation, monitor, on_batch, cluster):
         self.host = (X, T, *(validation or ()))  # for the data fingerprint of checkpoints
         self.X, self.T = engine.device(X), engine.device(T)
         self.engine, self.validation = engine, None if validation is None else tuple(map(engine.device, validation))
-        self.monitor, self.on_batch = monitor, on_batch
-        self.order = engine.device(np.arange(X.shape[0]))
-        self.plan, self.loop, self.batch, self._settings = {}, None, 1, None
+        self.monitor, self.on_batch, self.cluster = monitor, on_batch, cluster
+        self.plan, self.loop, self.batch, self.epochs, self.batches, self._settings = {}, None, 1, 0, None, None
 
-    def epoch(self, epochs, snap):
-        """Shuffle, make one epoch of updates, start its record; roll back on divergence."""
+    def start(self, epochs):
+        """The batches, and with several processes, the same starting parameters on every one."""
+        self.epochs, self.step_name, self.hyper = epochs, "step_" + self.plan["optimizer"], tuple(self.plan["hyper"])
+        self.metric = self.engine.module.METRIC
+        self.batches = Batches(self.engine, self.X, self.T, self.batch, whole=self.plan["mode"] == "gd")
+        if self.cluster is not None:
+            self.cluster.start(self.engine, self.X.shape[0])
+
+    def lr(self, epoch):
+        schedule, step_size, gamma = self.plan["schedule"]
+        if schedule == "constant":
+            return self.plan["lr"]
+        return schedule_lr(schedule, self.plan["lr"], epoch, self.epochs, step_size, gamma)
+
+    def updates(self, lr, on_batch):
+        """An epoch's shuffle and updates from the loop's generator and step count:
+        (summed loss, correct count, updates).  Replaying an epoch runs exactly this."""
         loop, plan = self.loop, self.plan
-        schedule, step_size, gamma = plan["schedule"]
-        lr = schedule_lr(schedule, plan["lr"], loop.epoch, epochs, step_size, gamma)
-        if plan["mode"] != "gd":
-            self.order = self.engine.device(loop.rng.permutation(self.X.shape[0]))
+        if not self.batches.whole:
+            self.batches.shuffle(loop.rng)
+        if self.cluster is None:
+            total, correct, updates, loop.step = run_epoch(self.engine, self.batches, self.step_name, lr, loop.step,
+                                                           self.hyper, on_batch)
+        else:
+            total, correct, updates, loop.step = self.cluster.run_epoch(
+                self.engine, self.batches, plan["optimizer"], lr, loop.step, self.hyper, on_batch)
+        return total, correct, updates
+
+    def replay(self, epoch):
+        self.updates(self.lr(epoch), None)
+
+    def epoch(self, point):
+        """One epoch of updates and its record; on divergence, back to the last good epoch's end.
+
+        Parameters are checked only when a rollback copy is made, before a checkpoint and at
+        the end, not every epoch: a non-finite loss at the first update of an epoch may mean
+        that the previous epoch's last update overflowed, which a replay finds out.
+        """
+        loop = self.loop
+        lr = self.lr(loop.epoch)
         try:
-            loss, updates, loop.step = run_epoch(self.engine, self.X, self.T, self.order, self.batch,
-                                                 "step_" + plan["optimizer"], lr, loop.step, plan["hyper"],
-                                                 self.on_batch)
-            check_growth(loss, loop.first_loss)
+            total, correct, updates = self.updates(lr, self.on_batch)
+            check_growth(total / updates, loop.first_loss)
         except Diverged as exc:
-            loop.restore(self.engine, snap)
-            raise Diverged(f"training diverged in epoch {loop.epoch + 1}: {exc}; kept the weights from epoch "
-                           f"{loop.epoch}: lower the learning rate (try {smaller_lr(lr):g}){self.scale_advice()}",
-                           loop.history) from None
-        return {"epoch": loop.epoch + 1, "loss": float(loss), "updates": updates, "lr": lr}
+            first = exc.update == point.marked[3] and point.previous is not None  # this epoch's first update
+            point.rewind(self.engine, loop, self.replay)
+            if first and not self.engine.finite():
+                self.overflowed(point, previous=True)
+            raise self.diverged(str(exc), lr) from None
+        record = {"epoch": loop.epoch + 1, "loss": total / updates, "updates": updates, "lr": lr}
+        if self.metric:
+            record[self.metric] = self.engine.metric(correct, self.X.shape[0])
+        return record
+
+    def overflowed(self, point, previous=False):
+        """The last update of an epoch (the current one, or with `previous` the one before) made the
+        parameters NaN or infinite: back to that epoch's start, its record dropped; raises Diverged."""
+        update = self.loop.step - 1 if not previous else point.marked[3] - 1
+        point.rewind(self.engine, self.loop, self.replay, previous)
+        lr = self.lr(self.loop.epoch)
+        raise self.diverged(f"the parameters became NaN or infinite at update {update} with learning rate {lr:g}",
+                            lr)
+
+    def diverged(self, what, lr):
+        loop = self.loop
+        return Diverged(f"training diverged in epoch {loop.epoch + 1}: {what}; kept the weights from epoch "
+                        f"{loop.epoch}: lower the learning rate (try {smaller_lr(lr):g}){self.scale_advice()}",
+                        loop.history)
 
     def first_loss(self):
-        """Loss of the starting weights on the first batch of rows (in the workspace training uses
-        anyway): what check_growth measures against."""
+        """Loss of the starting weights on the first batch of rows: what check_growth measures against."""
         rows = self.batch
         loss, _ = self.engine.evaluate(self.X[:rows], self.T[:rows], chunk=rows)
         return loss if math.isfinite(loss) else None
@@ -1842,10 +2353,27 @@ class _Run:
         largest = float(abs(self.X).max())
         return f", or scale the inputs (their largest magnitude is {largest:.3g})" if largest > 10 else ""
 
+    def agree(self, value):
+        """`value` as rank 0 has it (every process must take the same decisions)."""
+        return value if self.cluster is None else self.cluster.agree(value)
+
+    def measure(self, X, T):
+        """(mean loss, metric) of the current weights on a data set; shared out among processes."""
+        if self.cluster is None:
+            return self.engine.evaluate(X, T)
+        total, correct = self.cluster.evaluate(self.engine, X, T)
+        return total / X.shape[0], self.engine.metric(correct, X.shape[0])
+
+    def evaluate(self, record):
+        metric = self.engine.module.METRIC
+        record["train_loss"], value = self.measure(self.X, self.T)
+        if metric:
+            record["train_" + metric] = value
+
     def validate(self, record):
         """Validation loss and metric; remember the best parameters for early stopping."""
         loop, metric = self.loop, self.engine.module.METRIC
-        record["val_loss"], val_metric = self.engine.evaluate(*self.validation)
+        record["val_loss"], val_metric = self.measure(*self.validation)
         if metric:
             record["val_" + metric] = val_metric
         if record["val_loss"] < loop.best_loss - self.plan["min_delta"]:
@@ -1864,12 +2392,15 @@ class _Run:
         return self._settings
 
     def save(self, checkpoint):
+        """Write the checkpoint (rank 0 alone, when there are several processes)."""
+        if self.cluster is not None and self.cluster.rank != 0:
+            return
         arrays, meta = self.loop.to_checkpoint(self.engine)
         meta.update(settings=self.settings(), monitor=None if self.monitor is None else self.monitor.state())
         checkpoint.save(arrays, meta)
 
     def resume(self, checkpoint):
-        arrays, meta = checkpoint.load()
+        arrays, meta = checkpoint.load() if self.cluster is None else self.cluster.load(checkpoint)
         _check_resumable(checkpoint.path, meta.get("settings") or {}, self.settings())
         try:
             self.loop.from_checkpoint(self.engine, arrays, meta)
@@ -1877,6 +2408,429 @@ class _Run:
             raise TrainingError(f"checkpoint {checkpoint.path} is incomplete or damaged ({exc})") from None
         if self.monitor is not None:
             self.monitor.load_state(meta.get("monitor"))
+
+
+# ----------------------------------------------------------------------------------
+# nncompile/runtime/distributed.py, embedded verbatim.
+# ----------------------------------------------------------------------------------
+"""Data-parallel training: K processes (one per CPU socket or core over MPI, one per GPU over NCCL),
+each computing the gradients of its share of every batch.
+
+Embedded verbatim in standalone scripts after loop.py: NumPy and the standard library only;
+mpi4py is imported when a run asks for it.  On the GPU the sums go through NCCL, set up by
+the CUDA program's own CuPy glue (cupy_support.nccl_join).
+
+Every process loads the whole data set and shuffles it with the same seed, so all agree on
+each global batch of B rows.  Process r takes its share (`share`: np.array_split's, the
+first B mod K processes one row more) and runs the program's `gradient(gscale, step, row0)`, which
+sums its rows' gradients times gscale = 1/B (lr/B for an optimizer that folds lr in), so
+the sum of the K gradient vectors is the batch mean, scaled exactly as one process scales
+it, an uneven last batch included; the update count `step` and the share's first row in
+the batch `row0` key the dropout masks as one process's step keys them.  The gradient vector and
+the two numbers after it (the loss times n_r/B, the correct count) are summed in place by
+one allreduce, and every process makes the same update with `update_<optimizer>`: the
+parameters stay identical on every process, and equal to one process's to round-off.
+Parameters start as rank 0's (broadcast).  Rank 0 alone writes.
+
+Faults: a sum that makes no progress for `timeout` seconds (a process died, and the MPI
+launcher left the others running) starts a roll call on a communicator of its own; the
+processes that do not answer within GRACE seconds are named in one line (`RankLost`).
+"""
+import math
+import os
+import pickle
+import socket
+import sys
+import time
+
+import numpy as np
+
+if __package__ == "nncompile.runtime":  # in a generated script these are defined above, in the same file
+    from .engine import Diverged, TrainingError, to_host
+
+#: Seconds a sum across processes may take before the processes check on each other.
+TIMEOUT = 30.0
+#: Seconds the roll call waits for every process to answer.
+GRACE = 5.0
+#: Overlapped mode: gradient blocks are summed in buckets of at least this many bytes (PyTorch DDP: 25 MB).
+BUCKET_BYTES = 4 << 20
+_ROLL_CALL = 77
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))
+
+
+class DistributedError(TrainingError):
+    """Distributed training cannot start or go on (no MPI, too many processes, a lost process)."""
+
+
+class RankLost(DistributedError):
+    """Processes stopped answering; `lost` names them, `reporter` is the process that says so."""
+
+    def __init__(self, message, lost, reporter):
+        super().__init__(message)
+        self.lost, self.reporter = lost, reporter
+
+
+def share(rows, rank, size):
+    """Rows [lo, hi) of a batch of `rows` that process `rank` of `size` computes (np.array_split's)."""
+    each, extra = rows // size, rows % size
+    lo = rank * each + min(rank, extra)
+    return lo, lo + each + (1 if rank < extra else 0)
+
+
+def connect(comm=None, overlap=False, timeout=None):
+    """A Cluster over `comm` (an mpi4py communicator; MPI.COMM_WORLD by default).
+
+    Raises DistributedError in one line when mpi4py (or the MPI library under it) is missing.
+    """
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise DistributedError(f"distributed training needs mpi4py, which is not installed here ({exc}): "
+                               "pip install 'nncompile[mpi]' (mpi4py and MPICH), or mpi4py built against "
+                               "your cluster's MPI, then start K processes with mpiexec -n K") from None
+    except Exception as exc:  # mpi4py present, its MPI library not loadable
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DistributedError(f"distributed training needs an MPI library, and mpi4py cannot load one: "
+                               f"{text}") from None
+    if timeout is None:
+        timeout = float(os.environ.get("NNCOMPILE_MPI_TIMEOUT", TIMEOUT))
+    return Cluster(MPI, MPI.COMM_WORLD if comm is None else comm, overlap, timeout)
+
+
+class Cluster:
+    """The processes of one run, and what the epoch loop asks of them.
+
+    `reduce(array)` sums a vector in place across the processes (the host's MPI, or NCCL
+    on the GPU after `use_nccl`); everything else goes through MPI on the host.
+    """
+
+    def __init__(self, MPI, comm, overlap=False, timeout=TIMEOUT):
+        self.MPI, self.comm, self.overlap, self.timeout = MPI, comm, overlap, timeout
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.watch = comm.Dup()  # the roll call's own channel: its messages never meet training traffic
+        self.places = comm.allgather((socket.gethostname(), os.getpid()))
+        self.reduce = self._mpi_sum
+        self.nccl = None
+        self._plan = None
+        self.alarm = False  # set by the launcher's SIGUSR1: a process ended, hold the roll call now
+
+    # -- plain collectives, each waited for with a deadline ------------------------------------
+    def wait(self, *requests):
+        """Wait for MPI requests; if none completes for `timeout` seconds, find out who is gone."""
+        for request in requests:
+            if request.Test():
+                continue
+            deadline = time.monotonic() + self.timeout
+            while not request.Test():
+                _yield()  # more processes than cores: let the one being waited for run
+                if self.alarm or time.monotonic() > deadline:
+                    self.alarm = False
+                    self.lost()
+                    deadline = time.monotonic() + self.timeout  # everyone answered: only slow, wait on
+
+    def _mpi_sum(self, array):
+        self.wait(self.comm.Iallreduce(self.MPI.IN_PLACE, array))
+
+    def use_nccl(self, module):
+        """Sum on the GPU with NCCL (the cuda backend): `module.nccl_join` (a CUDA program's CuPy glue)
+        picks this process's GPU from its rank among the processes of its machine, before any GPU
+        memory is allocated, and joins the communicator whose id rank 0 made (broadcast here)."""
+        self.local_rank = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED).Get_rank()
+        try:
+            self.device, self.nccl, self.reduce = module.nccl_join(self)
+        except RuntimeError as exc:  # CuPy without NCCL, or NCCL failing to start
+            raise DistributedError(str(exc)) from None
+
+    def sum(self, values):
+        """Host numbers summed across processes (a new float64 array)."""
+        array = np.array(values, dtype=np.float64)
+        self._mpi_sum(array)
+        return array
+
+    def broadcast(self, array):
+        """Rank 0's values of a host array, in place on every process."""
+        self.wait(self.comm.Ibcast(array, root=0))
+
+    def agree(self, value):
+        """Rank 0's `value` (any picklable object) on every process."""
+        data = pickle.dumps(value) if self.rank == 0 else b""
+        length = np.array([len(data)], dtype=np.int64)
+        self.broadcast(length)
+        buffer = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == 0 else np.empty(int(length[0]), np.uint8)
+        self.broadcast(buffer)
+        return value if self.rank == 0 else pickle.loads(buffer.tobytes())
+
+    # -- what the epoch loop asks ----------------------------------------------------------------
+    def start(self, engine, rows):
+        """Check the run fits K processes, then give every process rank 0's parameters and state."""
+        if rows < self.size:
+            raise DistributedError(f"{self.size} processes but only {rows} training rows: start at most {rows} "
+                                   "processes (mpiexec -n)")
+        for vector in (engine.params, *engine.state.values()):
+            host = np.ascontiguousarray(to_host(vector))
+            self.broadcast(host)
+            vector[...] = engine.device(host)
+
+    def sync_buffers(self, engine):
+        """Running statistics (BatchNorm) are each process's own within an epoch, as in PyTorch DDP;
+        each epoch starts from rank 0's.  Modules name them in BUFFERS; PARAMS places them in params."""
+        buffers = set(getattr(engine.module, "BUFFERS", ()))
+        if not buffers:
+            return
+        host = np.ascontiguousarray(to_host(engine.params))
+        for name, shape, offset, _ in engine.module.PARAMS:
+            if name not in buffers:
+                continue
+            size = int(np.prod(shape))
+            block = host[offset:offset + size].copy()
+            self.broadcast(block)
+            engine.params[offset:offset + size] = engine.device(block)
+
+    def load(self, checkpoint):
+        """Rank 0 reads the checkpoint and every process gets its contents (or its error)."""
+        if self.rank == 0:
+            try:
+                payload = ("ok", checkpoint.load())
+            except Exception as exc:  # sent to every process, then raised everywhere
+                payload = ("error", exc)
+        else:
+            payload = None
+        kind, value = self.agree(payload)
+        if kind == "error":
+            raise value
+        return value
+
+    def evaluate(self, engine, X, T):
+        """(summed loss, correct count) over a data set, each process evaluating its share of the rows."""
+        lo, hi = share(X.shape[0], self.rank, self.size)
+        total, correct = engine.evaluate(X, T, rows=(lo, hi)) if hi > lo else (0.0, 0.0)
+        total, correct = self.sum([total, correct])
+        return float(total), float(correct)
+
+    def run_epoch(self, engine, batches, optimizer, lr, step, hyper, on_batch=None):
+        """One epoch of data-parallel updates: (summed loss, correct count, updates, next step)."""
+        self.sync_buffers(engine)
+        scale = lr if optimizer in engine.module.LR_FOLDED else 1.0
+        total, correct, updates = 0.0, 0.0, 0
+        for size, starts in batches.groups:
+            lo, hi = share(size, self.rank, self.size)
+            ws = engine.workspace(max(hi - lo, 1), keep=True)
+            load = self._loader(engine, batches, ws, lo, hi)
+            update = self._stepper(engine, ws, optimizer, (hi - lo) / size, hi > lo, lo)
+            gscale = scale / size
+            for start in starts:
+                load(start)
+                loss, hits = update(gscale, lr, step, hyper)
+                if not math.isfinite(loss):
+                    raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}",
+                                   update=step)
+                total += loss
+                correct += hits
+                updates += 1
+                step += 1
+                if on_batch is not None:
+                    on_batch(size)
+        return total, correct, updates, step
+
+    def _loader(self, engine, batches, ws, lo, hi):
+        """A function of a batch's first row putting this process's rows [lo, hi) of it into `ws`."""
+        if hi == lo:
+            return _nothing
+        if batches.whole:
+            return lambda start: batches.load_all(ws, lo, hi)
+        source, inputs = batches.source(ws)
+        take_x, take_t, tb, order = source.take, batches.T.take, ws.T, batches.device_order
+        clip = ("clip",) if engine.xp is np else ()
+
+        def load(start):
+            idx = order[start + lo:start + hi]
+            take_x(idx, 0, inputs, *clip)
+            take_t(idx, 0, tb, *clip)
+        return load
+
+    def _stepper(self, engine, ws, optimizer, weight, has_rows, row0):
+        """A function (gscale, lr, step, hyper) -> (loss, correct count) of the whole batch that makes
+        one data-parallel update: this process's gradients (summed over its rows, times gscale), loss
+        (times weight = n/B) and count into engine.reduced, their sum over processes, and the update.
+        `row0`, where this process's rows start in each batch, keys the dropout masks with the update count."""
+        reduced, tail, update = engine.reduced, engine.tail, getattr(ws, "update_" + optimizer)
+        if self.nccl is not None:
+            return self._device_stepper(engine, ws, update, weight, has_rows, row0)
+        fetch = engine.fetch
+
+        def run(gscale, lr, step, hyper):
+            if has_rows:
+                def compute(hook=None):
+                    loss, hits = fetch(ws.gradient(gscale, step, row0) if hook is None
+                                       else ws.gradient(gscale, step, row0, hook))
+                    tail[0] = loss * weight
+                    tail[1] = hits
+                self._sum_gradients(engine, compute)
+            else:  # more processes than rows in this batch: this one adds nothing
+                reduced.fill(0)
+                self._sum_gradients(engine, None)
+            update(lr, step, *hyper)
+            return float(tail[0]), float(tail[1])
+        return run
+
+    def _device_stepper(self, engine, ws, update, weight, has_rows, row0):
+        """The GPU's version: gradient, loss·weight into the tail, NCCL sum and update chained into
+        one CUDA graph (module.Chain); only the tail (loss, count) comes back to the host."""
+        xp, reduced, tail = engine.xp, engine.reduced, engine.tail
+        counted = 2 if engine.counted else 1
+        weights = engine.device(np.array([weight, 1.0][:counted], dtype=reduced.dtype))
+        if has_rows:
+            gradient = ws.gradient
+
+            def contribute():
+                xp.multiply(gradient.result, weights, tail[:counted])
+                self.reduce(reduced)
+            parts = [gradient, contribute, update]
+        else:
+            def contribute():
+                reduced.fill(0)
+                self.reduce(reduced)
+            parts = [contribute, update]
+        chain = engine.module.Chain(f"data-parallel {update.name}", parts, engine.module.CUDA_GRAPHS)
+
+        def run(gscale, lr, step, hyper):
+            if has_rows:
+                chain((gscale, step, row0), (lr, step, *hyper))
+            else:
+                chain((lr, step, *hyper))
+            loss, hits = (float(v) for v in to_host(tail))
+            return loss, hits
+        return run
+
+    def _sum_gradients(self, engine, compute):
+        """Run `compute` (None: nothing to add) and sum engine.reduced across processes.
+
+        Overlapped (MPI): each bucket of gradient blocks starts summing as soon as the backward
+        pass has finished it, the last layer first, as PyTorch DDP does; the buckets are the
+        same on every process (from the module's GRAD_BLOCKS), so their sums pair up.
+        """
+        if not (self.overlap and engine.xp is np):
+            if compute is not None:
+                compute()
+            self.reduce(engine.reduced)
+            return
+        grads, requests = engine.grads, []
+        plan = self._buckets(engine)
+        done = set()
+
+        def post(ready_only):
+            while len(requests) < len(plan) and (not ready_only or plan[len(requests)][2] <= done):
+                first, last, _ = plan[len(requests)]
+                requests.append(self.comm.Iallreduce(self.MPI.IN_PLACE, grads[first:last]))
+
+        def ready(start, stop):
+            done.add(start)
+            post(True)
+            if requests:  # MPI moves data only inside its calls: let the posted sums advance
+                self.MPI.Request.Testall(requests)
+
+        if compute is not None:
+            compute(ready)
+        post(False)
+        requests.append(self.comm.Iallreduce(self.MPI.IN_PLACE, engine.tail))
+        self.wait(*requests)
+
+    def _buckets(self, engine):
+        """(start, stop, blocks) of each bucket: the module's GRAD_BLOCKS in backward order, adjacent
+        ones merged up to BUCKET_BYTES, then any gradients no block covers (they stay zero)."""
+        if self._plan is None:
+            least = max(1, BUCKET_BYTES // engine.grads.itemsize)
+            plan, covered = [], np.zeros(engine.grads.size + 1, dtype=bool)
+            covered[-1] = True  # a sentinel: every uncovered run ends
+            for start, stop in engine.module.GRAD_BLOCKS:
+                covered[start:stop] = True
+                if plan and plan[-1][0] == stop and plan[-1][1] - plan[-1][0] < least:
+                    plan[-1] = (start, plan[-1][1], plan[-1][2] | {start})
+                else:
+                    plan.append((start, stop, frozenset({start})))
+            edges = np.flatnonzero(np.diff(np.concatenate(([True], covered))))  # where coverage changes
+            plan += [(int(a), int(b), frozenset()) for a, b in zip(edges[::2], edges[1::2])]
+            self._plan = plan
+        return self._plan
+
+    # -- faults ------------------------------------------------------------------------------
+    def lost(self):
+        """Roll call: every process that got stuck says so to the others; who does not answer is gone.
+
+        Raises RankLost naming them when some are gone; returns when everyone answered.
+        """
+        peers = [r for r in range(self.size) if r != self.rank]
+        token = np.array([self.rank], dtype=np.int64)
+        for r in peers:
+            self.watch.Isend(token, dest=r, tag=_ROLL_CALL)
+        answers = {r: np.empty(1, dtype=np.int64) for r in peers}
+        pending = {r: self.watch.Irecv(answers[r], source=r, tag=_ROLL_CALL) for r in peers}
+        grace = min(GRACE, self.timeout)
+        deadline = time.monotonic() + grace
+        while pending and time.monotonic() < deadline:
+            for r in [r for r, request in pending.items() if request.Test()]:
+                del pending[r]
+            time.sleep(0.01)
+        if not pending:
+            return
+        lost = sorted(pending)
+        alive = [r for r in range(self.size) if r not in lost]
+        names = ", ".join(f"rank {r} (pid {self.places[r][1]} on {self.places[r][0]})" for r in lost)
+        raise RankLost(f"lost {names}: no answer for {self.timeout + grace:.0f} s, so it was killed or "
+                       f"crashed; the other {len(alive)} process(es) stop here (resume from the last "
+                       "checkpoint)", lost, min(alive))
+
+    def report_signals(self, name="nncompile"):
+        """A process stopped by SIGTERM or SIGHUP says so in one line before it goes (the launcher then
+        stops the others); SIGUSR1, by which MPICH's launcher (with -disable-auto-cleanup) reports that a
+        process ended, starts the roll call at once instead of ending this process."""
+        import signal
+
+        def stop(signum, frame):
+            os.write(2, f"{name}: error: rank {self.rank} of {self.size} (pid {os.getpid()}): stopped by "
+                        f"{signal.Signals(signum).name}; training stops on every process\n".encode())
+            os._exit(128 + signum)
+
+        def alarm(signum, frame):
+            self.alarm = True
+
+        for signame, handler in (("SIGTERM", stop), ("SIGHUP", stop), ("SIGUSR1", alarm)):
+            if hasattr(signal, signame):
+                signal.signal(getattr(signal, signame), handler)
+
+    def describe(self):
+        """One line for people: how many processes, where."""
+        hosts = sorted({host for host, _ in self.places})
+        pids = ", ".join(f"{r}:{pid}" for r, (_, pid) in enumerate(self.places))
+        return f"data-parallel over {self.size} processes on {', '.join(hosts)} (rank:pid {pids})"
+
+
+def _nothing(start):
+    """A process without rows in a batch loads none."""
+
+
+def launcher_rank():
+    """This process's rank as the MPI launcher set it in the environment (None outside one), read
+    without starting MPI: which process prints an error that every process ran into."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def speaks(error):
+    """Whether this process prints `error`: the reporter of a lost process, else rank 0 (or a lone run)."""
+    reporter = getattr(error, "reporter", None)
+    rank = launcher_rank()
+    return rank in (None, reporter) if reporter is not None else rank in (None, 0)
+
+
+def end_after_lost_rank(code):
+    """Leave at once: MPI cannot shut down cleanly with a process gone (its finalize would wait forever)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # ----------------------------------------------------------------------------------
@@ -2231,8 +3185,8 @@ def _curve(ax, epochs, history, key, label):
 # ----------------------------------------------------------------------------------
 """Training flags shared by `nncompile run` and generated scripts, and the scripts' command line.
 
-`nncompile generate` embeds engine.py, loop.py, checkpoint.py, diagnostics.py, plot.py and this
-file, in that order, after the compiled program; in a script the names imported below
+`nncompile generate` embeds engine.py, batches.py, loop.py, distributed.py, checkpoint.py,
+diagnostics.py, plot.py and this file, in that order, after the compiled program; in a script the names imported below
 are therefore already defined, and the import runs only inside the nncompile package.
 """
 import argparse
@@ -2246,6 +3200,7 @@ import numpy as np
 if __package__ == "nncompile.runtime":  # in a generated script these are defined above, in the same file
     from .checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
     from .diagnostics import Monitor, headline, new_warnings
+    from .distributed import connect, end_after_lost_rank, speaks
     from .engine import INIT_SCHEMES, Diverged, Engine, TrainingError, check_inputs, encode_targets, init_flat, to_host
     from .loop import SCHEDULES, fit, hyperparameters
     from .plot import PlotUnavailable, render_png, require_matplotlib
@@ -2282,6 +3237,10 @@ def add_training_flags(parser, optimizers=None):
                    "0.1 when --patience is given)")
     g.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
     g.add_argument("--min-delta", type=float, help="early stopping: smallest improvement that counts")
+    g.add_argument("--distributed", action="store_true", help="data-parallel: this is one of K processes started "
+                   "by mpiexec -n K, each computing its share of every batch (needs mpi4py)")
+    g.add_argument("--overlap", action="store_true", help="with --distributed: sum each layer's gradients while the "
+                   "backward pass goes on (non-blocking allreduce per bucket) instead of once after it")
     g = parser.add_argument_group("output")
     g.add_argument("--save", metavar="FILE.npz", help="write the trained weights to this file")
     g.add_argument("--checkpoint", metavar="FILE", help="save the full training state here (atomically) "
@@ -2474,10 +3433,13 @@ def main(module, argv=None):
     parser.add_argument("--data", required=True, help=".npz file with arrays X and y")
     add_training_flags(parser, tuple(module.OPTIMIZERS))
     args = parser.parse_args(argv)
-    progress, engine = None, None
+    progress, engine, cluster, writer = None, None, None, True
     try:
         s, overrides = settings_from(args, defaults)
         check_outputs(args)
+        if args.distributed or args.overlap:
+            cluster = connect_for(module, args)
+            writer = cluster.rank == 0  # rank 0 alone prints and writes
         X, T = _load_data(module, args.data)
         X, T, validation = validation_split(X, T, s["val_split"], s["seed"])
         s["optimizer"], overrides = torch_style(s["optimizer"], overrides)
@@ -2485,32 +3447,41 @@ def main(module, argv=None):
         engine.reset_state(s["optimizer"])
         hyper = hyperparameters(module, s["optimizer"], overrides)
         monitor = None if args.no_diagnostics else Monitor(module, X, T)
-        progress = _Progress(module.METRIC, s["epochs"], X.shape[0], args.quiet or args.json)
+        progress = _Progress(module.METRIC, s["epochs"], X.shape[0], args.quiet or args.json or not writer)
         history, best_epoch, stopped = fit(
             engine, X, T, s["mode"], s["batch_size"], s["epochs"], s["lr"], s["optimizer"], hyper, s["seed"],
-            s["schedule"], validation, s["patience"], s["min_delta"], True, progress,
+            s["schedule"], validation, s["patience"], s["min_delta"], False, progress,
             s["step_size"], s["gamma"], monitor, args.checkpoint and Checkpoint(args.checkpoint),
-            s["checkpoint_every"], args.resume and Checkpoint(args.resume))
+            s["checkpoint_every"], args.resume and Checkpoint(args.resume), None, cluster)
     except KeyboardInterrupt:
         _close(progress)
         saved = f"; checkpoint saved to {args.checkpoint} (continue with --resume)" if args.checkpoint else ""
-        print(f"interrupted{saved}", file=sys.stderr)
+        if cluster is not None:
+            saved = "; the last checkpoint written resumes" if args.checkpoint else ""
+        if writer:
+            print(f"interrupted{saved}", file=sys.stderr)
         return 130
     except Diverged as exc:
         _close(progress)
         message = printable(exc)
-        if args.save:  # the weights of the last good epoch, which fit restored
+        if args.save and writer:  # the weights of the last good epoch, which fit restored
             _save_weights(module, engine, args.save)
             message += f"; saved them to {args.save}"
-        if args.json:
+        if writer and args.json:
             print(json.dumps({"error": message, "history": exc.history}, indent=2))
-        print(f"error: {message}", file=sys.stderr)
+        if writer:
+            print(f"error: {message}", file=sys.stderr)
         return 1
     except (TrainingError, CheckpointError, PlotUnavailable, OSError, KeyError, ValueError) as exc:
         _close(progress)
-        print(f"error: {printable(exc)}", file=sys.stderr)
-        return 2
+        if cluster is None or speaks(exc):
+            print(f"error: {printable(exc)}", file=sys.stderr)
+        if getattr(exc, "lost", None):
+            end_after_lost_rank(1)
+        return 1 if getattr(exc, "lost", None) else 2
     _close(progress)
+    if not writer:
+        return 0
     summary = final_summary(engine, X, T, validation, history, best_epoch, stopped)
     if args.json:
         print(json.dumps({"history": history, "summary": summary}, indent=2))
@@ -2555,6 +3526,19 @@ def _save_weights(module, engine, path):
     save_npz_atomic(path, weights)
 
 
+def connect_for(module, args):
+    """The processes of a --distributed run; NCCL on the GPU for a CUDA program (before any GPU memory)."""
+    if args.overlap and not args.distributed:
+        raise TrainingError("--overlap goes with --distributed")
+    cluster = connect(overlap=args.overlap)
+    cluster.report_signals(sys.argv[0])
+    if getattr(module, "BACKEND", "numpy") == "cuda":
+        cluster.use_nccl(module)
+    if cluster.rank == 0 and not (args.quiet or args.json):
+        print(cluster.describe(), file=sys.stderr)
+    return cluster
+
+
 def final_summary(engine, X, T, validation, history, best_epoch, stopped):
     """Loss and metric of the final weights (the best ones after early stopping) on each data set."""
     metric = engine.module.METRIC
@@ -2574,6 +3558,7 @@ TRAINING = {'batch_size': 16, 'epochs': 200, 'lr': 0.1, 'mode': 'minibatch'}
 
 if __name__ == "__main__":
     if device_problem() is not None and not {"-h", "--help"} & set(sys.argv[1:]):
-        print(f"error: {device_problem()}", file=sys.stderr)
+        if launcher_rank() in (None, 0):  # under mpiexec every process finds the same: one says so
+            print(f"error: {device_problem()}", file=sys.stderr)
         sys.exit(2)
     sys.exit(main(sys.modules[__name__]))

@@ -7,8 +7,8 @@ This module is the public face; the stages live in the subpackages (see the READ
 """
 from . import data, nn
 from .dsl.modelfile import load_model
-from .errors import (ArgumentError, BackendError, DataError, DivergenceError, FormulaError, ModelError,
-                     NncompileError, TrainingWarning)
+from .errors import (ArgumentError, BackendError, DataError, DistributedError, DivergenceError, FormulaError,
+                     ModelError, NncompileError, TrainingWarning)
 from .program import CompiledProgram, compile  # noqa: A004
 from .symbolic.rules import OPTIMIZERS, Optimizer
 from .train import TrainResult, train
@@ -16,4 +16,4 @@ from .version import __version__
 
 __all__ = ["nn", "data", "compile", "train", "load_model", "CompiledProgram", "TrainResult", "Optimizer",
            "OPTIMIZERS", "NncompileError", "ModelError", "FormulaError", "DataError", "ArgumentError", "BackendError",
-           "DivergenceError", "TrainingWarning", "__version__"]
+           "DivergenceError", "DistributedError", "TrainingWarning", "__version__"]

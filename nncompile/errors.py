@@ -38,5 +38,17 @@ class DivergenceError(NncompileError):
         self.result = result
 
 
+class DistributedError(NncompileError):
+    """Data-parallel training cannot start or go on: no MPI, more processes than rows, a lost process.
+
+    ``lost`` names the processes (ranks) that stopped answering, if that is what happened, and
+    ``reporter`` is the rank that says so (the others stay quiet, so that one line is printed).
+    """
+
+    def __init__(self, message: str, lost: tuple[int, ...] = (), reporter: int | None = None) -> None:
+        super().__init__(message)
+        self.lost, self.reporter = tuple(lost), reporter
+
+
 class TrainingWarning(UserWarning):
     """A diagnostic finding during training (saturated or dead units, vanishing gradients, ...)."""

@@ -1,10 +1,10 @@
 """`nncompile generate`: a standalone training program for a model, needing only NumPy (or CuPy).
 
 The script is the backend's rendering of the Program IR plus the text of the NumPy-only
-runtime modules (`RUNTIME_MODULES`: initialisation, batching, the epoch loop,
-checkpoints, diagnostics, plots and the command line), embedded verbatim; it imports
-nothing from nncompile.  Output is deterministic: the
-same model gives the same bytes on every run and machine.
+runtime modules (`RUNTIME_MODULES`: initialisation, batching, the epoch loop, data-parallel
+training, checkpoints, diagnostics, plots and the command line), embedded verbatim; it
+imports nothing from nncompile.  Output is deterministic: the same model gives the same
+bytes on every run and machine.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from .runtime.engine import TrainingError
 from .symbolic.rules import Optimizer
 
 #: NumPy-only modules a script embeds, in this order (later ones use names of earlier ones).
-RUNTIME_MODULES = ("engine.py", "loop.py", "checkpoint.py", "diagnostics.py", "plot.py", "script.py")
+RUNTIME_MODULES = ("engine.py", "batches.py", "loop.py", "distributed.py", "checkpoint.py", "diagnostics.py", "plot.py",
+                   "script.py")
 _RULE = "# " + "-" * 82
 
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from . import backends, jit
 from .dsl.models import Model
-from .errors import DataError, ModelError
+from .errors import DataError, DistributedError, ModelError
+from .runtime import distributed as parallel
 from .runtime import engine as runtime
 from .symbolic.rules import OPTIMIZERS as BUILTIN_OPTIMIZERS
 from .symbolic.rules import RULES_VERSION, Optimizer
@@ -31,6 +32,8 @@ def data_errors() -> Iterator[None]:
         yield
     except runtime.Diverged:
         raise
+    except parallel.DistributedError as exc:
+        raise DistributedError(str(exc), getattr(exc, "lost", ()), getattr(exc, "reporter", None)) from None
     except runtime.TrainingError as exc:
         raise DataError(str(exc)) from None
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import ArgumentError, DataError, DivergenceError, TrainingWarning
 from .program import CompiledProgram, data_errors
+from .runtime import distributed as parallel
 from .runtime import engine as runtime
 from .runtime import loop, script
 from .runtime.checkpoint import Checkpoint, CheckpointError
@@ -68,8 +69,9 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
           patience: int | None = None, min_delta: float = 0.0, diagnostics: bool = False,
           checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
           resume: str | Path | None = None,
-          evaluate: bool = True, callback: Callable[[dict], object] | None = None,
-          on_batch: Callable[[int], object] | None = None, **hyperparameters: object) -> TrainResult:
+          evaluate: bool = False, callback: Callable[[dict], object] | None = None,
+          on_batch: Callable[[int], object] | None = None, distributed: object = False,
+          **hyperparameters: object) -> TrainResult:
     """Train `prog` on (X, Y) and return the parameters and per-epoch history.
 
     mode "gd" makes one update per epoch on all rows, "sgd" one per row, "minibatch" one
@@ -89,6 +91,17 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
     continues from such a file, ending bit-identical to an uninterrupted run.
     `callback(record)` runs after each epoch (returning False stops training);
     `on_batch(rows)` after each update.
+
+    Each history record's `loss` and metric (`accuracy`, ...) are running figures over that
+    epoch's updates, from the steps themselves (no second pass over the data);
+    `evaluate=True` adds `train_loss` and `train_<metric>`, an exact evaluation of each
+    epoch's final weights.
+
+    `distributed=True` (or an mpi4py communicator, or a `runtime.distributed.Cluster`)
+    makes this call one of K processes started by `mpiexec -n K`: each passes the same
+    data and settings and computes the gradients of its share of every batch; they are
+    summed by MPI (by NCCL on the GPU for the cuda backend), and every process returns the
+    same result, equal to a single process's to round-off.  Rank 0 alone writes checkpoints.
     """
     _check_settings(mode, epochs, lr, patience, validation, val_split, checkpoint_every)
     if not isinstance(optimizer, str):
@@ -110,6 +123,7 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
             script.check_writable(str(checkpoint), "checkpoint")
     if params is not None and resume is not None:
         raise DataError("give params or resume, not both: a checkpoint holds its own parameters")
+    cluster = _cluster(distributed, prog)  # before the engine: a GPU process chooses its device first
     engine = prog.engine(params if params is not None else prog.init_params(seed, init))
     with data_errors():
         engine.reset_state(optimizer)
@@ -121,7 +135,7 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
                 engine, Xc, T, mode, batch_size, epochs, lr, optimizer, hyper, seed, schedule,
                 None if Xv is None else (Xv, Tv), patience, min_delta, evaluate, record_warnings,
                 step_size, gamma, monitor, checkpoint and Checkpoint(checkpoint), checkpoint_every,
-                resume and Checkpoint(resume), on_batch)
+                resume and Checkpoint(resume), on_batch, cluster)
     except runtime.Diverged as exc:
         partial = TrainResult(prog.unflatten(engine.params), exc.history, warnings=record_warnings.seen,
                               program=prog)
@@ -129,6 +143,20 @@ def train(prog: CompiledProgram, X: object, Y: object, mode: str = "minibatch", 
     except CheckpointError as exc:
         raise DataError(str(exc)) from None
     return TrainResult(prog.unflatten(engine.params), history, best_epoch, stopped, record_warnings.seen, prog)
+
+
+def _cluster(distributed: object, prog: CompiledProgram) -> parallel.Cluster | None:
+    """The processes of a data-parallel run (None for a single process); NCCL for the cuda backend."""
+    if distributed is False or distributed is None:
+        return None
+    with data_errors():
+        if isinstance(distributed, parallel.Cluster):
+            cluster = distributed
+        else:
+            cluster = parallel.connect(None if distributed is True else distributed)
+        if prog.backend == "cuda" and cluster.nccl is None:
+            cluster.use_nccl(prog.module)
+    return cluster
 
 
 def _check_settings(mode: str, epochs: object, lr: object, patience: object, validation: object,

@@ -77,12 +77,14 @@ def fmix32(h: int) -> int:
     return h ^ (h >> 16)
 
 
-def dropout_mask(seed: int, step: int, layer: int, p: float, shape: tuple[int, ...]) -> np.ndarray:
-    """The spec's mask, written from its text: 1.0 where kept, 0.0 where dropped (uint64 arithmetic, masked)."""
+def dropout_mask(seed: int, step: int, layer: int, p: float, shape: tuple[int, ...], row0: int = 0) -> np.ndarray:
+    """The spec's mask, written from its text: 1.0 where kept, 0.0 where dropped (uint64 arithmetic, masked).
+    `row0`: the rows are rows row0, row0 + 1, ... of a larger batch (their elements' indices count from there)."""
     lo, hi = seed % 2**32, (seed >> 32) % 2**32
     key = fmix32(fmix32(fmix32(lo ^ fmix32(hi)) ^ (step % 2**32)) ^ layer)
     size = int(np.prod(shape))
-    h = (np.uint64(key) + (np.arange(size, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B9)) % np.uint64(2**32)
+    index = np.arange(size, dtype=np.uint64) + np.uint64(row0 * (size // shape[0]))
+    h = (np.uint64(key) + (index + np.uint64(1)) * np.uint64(0x9E3779B9) % np.uint64(2**32)) % np.uint64(2**32)
     for shift, mul in ((16, 0x85EBCA6B), (13, 0xC2B2AE35), (16, None)):
         h ^= h >> np.uint64(shift)
         if mul is not None:

@@ -128,8 +128,9 @@ def test_driver_launches_match_the_kernels_they_call(programs: dict, name: str) 
                 assert arg == f"hp_{function.split('(')[0]}.values"  # the scalars of the function launching it
             elif kernel == "nc_advance":
                 assert param == "const int index" and arg.startswith("np.int32(")
-            elif kernel == "nc_dropout_mask":   # (m, seed, hp or step_zero, step index, layer, threshold, n, width)
-                assert param.split()[-1] in ("m", "seed", "hp", "step_index", "layer", "threshold", "n", "width")
+            elif kernel == "nc_dropout_mask":   # (m, seed, hp or step_zero, step, row0 index, layer, threshold, n, width)
+                assert param.split()[-1] in ("m", "seed", "hp", "step_index", "row0_index", "layer", "threshold", "n",
+                                             "width")
                 if param.endswith(" hp"):
                     assert arg in ("step_zero", f"hp_{function.split('(')[0]}.values"), (arg, function[:30])
                 elif param.endswith((" m", " seed")):
@@ -149,6 +150,10 @@ def test_driver_launches_match_the_kernels_they_call(programs: dict, name: str) 
             elif kernel == "nc_columns":   # (dst, src, ...): a copy between two bound buffers
                 assert "real*" in param and ("const" in param) == (param.endswith(" src")), (arg, param)
                 assert re.search(rf"^\s+{arg} = ", build, re.M), f"{arg} is never bound in build()"
+            elif kernel.startswith("nc_count_"):  # fixed kernels: buffers, then the sizes
+                assert ("real*" in param) != arg.startswith(("np.int32(", "np.int64(")), (arg, param)
+                assert arg.startswith("np.int32(") == param.startswith("const int ")
+                assert arg.startswith("np.int64(") == param.startswith("const long long ")
             else:
                 assert param.endswith(f" {arg}") and "real*" in param, (arg, param)
                 bound = arg in ("params", "grads") or re.search(rf"^\s+{arg} = ", build, re.M)

@@ -141,7 +141,7 @@ MEMORY_CASES = {
     "the parameters": (64, dict(mode="gd"), 10_000,
                        rf"^the parameter and gradient vectors of {DIGITS_FLOAT32_PARAMS} entries needs [\d.]+ MiB of "
                        r"GPU memory but only [\d.]+ MiB is available: use a smaller model$"),
-    "the optimizer state": (64, dict(mode="gd", optimizer="adam"), 3 * 4 * DIGITS_FLOAT32_PARAMS,
+    "the optimizer state": (64, dict(mode="gd", optimizer="adam"), 3 * 4 * DIGITS_FLOAT32_PARAMS + 8,
                             r"^the adam state vector 'v' needs [\d.]+ MiB of GPU memory but only [\d.]+ MiB is "
                             r"available: use a smaller model$"),
 }
@@ -156,7 +156,7 @@ def test_what_does_not_fit_in_gpu_memory_fails_in_one_line_before_allocating(hos
                             epochs=1, **settings)
     assert result["error"] is not None and "\n" not in result["error"]
     assert re.match(message, result["error"]), result["error"]
-    allowed = {(DIGITS_FLOAT32_PARAMS,), (rows, 64), (rows, 10), (rows,)}
+    allowed = {(DIGITS_FLOAT32_PARAMS,), (DIGITS_FLOAT32_PARAMS + 2,), (rows, 64), (rows, 10), (rows,)}  # + 2: the tail
     assert set(result["allocated"]) <= allowed, result["allocated"]
 
 

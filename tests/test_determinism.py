@@ -3,7 +3,6 @@ every machine (no dict order, hash seed, timestamp, path or user name in the out
 from __future__ import annotations
 
 import getpass
-import hashlib
 import os
 import re
 import socket

@@ -163,10 +163,10 @@ def test_the_generated_cuda_mask_kernel_computes_the_same_masks(tmp_path: Path) 
     main = """
 int main(int argc, char** argv) {
     const unsigned long long seed = strtoull(argv[1], 0, 10);
-    double hp[1] = {atof(argv[2])};
+    double hp[2] = {atof(argv[2]), atof(argv[4])};
     const int n = 9, width = 13;
     real m[n * width];
-    nc_dropout_mask(m, &seed, hp, 0, 1u, (unsigned)strtoul(argv[3], 0, 10), n, width);
+    nc_dropout_mask(m, &seed, hp, 0, atoi(argv[5]), 1u, (unsigned)strtoul(argv[3], 0, 10), n, width);
     for (int i = 0; i < n * width; ++i) printf("%d", (int)m[i]);
     return 0;
 }
@@ -175,8 +175,9 @@ int main(int argc, char** argv) {
     subprocess.run(["g++", "-O1", "-Wall", "-Werror", "-o", str(tmp_path / "mask"), str(tmp_path / "mask.cpp")],
                    check=True, capture_output=True, text=True)
     from nncompile.derive.ir import dropout_threshold
-    for seed, step in ((0, 0), (2**40 + 7, 3), (2**64 - 1, 2**32 + 9)):
-        out = subprocess.run([str(tmp_path / "mask"), str(seed), str(step), str(dropout_threshold(0.35))],
+    for seed, step, row0 in ((0, 0, None), (2**40 + 7, 3, 0), (2**64 - 1, 2**32 + 9, None), (5, 7, 300)):
+        args = [str(row0 or 0), "-1" if row0 is None else "1"]  # row0 read from hp[1], or none
+        out = subprocess.run([str(tmp_path / "mask"), str(seed), str(step), str(dropout_threshold(0.35)), *args],
                              check=True, capture_output=True, text=True).stdout
-        expected = dropout_mask(seed, step, 1, 0.35, (9, 13)).astype(int).ravel()
+        expected = dropout_mask(seed, step, 1, 0.35, (9, 13), row0 or 0).astype(int).ravel()
         assert [int(c) for c in out] == list(expected)

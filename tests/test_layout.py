@@ -55,7 +55,7 @@ FORBIDDEN_EXTERNAL = [
     ("derive.ir", "numpy", "the IR is plain data"),
     ("report.runview", "sympy", "a training result is shown without SymPy"),
 ]
-RUNTIME_EXTERNAL_ALLOWED = {"numpy", "matplotlib"}
+RUNTIME_EXTERNAL_ALLOWED = {"numpy", "matplotlib", "mpi4py"}  # mpi4py: imported only for --distributed
 
 
 def _modules(root: Path = PACKAGE) -> dict[str, Path]:

@@ -146,7 +146,7 @@ def test_page_rows_link_to_their_own_lines() -> None:
                     assert {lines[n].op for n in range(first, last + 1)} <= set(item.ops)
         assert all(line.op in section.ops for line in section.code if not line.is_gap)
     dense1 = next(s for s in report.sections if s.title.startswith("dense1"))
-    assert any("np.square(a1, s2)" in line.code for line in dense1.code if not line.is_gap)
+    assert any(re.search(r"np.square\(a1, s\d+\)", line.code) for line in dense1.code if not line.is_gap)
     assert {s.kernel for s in dense1.launches if s.kernel} == {name for name, _ in dense1.kernels}
 
 

@@ -5,7 +5,7 @@ computing them once here keeps the backends' contexts, and the modules, alike.
 """
 from __future__ import annotations
 
-from ..derive.ir import BATCH, DropoutMask, Program
+from ..derive.ir import BATCH, DropoutMask, GradReady, Program
 from ..version import __version__
 
 
@@ -55,6 +55,9 @@ def interface(program: Program, backend: str) -> dict:
         "input_shapes": tuple(program.input_shapes),
         "optimizers": [(o.name, o.state, dict(o.defaults)) for o in program.optimizers.values()],
         "state_names": sorted({s for o in program.optimizers.values() for s in o.state}),
+        "lr_folded": tuple(o.name for o in program.optimizers.values() if o.folds_lr),
+        "grad_blocks": tuple((op.start, op.stop) for op in program.functions["gradient"].ops
+                             if isinstance(op, GradReady)),
         "probes": [(p.layer, p.activation, p.buffer, p.kind) for p in program.probes],
         "probe_buffers": names_tuple([p.buffer for p in program.probes]),
         "namespace": _namespace(program),

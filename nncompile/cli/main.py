@@ -9,7 +9,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from ..errors import DivergenceError, NncompileError
+from ..errors import DistributedError, DivergenceError, NncompileError
+from ..runtime.distributed import end_after_lost_rank, speaks
 from ..runtime.script import add_training_flags, printable
 from ..version import __version__
 from .errors import EXIT_FAILED, EXIT_USER_ERROR
@@ -119,13 +120,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import commands
     handler = getattr(commands, args.command)
+    quiet = getattr(args, "distributed", False)  # K processes met the same error: one of them says so
     try:
         return handler(args)
+    except DistributedError as exc:
+        if speaks(exc):
+            print(f"nncompile: error: {printable(exc)}", file=sys.stderr)
+        if exc.lost:
+            end_after_lost_rank(EXIT_FAILED)
+        return EXIT_USER_ERROR
     except DivergenceError as exc:
-        print(f"nncompile: error: {printable(exc)}", file=sys.stderr)
+        if not quiet or speaks(exc):
+            print(f"nncompile: error: {printable(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except NncompileError as exc:
-        print(f"nncompile: error: {printable(exc)}", file=sys.stderr)
+        if not quiet or speaks(exc):
+            print(f"nncompile: error: {printable(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
         print(f"nncompile: {exc or 'interrupted'}", file=sys.stderr)

@@ -19,6 +19,7 @@ import numpy as np
 from .. import data as datasets
 from ..dsl.modelfile import load_model
 from ..errors import DivergenceError, TrainingWarning
+from ..runtime import distributed as parallel
 from ..runtime import loop, script
 from ..runtime.checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
 from ..runtime.diagnostics import DEAD_WARN, FLAT, LINEAR_WARN, summary_rows
@@ -53,7 +54,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     prog = nc.compile(model, backend=args.backend, dtype=args.dtype, optimizers=extra)
     _check_hyperparameters(prog, settings["optimizer"], hyper)
-    progress = Progress(settings["epochs"], len(X), prog.module.METRIC, disable=args.quiet or args.json,
+    cluster = _cluster(args, prog)
+    writer = cluster is None or cluster.rank == 0  # rank 0 alone prints and writes
+    if cluster is not None and writer and not (args.quiet or args.json):
+        print(f"nncompile: {cluster.describe()}", file=sys.stderr)
+    progress = Progress(settings["epochs"], len(X), prog.module.METRIC, disable=args.quiet or args.json or not writer,
                         first_epoch=_resumed_epochs(args.resume))
     started = time.perf_counter()
     try:
@@ -66,18 +71,18 @@ def run(args: argparse.Namespace) -> int:
                 validation=validation, patience=settings["patience"], min_delta=settings["min_delta"],
                 diagnostics=not args.no_diagnostics, checkpoint=args.checkpoint,
                 checkpoint_every=settings["checkpoint_every"], resume=args.resume, callback=progress.epoch,
-                on_batch=progress.batch, **hyper)
+                on_batch=progress.batch, distributed=cluster or False, **hyper)
     except DivergenceError as exc:
         progress.close()
-        if getattr(args, "report", None) and exc.result is not None:
+        if getattr(args, "report", None) and exc.result is not None and writer:
             from .html_output import run_report
             run_report(args.report, prog, exc.result, None, _shown_settings(args, settings, hyper), None,
                        settings["batch_size"], note=str(exc))
         message = str(exc)
-        if args.save and exc.result is not None:
+        if args.save and exc.result is not None and writer:
             _save(args.save, exc.result.params)
             message += f"; saved them to {args.save}"
-        if args.json:
+        if args.json and writer:
             history = [] if exc.result is None else exc.result.history
             print(dump_json({"error": message, "history": history}))
         raise DivergenceError(message, exc.result) from None
@@ -88,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
                  if args.checkpoint else "")
         raise Interrupted(f"interrupted after epoch {done}{saved}") from None
     progress.close()
+    if not writer:
+        return 0
     seconds = time.perf_counter() - started
     summary = _summary(prog, result, (X, y), validation, test_set, seconds, progress.examples)
     if args.json:
@@ -142,6 +149,19 @@ def _check_hyperparameters(prog: object, optimizer: str, hyper: dict) -> None:
         loop.hyperparameters(prog.module, name, named)
     except TrainingError as exc:
         raise CliError(str(exc)) from None
+
+
+def _cluster(args: argparse.Namespace, prog: object) -> parallel.Cluster | None:
+    """With --distributed: this process's place among the K that mpiexec started (one line if MPI is missing)."""
+    if not args.distributed:
+        if args.overlap:
+            raise CliError("--overlap goes with --distributed")
+        return None
+    from ..program import data_errors
+    with data_errors():
+        cluster = parallel.connect(overlap=args.overlap)
+    cluster.report_signals()
+    return cluster
 
 
 def _test_split(ds: datasets.Dataset, fraction: float | None, seed: int) -> tuple:

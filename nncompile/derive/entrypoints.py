@@ -1,9 +1,19 @@
-"""Entry points of a program: forward, loss, loss_and_grad, diagnose and one step per optimizer.
+"""Entry points of a program: forward, loss, loss_and_grad, diagnose, one step per optimizer,
+and the two halves of a step that data-parallel training runs with a sum across processes
+between them: `gradient` and one `update_<optimizer>` per optimizer.
 
 `derive` produces the op lists (forward, loss, backward, probes); this module assembles
 them into the Program IR's functions.  The backward ops carry a gradient scale `GSCALE`:
 1 for gradients, and the learning rate in plain SGD's step, whose update then becomes a
-single subtraction (p - g), since g arrives already multiplied by lr.
+single subtraction (p - g), since g arrives already multiplied by lr.  In `gradient` the
+scale is an argument that replaces 1/N: every process holding some of a global batch's B
+rows passes 1/B (lr/B for plain SGD), so that the sum of their gradients is the batch
+mean, scaled exactly as one process scales it.  It also takes the update count and the
+place of its rows in the global batch (`row0`), which key the dropout masks.
+
+Classifiers also count their correct predictions in the forward pass (`CountCorrect`):
+`loss` and every step return (loss, count), which is how an epoch's accuracy is known
+without a second pass over the data.
 """
 from __future__ import annotations
 
@@ -18,11 +28,11 @@ from ..dsl.models import Model
 from ..errors import ModelError
 from ..symbolic.functions import symbol
 from ..symbolic.rules import OPTIMIZERS, Optimizer
-from .ir import BATCH, Function, Map, Op, OptimizerSpec, Program
+from .ir import BATCH, CountCorrect, Function, GradReady, Map, Op, OptimizerSpec, Program
 
 GSCALE = symbol("gscale")  # gradient scale: 1 for gradients, lr when plain SGD folds it in
 #: The compiler's own scalars: a hyperparameter (a step-function argument) may not take them.
-RESERVED = {"lr", "step", BATCH, "gscale", "L", "L_data", "sys"}
+RESERVED = {"lr", "step", BATCH, "gscale", "row0", "ready", "L", "L_data", "C", "sys"}
 #: Names the generated code itself uses; an optimizer hyperparameter may not take them either.
 GENERATED_NAMES = re.compile(r"(?:[cs]\d+|_cse\d*|np|math|types|n|DTYPE|params|grads|state|state_\w+)\Z")
 
@@ -78,13 +88,16 @@ def assemble(b: object, output: str, optimizers: dict[str, Optimizer]) -> Progra
                    min_train_rows=b.min_train_rows)
     one = {GSCALE: sp.S.One}
     fwd, fwd_eval = tuple(b.forward), tuple(b.forward_eval)
+    count = _count_correct(b, output, metric)
+    counted, counted_eval = fwd + count, fwd_eval + count
+    tally = "C" if count else None
     backward_1 = tuple(_subs(op, one) for op in b.backward)
     prog.functions["forward"] = Function("forward", fwd_eval, doc="forward pass: writes the output buffer")
-    prog.functions["loss"] = Function("loss", fwd_eval + tuple(b.loss_ops), returns="L",
+    prog.functions["loss"] = Function("loss", counted_eval + tuple(b.loss_ops), returns="L", count=tally,
                                       doc="forward pass and loss (with penalties), no gradients")
     if fwd != fwd_eval:
         prog.functions["train_loss"] = Function(
-            "train_loss", fwd + tuple(b.loss_ops), returns="L",
+            "train_loss", counted + tuple(b.loss_ops), returns="L", count=tally,
             doc="the loss as training computes it (batch statistics, dropout masks), no gradients")
     prog.functions["loss_and_grad"] = Function(
         "loss_and_grad", fwd + tuple(b.loss_ops) + backward_1, returns="L",
@@ -94,6 +107,15 @@ def assemble(b: object, output: str, optimizers: dict[str, Optimizer]) -> Progra
         doc="loss, gradients, and f'(z) of every hidden activation, for training diagnostics",
         results=tuple(probe.buffer for probe, _ in b.probes))
     prog.probes = tuple(probe for probe, _ in b.probes)
+    per_row = {GSCALE: symbol("gscale") * symbol(BATCH)}  # gscale/N becomes gscale: the global batch's 1/B
+    prog.functions["gradient"] = Function(
+        "gradient", counted + tuple(b.loss_ops)
+        + _with_ready_marks(tuple(_subs(op, per_row) for op in b.backward), [p for p in params if p.trainable])
+        + tuple(b.running),
+        ("gscale", "step", "row0"), "L", count=tally, hook="ready",
+        doc="loss, and the gradients times gscale (one over the rows of the global batch); running statistics. "
+            "step (the update count) and row0 (this share's first row in the global batch) key the dropout "
+            "masks, so that K processes draw the masks one process would")
     for name, opt in optimizers.items():
         for state in opt.state:
             b.buffer(f"state_{state}", (size,), "state")
@@ -101,12 +123,56 @@ def assemble(b: object, output: str, optimizers: dict[str, Optimizer]) -> Progra
         scale = {GSCALE: symbol("lr")} if opt.folds_lr else one
         backward = tuple(_subs(op, scale) for op in b.backward)
         fname = f"step_{name}"
-        ops = fwd + tuple(b.loss_ops) + backward + tuple(b.running) + tuple(update)
-        prog.functions[fname] = Function(fname, ops, scalars, "L",
+        ops = counted + tuple(b.loss_ops) + backward + tuple(b.running) + tuple(update)
+        prog.functions[fname] = Function(fname, ops, scalars, "L", count=tally,
                                          doc=f"one training step with {name}: loss, gradients, update")
-        prog.optimizers[name] = OptimizerSpec(name, fname, opt.state, tuple(opt.defaults.items()))
+        folded = " (gradients already multiplied by lr)" if opt.folds_lr else ""
+        prog.functions[f"update_{name}"] = Function(f"update_{name}", tuple(update), scalars,
+                                                    doc=f"the {name} update alone, from the summed gradients{folded}")
+        prog.optimizers[name] = OptimizerSpec(name, fname, opt.state, tuple(opt.defaults.items()), opt.folds_lr)
     prog.validate()
     return prog
+
+
+def _count_correct(b: object, output: str, metric: str | None) -> tuple[Op, ...]:
+    """The op counting correct predictions for a classifier's metric (none for regression)."""
+    if metric is None:
+        return ()
+    b.buffer("C", (), "scalar")
+    if metric == "accuracy":
+        return (CountCorrect(f"C = number of rows where argmax({output}) = argmax(T)", "metric", "loss", "C",
+                             output, "T", "argmax"),)
+    return (CountCorrect(f"C = number of elements where ({output} > 0.5) = (T > 0.5)", "metric", "loss", "C",
+                         output, "T", "threshold"),)
+
+
+def _with_ready_marks(backward: tuple[Op, ...], params: Sequence[object]) -> tuple[Op, ...]:
+    """`backward` with a GradReady after the last op writing each run of adjacent parameters' gradients."""
+    last = {}
+    for i, op in enumerate(backward):
+        for name in op.outputs:
+            last[name] = i
+    done: dict[int, list[tuple[int, int]]] = {}
+    for p in params:
+        if p.grad in last:
+            done.setdefault(last[p.grad], []).append((p.offset, p.offset + p.size))
+    ops: list[Op] = []
+    for i, op in enumerate(backward):
+        ops.append(op)
+        for start, stop in _merged(done.get(i, [])):
+            ops.append(GradReady(f"grads[{start}:{stop}] are final", op.layer, "backward", start, stop))
+    return tuple(ops)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Adjacent ranges joined, highest first (the order a backward pass finishes them)."""
+    out: list[tuple[int, int]] = []
+    for start, stop in sorted(ranges):
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], stop)
+        else:
+            out.append((start, stop))
+    return out[::-1]
 
 
 def _subs(op: Op, mapping: dict) -> Op:

@@ -33,6 +33,8 @@ ROLES = ("input", "target", "param", "grad", "state", "value", "scalar", "seed",
 #:     key = fmix32(fmix32(fmix32(lo ^ fmix32(hi)) ^ t) ^ l)
 #: and element i of the layer's (N, ...) input in row-major order is kept when
 #:     fmix32(key + (i + 1) * 0x9E3779B9) >= threshold(p) = ceil(p * 2**32)
+#: where i counts from row0 * (elements per row) in a function with a "row0" argument (`gradient`:
+#: its rows start at row0 of a global batch shared among processes), else from 0.
 #: so it is kept with probability 1 - p (to within 2**-32), independently of every other.
 DROPOUT_MIX = (0x85EBCA6B, 0xC2B2AE35)
 DROPOUT_WEYL = 0x9E3779B9
@@ -353,11 +355,58 @@ class Reshape(Op):
 
 
 @dataclass(frozen=True)
+class CountCorrect(Op):
+    """out = number of correct predictions of `y` for the targets `t` in the batch.
+
+    rule "argmax": rows whose largest output is where the target's largest entry is (the
+    first largest, as NumPy's argmax); rule "threshold": elements on the same side of 0.5
+    as their target.  The metric of a training epoch comes from these counts, so that
+    no second pass over the data is needed.
+    """
+
+    out: str = ""
+    y: str = ""
+    t: str = ""
+    rule: str = "argmax"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.out,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.y, self.t)
+
+
+@dataclass(frozen=True)
+class GradReady(Op):
+    """Marks that the gradients in [start, stop) of the flat gradient vector are final.
+
+    A data-parallel trainer may start summing that block across processes here, while
+    the backward pass goes on (a backend without such a hook ignores the mark).
+    """
+
+    start: int = 0
+    stop: int = 0
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
 class Function:
     """An entry point: ordered ops, runtime scalar arguments, and the scalar it returns.
 
     `results` names buffers the caller reads after the function (besides the program's
-    output): a backend that drops dead stores must keep them.
+    output): a backend that drops dead stores must keep them.  `count`, when set, is a
+    scalar (a CountCorrect's output) returned after `returns`: the function then
+    returns the pair (returns, count).  `hook`, when set, names a callable argument
+    that GradReady marks call with their block (backends without hooks ignore it).
     """
 
     name: str
@@ -366,10 +415,13 @@ class Function:
     returns: str | None = None
     doc: str = ""
     results: tuple[str, ...] = ()
+    count: str | None = None
+    hook: str | None = None
 
     def kept(self, program_output: str) -> set[str]:
         """Buffers whose final values must be in memory when the function returns."""
-        return {program_output, *self.results} | ({self.returns} if self.returns else set())
+        returned = {name for name in (self.returns, self.count) if name}
+        return {program_output, *self.results} | returned
 
 
 @dataclass(frozen=True)
@@ -402,6 +454,7 @@ class OptimizerSpec:
     function: str
     state: tuple[str, ...]
     defaults: tuple[tuple[str, float], ...]
+    folds_lr: bool = False  # its update expects gradients already multiplied by the learning rate
 
 
 @dataclass(frozen=True)
@@ -477,7 +530,7 @@ class Program:
         """Check that every op reads buffers or scalars that exist and that every name printed
         into code is a plain identifier ("layer.W" for parameters); raise AssertionError if not."""
         names = [self.name, *self.buffers, *self.functions, *self.optimizers]
-        names += [n for fn in self.functions.values() for n in fn.scalars]
+        names += [n for fn in self.functions.values() for n in (*fn.scalars, *([fn.hook] if fn.hook else []))]
         names += [n for o in self.optimizers.values() for n in (*o.state, *dict(o.defaults))]
         names += [part for p in self.params for part in p.name.split(".")]
         bad = [n for n in names if not _identifier(n)]

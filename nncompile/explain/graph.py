@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..derive.ir import (BATCH, Conv2D, Conv2DGrad, Conv2DGradInput, Linear, LinearGrad, Map, MatMulT, Op, Pool2D,
-                         Pool2DGrad, Program, Reduce)
+from ..derive.ir import (BATCH, Conv2D, Conv2DGrad, Conv2DGradInput, CountCorrect, Linear, LinearGrad, Map, MatMulT,
+                         Op, Pool2D, Pool2DGrad, Program, Reduce)
 from ..errors import NncompileError
 
 STAGES = ("forward", "loss", "backward", "update", "diagnose")
@@ -49,6 +49,8 @@ def flops(program: Program, op: Op, n: int) -> int:
     if isinstance(op, (Pool2D, Pool2DGrad)):  # a comparison or an add per window entry of every output
         out = op.out if isinstance(op, Pool2D) else op.dz
         return _count(_dims(program, out, n)) * op.size[0] * op.size[1]
+    if isinstance(op, CountCorrect):  # a comparison per output element (and per target element)
+        return 2 * _count(_dims(program, op.y, n))
     if isinstance(op, (Map, Reduce)):
         size = 1
         for name in op.inputs:
@@ -84,14 +86,15 @@ class OpRow:
     kind: str
     writes: tuple[str, ...]
     reads: tuple[str, ...]
-    shape: tuple
+    shape: tuple | None
     flops: int
     formula: str
 
 
 def op_rows(program: Program, function: str = "loss_and_grad", batch: int = 32) -> list[OpRow]:
     """Every op of `function` with what it reads and writes, its output's shape and its FLOPs at `batch`."""
-    return [OpRow(i, op.stage, op.kind, op.outputs, op.inputs, program.buffers[op.outputs[0]].shape,
+    return [OpRow(i, op.stage, op.kind, op.outputs, op.inputs,
+                  program.buffers[op.outputs[0]].shape if op.outputs else None,  # a mark (GradReady) writes nothing
                   flops(program, op, batch), op.formula) for i, op in enumerate(program.functions[function].ops)]
 
 
@@ -108,7 +111,7 @@ def table(program: Program, function: str = "loss_and_grad", batch: int = 32) ->
     ops = op_rows(program, function, batch)
     rows = [("#", "stage", "op", "writes", "reads", "shape", "FLOPs", "formula")]
     for op in ops:
-        shape = "x".join(str(d) for d in op.shape) or "scalar"
+        shape = "-" if op.shape is None else "x".join(str(d) for d in op.shape) or "scalar"
         rows.append((str(op.index + 1), op.stage, op.kind, ", ".join(op.writes), ", ".join(op.reads), shape,
                      f"{op.flops:,}", op.formula))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]

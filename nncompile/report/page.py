@@ -59,12 +59,17 @@ class Report:
 
 def _graph(program: object, batch: int) -> tuple[list[GraphRow], dict[str, str]]:
     rows = op_rows(program, FUNCTION, batch)
-    view = [GraphRow(r.index, r.stage, r.kind, ", ".join(r.writes), ", ".join(r.reads),
-                     shape_text(r.shape[1:]) if r.shape[:1] == ("N",) else ("×".join(map(str, r.shape)) or "scalar"),
+    view = [GraphRow(r.index, r.stage, r.kind, ", ".join(r.writes), ", ".join(r.reads), _shape(r.shape),
                      f"{r.flops:,}", r.formula) for r in rows]
     totals = {stage: f"{cost:,}" for stage, cost in stage_totals(rows).items()}
     totals["total"] = f"{sum(r.flops for r in rows):,}"
     return view, totals
+
+
+def _shape(shape: tuple | None) -> str:
+    if shape is None:  # a mark in the op list (GradReady) writes no buffer
+        return "-"
+    return shape_text(shape[1:]) if shape[:1] == ("N",) else ("×".join(map(str, shape)) or "scalar")
 
 
 def _diagram(model: object) -> DiagramView | None:

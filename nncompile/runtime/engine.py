@@ -23,12 +23,13 @@ class TrainingError(ValueError):
 class Diverged(TrainingError):
     """The loss stopped being finite; the state after the last good epoch was restored.
 
-    `history` holds the records of the epochs that finished.
+    `history` holds the records of the epochs that finished; `update` is the update whose
+    loss was not finite, when that is how it was found.
     """
 
-    def __init__(self, message, history=()):
+    def __init__(self, message, history=(), update=None):
         super().__init__(message)
-        self.history = list(history)
+        self.history, self.update = list(history), update
 
 
 def init_flat(module, seed=0, scheme="auto"):
@@ -208,12 +209,19 @@ def ensure_memory(nbytes, what, advice="use a smaller model", free_memory=availa
                             f"is available: {advice}")
 
 
+def vector_bytes(module):
+    """Bytes of an engine's own vectors: parameters, and gradients followed by the tail (loss, count)."""
+    return (2 * module.N_PARAMS + 2) * np.dtype(module.DTYPE).itemsize
+
+
 class Engine:
     """A compiled module bound to flat parameter, gradient and optimizer-state vectors.
 
     Workspaces (all buffers for one batch size) are built on first use and kept, so a
     training loop allocates nothing per step.  The vectors live where the module computes
-    (`xp`: NumPy, or CuPy on a GPU).
+    (`xp`: NumPy, or CuPy on a GPU).  The gradient vector is followed by two more numbers,
+    `tail` (a batch's loss and correct count), so that data-parallel training sums all
+    three across processes in one call.
     """
 
     def __init__(self, module, params=None, max_workspaces=None):
@@ -222,14 +230,17 @@ class Engine:
         # a GPU module says how much device memory is free (CUDA: cupy_support.free_memory)
         self.free_memory = available_memory if self.xp is np else getattr(module, "free_memory", lambda: None)
         self.memory = "memory" if self.xp is np else "GPU memory"
-        self.ensure(2 * module.N_PARAMS * np.dtype(module.DTYPE).itemsize,
-                    f"the parameter and gradient vectors of {module.N_PARAMS} entries")
+        self.ensure(vector_bytes(module), f"the parameter and gradient vectors of {module.N_PARAMS} entries")
         self.params = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE) if params is None else self.device(params)
-        self.grads = self.xp.zeros(module.N_PARAMS, dtype=module.DTYPE)
+        self.reduced = self.xp.zeros(module.N_PARAMS + 2, dtype=module.DTYPE)
+        self.grads, self.tail = self.reduced[:module.N_PARAMS], self.reduced[module.N_PARAMS:]
         self.state = {}
         self.seed = 0
         self.max_workspaces = max_workspaces
+        self.counted = module.METRIC is not None
+        self.fetch = _fetch(self.xp, self.counted)
         self._workspaces = {}
+        self.loaded = {}  # batch size -> what the training loop left in that workspace's inputs
 
     def ensure(self, nbytes, what, advice="use a smaller model"):
         """Refuse, before allocating, `nbytes` more than the memory the module computes in has free."""
@@ -243,11 +254,18 @@ class Engine:
                         "use less data or a smaller model")
         return self.xp.asarray(array)
 
-    def workspace(self, n):
-        """All buffers for batch size n, built once; says how much memory it needs if that fails."""
+    def workspace(self, n, keep=False):
+        """All buffers for batch size n, built once; says how much memory it needs if that fails.
+
+        Callers write their own rows into it, so what the training loop loaded there is
+        forgotten, unless `keep` (the loop itself asking).
+        """
+        if not keep:
+            self.loaded.pop(n, None)
         ws = self._workspaces.get(n)
         if ws is None:
             if self.max_workspaces and len(self._workspaces) >= self.max_workspaces:
+                self.loaded.pop(next(iter(self._workspaces)), None)
                 self._workspaces.pop(next(iter(self._workspaces)))
             self.ensure(self.module.workspace_bytes(n), f"a batch of {n} rows", "use a smaller batch")
             try:
@@ -283,19 +301,41 @@ class Engine:
                             f"the {optimizer} state vector {name!r}")
                 self.state[name] = self.xp.zeros(self.module.N_PARAMS, dtype=self.module.DTYPE)
                 self._workspaces.clear()  # built closures hold no reference to the new vector
+                self.loaded.clear()
 
-    def evaluate(self, X, T, chunk=1024):
-        """Mean loss (with penalties) and metric over a data set, in chunks."""
-        total, correct, rows = 0.0, 0, X.shape[0]
-        for start in range(0, rows, chunk):
-            stop = min(start + chunk, rows)
-            ws = self.workspace(stop - start)
-            ws.X[...] = self.device(X[start:stop])
-            ws.T[...] = self.device(T[start:stop])
-            total += float(ws.loss()) * (stop - start)
-            correct += count_correct(self.module.METRIC, ws.output, ws.T)
-        metric = None if self.module.METRIC is None else correct / rows
-        return float(total / rows), metric
+    def finite(self):
+        """Whether every parameter is finite: one BLAS dot product (NaN and inf propagate), checked
+        element by element only when that overflows (call it under np.errstate(over="ignore"))."""
+        if math.isfinite(float(self.params.dot(self.params))):
+            return True
+        return bool(self.xp.isfinite(self.params).all())
+
+    def evaluate(self, X, T, rows=None, chunk=1024):
+        """Mean loss (with penalties) and metric over a data set, in chunks.
+
+        With `rows` = (start, stop), only those rows are evaluated and the sums are returned
+        instead: (loss summed over rows, correct count), for a data-parallel evaluation.
+        """
+        start, stop = (0, X.shape[0]) if rows is None else rows
+        total, correct = 0.0, 0.0
+        for first in range(start, stop, chunk):
+            last = min(first + chunk, stop)
+            ws = self.workspace(last - first)
+            ws.X[...] = self.device(X[first:last])
+            ws.T[...] = self.device(T[first:last])
+            loss, hits = self.fetch(ws.loss())
+            total += float(loss) * (last - first)
+            correct += float(hits)
+        if rows is not None:
+            return total, correct
+        return total / X.shape[0], self.metric(correct, X.shape[0])
+
+    def metric(self, correct, rows):
+        """The metric from a count of correct predictions: per row (accuracy) or per element (binary)."""
+        if self.module.METRIC is None:
+            return None
+        per_row = self.module.OUTPUT_DIM if self.module.METRIC == "binary_accuracy" else 1
+        return float(correct) / (rows * per_row)
 
     def predict(self, X, chunk=1024):
         """Output of the last layer for every row of X."""
@@ -309,10 +349,29 @@ class Engine:
         return out
 
 
-def count_correct(metric, output, T):
-    """Correct predictions in a batch: argmax for classes, 0.5 threshold for binary."""
-    if metric == "accuracy":
-        return int((output.argmax(axis=1) == T.argmax(axis=1)).sum())
-    if metric == "binary_accuracy":
-        return int(((output > 0.5) == (T > 0.5)).sum())
-    return 0
+def _fetch(xp, counted):
+    """A function turning what a step returns into (loss, correct count) on the host.
+
+    NumPy steps return (L, C), or L for models without a metric; CUDA steps return one
+    device array [L, C] (or L), read back in one copy.
+    """
+    if xp is np:
+        return _pair if counted else _alone
+    return _device_pair if counted else _device_alone
+
+
+def _pair(result):
+    return result
+
+
+def _alone(loss):
+    return loss, 0
+
+
+def _device_pair(result):
+    loss, hits = result.get()
+    return loss, hits
+
+
+def _device_alone(loss):
+    return float(loss), 0

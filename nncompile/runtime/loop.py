@@ -1,18 +1,31 @@
-"""The epoch loop: schedules, batching, the loop's own state, checkpoints' contents, `fit`.
+"""The epoch loop: schedules, the loop's own state, rolling back, checkpoints' contents, `fit`.
 
-Embedded verbatim in standalone scripts right after engine.py (NumPy and the standard
+Embedded verbatim in standalone scripts right after batches.py (NumPy and the standard
 library only).  Everything an epoch changes lives in the engine's flat vectors and in a
 `Loop`, and a checkpoint (written by `checkpoint.Checkpoint`) saves both, so an
 interrupted run resumed from its checkpoint ends with the same bits as one never
 interrupted.
+
+An epoch's record comes from its own steps, as Keras reports it: `loss` is the mean of
+the updates' losses and the metric counts the correct predictions the steps made on
+their batches (each step counts them in its forward pass), so no second pass over the
+data is made; `evaluate=True` adds an exact evaluation of each epoch's final weights
+(`train_loss`, `train_<metric>`).
+
+Rolling back (a diverging run keeps the weights of its last good epoch; Ctrl-C keeps the
+last finished epoch) does not copy the parameters every epoch: a copy is kept every few
+epochs, few enough that copying costs about 2% of the training time, and the epochs
+since are replayed, which gives the same bits, training being deterministic.
 """
 import difflib
 import hashlib
 import math
+import time
 
 import numpy as np
 
-if __package__ == "nncompile.runtime":  # in a generated script engine.py is embedded above this file
+if __package__ == "nncompile.runtime":  # in a generated script these are defined above, in the same file
+    from .batches import Batches, run_epoch
     from .engine import Diverged, TrainingError, check_train_rows, to_host
 
 SCHEDULES = ("constant", "step", "exponential", "cosine")
@@ -21,6 +34,10 @@ SCHEDULES = ("constant", "step", "exponential", "cosine")
 GROWTH_LIMIT = 1e3
 #: Starting losses below this count as this much when the growth is measured (a near-perfect start).
 GROWTH_FLOOR = 1e-3
+#: A rollback copy costs at most about 1/COPY_RATIO of the training time between copies ...
+COPY_RATIO = 50
+#: ... and copies are at most this many seconds of training apart, which bounds a replay.
+REPLAY_SECONDS = 1.0
 
 
 def schedule_lr(schedule, lr, epoch, epochs, step_size=10, gamma=None):
@@ -62,39 +79,6 @@ def batch_size_for(mode, batch_size, rows):
             raise TrainingError(f"batch_size must be a positive integer, got {batch_size!r}")
         return min(int(batch_size), rows)
     raise TrainingError(f"unknown mode {mode!r} (choose gd, sgd or minibatch)")
-
-
-def run_epoch(engine, X, T, order, batch, step_name, lr, step, hyper, on_batch=None):
-    """One pass over the data in `order`; returns (mean loss over updates, updates, next step).
-
-    Each batch is gathered straight into the step's own input buffers (ndarray.take with
-    out; mode "clip" skips the bounds-check copy, the indices being a permutation).
-    `on_batch(rows)`, when given, is called after each update (progress display).
-    """
-    rows = X.shape[0]
-    total, updates = 0.0, 0
-    clip = ("clip",) if engine.xp is np else ()  # CuPy's take has no mode
-    for first, stop in ((0, rows - rows % batch), (rows - rows % batch, rows)):
-        if stop == first:
-            continue
-        size = min(batch, stop - first)
-        ws = engine.workspace(size)
-        run, xb, tb, take_x, take_t = getattr(ws, step_name), ws.X, ws.T, X.take, T.take
-        for start in range(first, stop, size):
-            idx = order[start:start + size]
-            take_x(idx, 0, xb, *clip)
-            take_t(idx, 0, tb, *clip)
-            loss = float(run(lr, step, *hyper))
-            if not math.isfinite(loss):
-                raise Diverged(f"the loss became {loss} at update {step} with learning rate {lr:g}")
-            total += loss
-            updates += 1
-            step += 1
-            if on_batch is not None:
-                on_batch(size)
-    if not bool(engine.xp.isfinite(engine.params).all()):  # the last update itself overflowed
-        raise Diverged(f"the parameters became NaN or infinite at update {step - 1} with learning rate {lr:g}")
-    return total / updates, updates, step
 
 
 def check_growth(loss, first_loss):
@@ -148,23 +132,6 @@ class Loop:
 
     _SCALARS = ("epoch", "step", "best_loss", "best_epoch", "waited", "stopped")
 
-    def snapshot(self, engine):
-        """A copy of everything an epoch changes, to roll back to."""
-        return (engine.params.copy(), {k: v.copy() for k, v in engine.state.items()},
-                self.rng.bit_generator.state, len(self.history), self.best_params,
-                {k: getattr(self, k) for k in self._SCALARS})
-
-    def restore(self, engine, snap):
-        params, state, rng_state, n_history, best_params, scalars = snap
-        engine.params[...] = params
-        for name, value in state.items():
-            engine.state[name][...] = value
-        self.rng.bit_generator.state = rng_state
-        del self.history[n_history:]
-        self.best_params = best_params
-        for name, value in scalars.items():
-            setattr(self, name, value)
-
     def to_checkpoint(self, engine):
         """(arrays, meta) describing the loop and the engine, for a checkpoint file."""
         arrays = {"params": to_host(engine.params)}
@@ -190,6 +157,75 @@ class Loop:
         self.first_loss = meta.get("first_loss")
 
 
+class Rollback:
+    """Where a run goes back to: the start of the current (or the previous) epoch.
+
+    `mark` notes the loop's bookkeeping at every epoch start (cheap); `keep` copies the
+    vectors, the generator and the step count into buffers allocated once, only when
+    `due` and only finite parameters; `rewind` restores that copy and replays the epochs
+    since.  Copies are spaced so that copying costs about 1/COPY_RATIO of the training
+    time, and never more than REPLAY_SECONDS of training lie between two of them.
+    """
+
+    def __init__(self):
+        self.params, self.state, self.rng, self.epoch, self.step = None, {}, None, None, 0
+        self.interval, self.cost, self.kept_at = 1, 0.0, 0.0
+        self.marked = self.previous = None  # (history length, best parameters, scalars) at epoch starts
+
+    def mark(self, loop):
+        self.previous, self.marked = self.marked, (len(loop.history), loop.best_params, loop.epoch, loop.step,
+                                                   loop.best_loss, loop.best_epoch, loop.waited, loop.stopped)
+
+    def due(self, loop, agree):
+        """Whether to copy now; spaces the copies by what the last one cost (`agree`: rank 0 decides)."""
+        if self.epoch is None:
+            return True
+        epochs = loop.epoch - self.epoch
+        if epochs < self.interval:
+            return False
+        self.interval = agree(copy_interval(self.cost, (time.perf_counter() - self.kept_at) / epochs))
+        return epochs >= self.interval
+
+    def keep(self, engine, loop):
+        """Copy the state; False (and no copy) if a parameter is not finite."""
+        started = time.perf_counter()
+        if not engine.finite():
+            return False
+        if self.params is None:
+            self.params = engine.params.copy()
+            self.state = {name: value.copy() for name, value in engine.state.items()}
+        else:
+            self.params[...] = engine.params
+            for name, value in engine.state.items():
+                self.state[name][...] = value
+        self.rng, self.epoch, self.step = loop.rng.bit_generator.state, loop.epoch, loop.step
+        self.kept_at = time.perf_counter()
+        self.cost = self.kept_at - started
+        return True
+
+    def rewind(self, engine, loop, replay, previous=False):
+        """Back to the marked start of this epoch (of the one before with `previous`): restore the copy,
+        then `replay(epoch)` each epoch since."""
+        n_history, best_params, *scalars = self.previous if previous else self.marked
+        engine.params[...] = self.params
+        for name, value in self.state.items():
+            engine.state[name][...] = value
+        loop.rng.bit_generator.state, loop.step = self.rng, self.step
+        for epoch in range(self.epoch, scalars[0]):
+            replay(epoch)
+        del loop.history[n_history:]
+        loop.best_params = best_params
+        for name, value in zip(loop._SCALARS, scalars):
+            setattr(loop, name, value)
+
+
+def copy_interval(copy_seconds, epoch_seconds):
+    """Epochs between rollback copies: a copy costs at most 1/COPY_RATIO of the training between
+    two, and there are at most REPLAY_SECONDS of training to replay."""
+    epoch_seconds = max(epoch_seconds, 1e-9)
+    return max(1, min(math.ceil(COPY_RATIO * copy_seconds / epoch_seconds), int(REPLAY_SECONDS / epoch_seconds)))
+
+
 def fingerprint(*arrays):
     """SHA-256 of the data a run trains on: a checkpoint only resumes on the same data."""
     digest = hashlib.sha256()
@@ -212,22 +248,25 @@ def _check_resumable(path, saved, settings):
 
 @np.errstate(over="ignore", invalid="ignore", divide="ignore")  # a diverging run is reported in one line
 def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimizer="sgd", hyper=(),
-        seed=0, schedule="constant", validation=None, patience=None, min_delta=0.0, evaluate=True,
+        seed=0, schedule="constant", validation=None, patience=None, min_delta=0.0, evaluate=False,
         callback=None, step_size=10, gamma=None, monitor=None, checkpoint=None, checkpoint_every=None,
-        resume=None, on_batch=None):
+        resume=None, on_batch=None, cluster=None):
     """The epoch loop shared by nncompile.train and standalone scripts.
 
     Returns (history, best_epoch, stopped_early).  On a non-finite loss the state after
     the last finished epoch is restored and Diverged is raised.  With `validation` and
     `patience`, stops after `patience` epochs without a `min_delta` improvement of the
-    validation loss and restores the best parameters.  `monitor` (diagnostics.Monitor)
-    adds diagnostics to epoch records.  With `checkpoint` (a checkpoint.Checkpoint) the
-    state is saved every `checkpoint_every` epochs (default: every epoch, or every
-    epochs/100 in longer runs), at the end, and on KeyboardInterrupt (rolled back to the
-    last finished epoch first); `resume` (one too) continues such a run.
-    `callback(record)` runs after each epoch; returning False stops training.
+    validation loss and restores the best parameters.  `evaluate` adds an exact
+    evaluation of each epoch's final weights on the training data.  `monitor`
+    (diagnostics.Monitor) adds diagnostics to epoch records.  With `checkpoint` (a
+    checkpoint.Checkpoint) the state is saved every `checkpoint_every` epochs (default:
+    every epoch, or every epochs/100 in longer runs), at the end, and on KeyboardInterrupt
+    (rolled back to the last finished epoch first); `resume` (one too) continues such a
+    run.  `callback(record)` runs after each epoch; returning False stops training.
+    `cluster` (distributed.Cluster) makes this one of several data-parallel processes:
+    each computes the gradients of its share of every batch, and only its rank 0 writes.
     """
-    run = _Run(engine, X, T, validation, monitor, on_batch)
+    run = _Run(engine, X, T, validation, monitor, on_batch, cluster)
     run.batch = batch_size_for(mode, batch_size, X.shape[0])
     check_train_rows(engine.module, run.batch, X.shape[0] % run.batch or run.batch)
     engine.set_seed(seed)  # dropout masks: keyed by (seed, update count, layer, element)
@@ -236,6 +275,7 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
                 "schedule": [schedule, step_size, gamma], "seed": seed, "patience": patience,
                 "min_delta": min_delta}
     loop = run.loop = Loop(seed)
+    run.start(epochs)
     every = checkpoint_every or max(1, epochs // 100)
     if resume is not None:
         run.resume(resume)
@@ -244,14 +284,16 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
                                 f"epochs={epochs}: ask for at least as many")
     if loop.first_loss is None:
         loop.first_loss = run.first_loss()
-    snap, in_epoch = None, False
+    point, in_epoch = Rollback(), False
     try:
         while loop.epoch < epochs and not loop.stopped:
-            snap = loop.snapshot(engine)
-            in_epoch = True  # from here until the epoch is counted, Ctrl-C rolls back to `snap`
-            record = run.epoch(epochs, snap)
-            if evaluate and engine.module.METRIC:
-                record["train_loss"], record[engine.module.METRIC] = engine.evaluate(X, T)
+            point.mark(loop)
+            if point.due(loop, run.agree) and not point.keep(engine, loop):
+                run.overflowed(point, previous=True)
+            in_epoch = True  # from here until the epoch is counted, Ctrl-C rolls back to its start
+            record = run.epoch(point)
+            if evaluate:
+                run.evaluate(record)
             if validation is not None:
                 run.validate(record)
             if monitor is not None:
@@ -263,15 +305,20 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
             halt = callback is not None and callback(record) is False
             if checkpoint is not None and (loop.epoch % every == 0 or loop.epoch == epochs
                                            or loop.stopped or halt):
+                if not engine.finite():
+                    run.overflowed(point)
                 run.save(checkpoint)
             if halt:
                 break
     except KeyboardInterrupt:
-        if in_epoch:
-            loop.restore(engine, snap)
-        if checkpoint is not None:
-            run.save(checkpoint)
+        if cluster is None:  # several processes cannot agree on where each one stopped: keep the last save
+            if in_epoch:
+                point.rewind(engine, loop, run.replay)
+            if checkpoint is not None:
+                run.save(checkpoint)
         raise
+    if loop.history and point.marked is not None and not engine.finite():
+        run.overflowed(point)
     if patience is not None and loop.best_params is not None:
         engine.params[...] = loop.best_params
     return loop.history, loop.best_epoch, loop.stopped
@@ -280,36 +327,84 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
 class _Run:
     """What `fit` works with: the engine, the data, the fixed settings (`plan`) and the `Loop`."""
 
-    def __init__(self, engine, X, T, validation, monitor, on_batch):
+    def __init__(self, engine, X, T, validation, monitor, on_batch, cluster):
         self.host = (X, T, *(validation or ()))  # for the data fingerprint of checkpoints
         self.X, self.T = engine.device(X), engine.device(T)
         self.engine, self.validation = engine, None if validation is None else tuple(map(engine.device, validation))
-        self.monitor, self.on_batch = monitor, on_batch
-        self.order = engine.device(np.arange(X.shape[0]))
-        self.plan, self.loop, self.batch, self._settings = {}, None, 1, None
+        self.monitor, self.on_batch, self.cluster = monitor, on_batch, cluster
+        self.plan, self.loop, self.batch, self.epochs, self.batches, self._settings = {}, None, 1, 0, None, None
 
-    def epoch(self, epochs, snap):
-        """Shuffle, make one epoch of updates, start its record; roll back on divergence."""
+    def start(self, epochs):
+        """The batches, and with several processes, the same starting parameters on every one."""
+        self.epochs, self.step_name, self.hyper = epochs, "step_" + self.plan["optimizer"], tuple(self.plan["hyper"])
+        self.metric = self.engine.module.METRIC
+        self.batches = Batches(self.engine, self.X, self.T, self.batch, whole=self.plan["mode"] == "gd")
+        if self.cluster is not None:
+            self.cluster.start(self.engine, self.X.shape[0])
+
+    def lr(self, epoch):
+        schedule, step_size, gamma = self.plan["schedule"]
+        if schedule == "constant":
+            return self.plan["lr"]
+        return schedule_lr(schedule, self.plan["lr"], epoch, self.epochs, step_size, gamma)
+
+    def updates(self, lr, on_batch):
+        """An epoch's shuffle and updates from the loop's generator and step count:
+        (summed loss, correct count, updates).  Replaying an epoch runs exactly this."""
         loop, plan = self.loop, self.plan
-        schedule, step_size, gamma = plan["schedule"]
-        lr = schedule_lr(schedule, plan["lr"], loop.epoch, epochs, step_size, gamma)
-        if plan["mode"] != "gd":
-            self.order = self.engine.device(loop.rng.permutation(self.X.shape[0]))
+        if not self.batches.whole:
+            self.batches.shuffle(loop.rng)
+        if self.cluster is None:
+            total, correct, updates, loop.step = run_epoch(self.engine, self.batches, self.step_name, lr, loop.step,
+                                                           self.hyper, on_batch)
+        else:
+            total, correct, updates, loop.step = self.cluster.run_epoch(
+                self.engine, self.batches, plan["optimizer"], lr, loop.step, self.hyper, on_batch)
+        return total, correct, updates
+
+    def replay(self, epoch):
+        self.updates(self.lr(epoch), None)
+
+    def epoch(self, point):
+        """One epoch of updates and its record; on divergence, back to the last good epoch's end.
+
+        Parameters are checked only when a rollback copy is made, before a checkpoint and at
+        the end, not every epoch: a non-finite loss at the first update of an epoch may mean
+        that the previous epoch's last update overflowed, which a replay finds out.
+        """
+        loop = self.loop
+        lr = self.lr(loop.epoch)
         try:
-            loss, updates, loop.step = run_epoch(self.engine, self.X, self.T, self.order, self.batch,
-                                                 "step_" + plan["optimizer"], lr, loop.step, plan["hyper"],
-                                                 self.on_batch)
-            check_growth(loss, loop.first_loss)
+            total, correct, updates = self.updates(lr, self.on_batch)
+            check_growth(total / updates, loop.first_loss)
         except Diverged as exc:
-            loop.restore(self.engine, snap)
-            raise Diverged(f"training diverged in epoch {loop.epoch + 1}: {exc}; kept the weights from epoch "
-                           f"{loop.epoch}: lower the learning rate (try {smaller_lr(lr):g}){self.scale_advice()}",
-                           loop.history) from None
-        return {"epoch": loop.epoch + 1, "loss": float(loss), "updates": updates, "lr": lr}
+            first = exc.update == point.marked[3] and point.previous is not None  # this epoch's first update
+            point.rewind(self.engine, loop, self.replay)
+            if first and not self.engine.finite():
+                self.overflowed(point, previous=True)
+            raise self.diverged(str(exc), lr) from None
+        record = {"epoch": loop.epoch + 1, "loss": total / updates, "updates": updates, "lr": lr}
+        if self.metric:
+            record[self.metric] = self.engine.metric(correct, self.X.shape[0])
+        return record
+
+    def overflowed(self, point, previous=False):
+        """The last update of an epoch (the current one, or with `previous` the one before) made the
+        parameters NaN or infinite: back to that epoch's start, its record dropped; raises Diverged."""
+        update = self.loop.step - 1 if not previous else point.marked[3] - 1
+        point.rewind(self.engine, self.loop, self.replay, previous)
+        lr = self.lr(self.loop.epoch)
+        raise self.diverged(f"the parameters became NaN or infinite at update {update} with learning rate {lr:g}",
+                            lr)
+
+    def diverged(self, what, lr):
+        loop = self.loop
+        return Diverged(f"training diverged in epoch {loop.epoch + 1}: {what}; kept the weights from epoch "
+                        f"{loop.epoch}: lower the learning rate (try {smaller_lr(lr):g}){self.scale_advice()}",
+                        loop.history)
 
     def first_loss(self):
-        """Loss of the starting weights on the first batch of rows (in the workspace training uses
-        anyway): what check_growth measures against."""
+        """Loss of the starting weights on the first batch of rows: what check_growth measures against."""
         rows = self.batch
         loss, _ = self.engine.evaluate(self.X[:rows], self.T[:rows], chunk=rows)
         return loss if math.isfinite(loss) else None
@@ -319,10 +414,27 @@ class _Run:
         largest = float(abs(self.X).max())
         return f", or scale the inputs (their largest magnitude is {largest:.3g})" if largest > 10 else ""
 
+    def agree(self, value):
+        """`value` as rank 0 has it (every process must take the same decisions)."""
+        return value if self.cluster is None else self.cluster.agree(value)
+
+    def measure(self, X, T):
+        """(mean loss, metric) of the current weights on a data set; shared out among processes."""
+        if self.cluster is None:
+            return self.engine.evaluate(X, T)
+        total, correct = self.cluster.evaluate(self.engine, X, T)
+        return total / X.shape[0], self.engine.metric(correct, X.shape[0])
+
+    def evaluate(self, record):
+        metric = self.engine.module.METRIC
+        record["train_loss"], value = self.measure(self.X, self.T)
+        if metric:
+            record["train_" + metric] = value
+
     def validate(self, record):
         """Validation loss and metric; remember the best parameters for early stopping."""
         loop, metric = self.loop, self.engine.module.METRIC
-        record["val_loss"], val_metric = self.engine.evaluate(*self.validation)
+        record["val_loss"], val_metric = self.measure(*self.validation)
         if metric:
             record["val_" + metric] = val_metric
         if record["val_loss"] < loop.best_loss - self.plan["min_delta"]:
@@ -341,12 +453,15 @@ class _Run:
         return self._settings
 
     def save(self, checkpoint):
+        """Write the checkpoint (rank 0 alone, when there are several processes)."""
+        if self.cluster is not None and self.cluster.rank != 0:
+            return
         arrays, meta = self.loop.to_checkpoint(self.engine)
         meta.update(settings=self.settings(), monitor=None if self.monitor is None else self.monitor.state())
         checkpoint.save(arrays, meta)
 
     def resume(self, checkpoint):
-        arrays, meta = checkpoint.load()
+        arrays, meta = checkpoint.load() if self.cluster is None else self.cluster.load(checkpoint)
         _check_resumable(checkpoint.path, meta.get("settings") or {}, self.settings())
         try:
             self.loop.from_checkpoint(self.engine, arrays, meta)

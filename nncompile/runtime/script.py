@@ -1,7 +1,7 @@
 """Training flags shared by `nncompile run` and generated scripts, and the scripts' command line.
 
-`nncompile generate` embeds engine.py, loop.py, checkpoint.py, diagnostics.py, plot.py and this
-file, in that order, after the compiled program; in a script the names imported below
+`nncompile generate` embeds engine.py, batches.py, loop.py, distributed.py, checkpoint.py,
+diagnostics.py, plot.py and this file, in that order, after the compiled program; in a script the names imported below
 are therefore already defined, and the import runs only inside the nncompile package.
 """
 import argparse
@@ -15,6 +15,7 @@ import numpy as np
 if __package__ == "nncompile.runtime":  # in a generated script these are defined above, in the same file
     from .checkpoint import Checkpoint, CheckpointError, save_npz_atomic, write_bytes_atomic
     from .diagnostics import Monitor, headline, new_warnings
+    from .distributed import connect, end_after_lost_rank, speaks
     from .engine import INIT_SCHEMES, Diverged, Engine, TrainingError, check_inputs, encode_targets, init_flat, to_host
     from .loop import SCHEDULES, fit, hyperparameters
     from .plot import PlotUnavailable, render_png, require_matplotlib
@@ -51,6 +52,10 @@ def add_training_flags(parser, optimizers=None):
                    "0.1 when --patience is given)")
     g.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement")
     g.add_argument("--min-delta", type=float, help="early stopping: smallest improvement that counts")
+    g.add_argument("--distributed", action="store_true", help="data-parallel: this is one of K processes started "
+                   "by mpiexec -n K, each computing its share of every batch (needs mpi4py)")
+    g.add_argument("--overlap", action="store_true", help="with --distributed: sum each layer's gradients while the "
+                   "backward pass goes on (non-blocking allreduce per bucket) instead of once after it")
     g = parser.add_argument_group("output")
     g.add_argument("--save", metavar="FILE.npz", help="write the trained weights to this file")
     g.add_argument("--checkpoint", metavar="FILE", help="save the full training state here (atomically) "
@@ -243,10 +248,13 @@ def main(module, argv=None):
     parser.add_argument("--data", required=True, help=".npz file with arrays X and y")
     add_training_flags(parser, tuple(module.OPTIMIZERS))
     args = parser.parse_args(argv)
-    progress, engine = None, None
+    progress, engine, cluster, writer = None, None, None, True
     try:
         s, overrides = settings_from(args, defaults)
         check_outputs(args)
+        if args.distributed or args.overlap:
+            cluster = connect_for(module, args)
+            writer = cluster.rank == 0  # rank 0 alone prints and writes
         X, T = _load_data(module, args.data)
         X, T, validation = validation_split(X, T, s["val_split"], s["seed"])
         s["optimizer"], overrides = torch_style(s["optimizer"], overrides)
@@ -254,32 +262,41 @@ def main(module, argv=None):
         engine.reset_state(s["optimizer"])
         hyper = hyperparameters(module, s["optimizer"], overrides)
         monitor = None if args.no_diagnostics else Monitor(module, X, T)
-        progress = _Progress(module.METRIC, s["epochs"], X.shape[0], args.quiet or args.json)
+        progress = _Progress(module.METRIC, s["epochs"], X.shape[0], args.quiet or args.json or not writer)
         history, best_epoch, stopped = fit(
             engine, X, T, s["mode"], s["batch_size"], s["epochs"], s["lr"], s["optimizer"], hyper, s["seed"],
-            s["schedule"], validation, s["patience"], s["min_delta"], True, progress,
+            s["schedule"], validation, s["patience"], s["min_delta"], False, progress,
             s["step_size"], s["gamma"], monitor, args.checkpoint and Checkpoint(args.checkpoint),
-            s["checkpoint_every"], args.resume and Checkpoint(args.resume))
+            s["checkpoint_every"], args.resume and Checkpoint(args.resume), None, cluster)
     except KeyboardInterrupt:
         _close(progress)
         saved = f"; checkpoint saved to {args.checkpoint} (continue with --resume)" if args.checkpoint else ""
-        print(f"interrupted{saved}", file=sys.stderr)
+        if cluster is not None:
+            saved = "; the last checkpoint written resumes" if args.checkpoint else ""
+        if writer:
+            print(f"interrupted{saved}", file=sys.stderr)
         return 130
     except Diverged as exc:
         _close(progress)
         message = printable(exc)
-        if args.save:  # the weights of the last good epoch, which fit restored
+        if args.save and writer:  # the weights of the last good epoch, which fit restored
             _save_weights(module, engine, args.save)
             message += f"; saved them to {args.save}"
-        if args.json:
+        if writer and args.json:
             print(json.dumps({"error": message, "history": exc.history}, indent=2))
-        print(f"error: {message}", file=sys.stderr)
+        if writer:
+            print(f"error: {message}", file=sys.stderr)
         return 1
     except (TrainingError, CheckpointError, PlotUnavailable, OSError, KeyError, ValueError) as exc:
         _close(progress)
-        print(f"error: {printable(exc)}", file=sys.stderr)
-        return 2
+        if cluster is None or speaks(exc):
+            print(f"error: {printable(exc)}", file=sys.stderr)
+        if getattr(exc, "lost", None):
+            end_after_lost_rank(1)
+        return 1 if getattr(exc, "lost", None) else 2
     _close(progress)
+    if not writer:
+        return 0
     summary = final_summary(engine, X, T, validation, history, best_epoch, stopped)
     if args.json:
         print(json.dumps({"history": history, "summary": summary}, indent=2))
@@ -322,6 +339,19 @@ def _save_weights(module, engine, path):
     weights = {name: flat[offset:offset + int(np.prod(shape))].reshape(shape)
                for name, shape, offset, _ in module.PARAMS}
     save_npz_atomic(path, weights)
+
+
+def connect_for(module, args):
+    """The processes of a --distributed run; NCCL on the GPU for a CUDA program (before any GPU memory)."""
+    if args.overlap and not args.distributed:
+        raise TrainingError("--overlap goes with --distributed")
+    cluster = connect(overlap=args.overlap)
+    cluster.report_signals(sys.argv[0])
+    if getattr(module, "BACKEND", "numpy") == "cuda":
+        cluster.use_nccl(module)
+    if cluster.rank == 0 and not (args.quiet or args.json):
+        print(cluster.describe(), file=sys.stderr)
+    return cluster
 
 
 def final_summary(engine, X, T, validation, history, best_epoch, stopped):

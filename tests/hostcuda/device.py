@@ -151,7 +151,12 @@ class ndarray(NDArrayOperatorsMixin):  # noqa: N801  (CuPy's name)
         return method
 
     def __getitem__(self, key) -> object:
-        return _wrap(self._a[_unwrap(key, "indexing")])
+        """As CuPy: an element is a 0-d device array, a view of the memory (NumPy would copy a scalar)."""
+        key = _unwrap(key, "indexing")
+        item = self._a[key]
+        if not isinstance(item, np.ndarray):
+            item = self._a[(*key, Ellipsis) if isinstance(key, tuple) else (key, Ellipsis)]
+        return _wrap(item)
 
     def __setitem__(self, key, value) -> None:
         if isinstance(value, np.ndarray) and value.ndim > 0:

@@ -22,6 +22,7 @@ from cuda_models import large, matrix
 from nncompile.cli import main as cli_main
 from nncompile.gradcheck import random_batch
 from nncompile.program import CompiledProgram
+from nncompile.runtime.engine import vector_bytes
 from nncompile.runtime.loop import hyperparameters
 
 from . import cupy_standin
@@ -232,7 +233,7 @@ def allocations(model: str, dtype: str, batches=(1, 7, 300)) -> dict:
     found: dict = {}
     holder = {}
     found["params and grads"] = (_allocated_during(lambda: holder.setdefault("engine", gpu.engine())),
-                                 2 * module.N_PARAMS * itemsize)
+                                 vector_bytes(module))
     engine = holder["engine"]
     for optimizer, (names, _) in module.OPTIMIZERS.items():
         new = len([name for name in names if name not in engine.state])

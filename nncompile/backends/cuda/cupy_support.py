@@ -9,9 +9,11 @@ what is missing.  Any CuPy build works (cupy-cuda12x, cupy-cuda13x, ...).
 Each entry point of a workspace (forward, loss, loss_and_grad, step_<optimizer>) runs
 its launches eagerly on its first call, is captured into a CUDA graph on its second
 and replays that graph afterwards, so a step costs one graph launch however many
-kernels it has.  Scalar arguments (learning rate, step count, hyperparameters) live in
-device memory, where the captured kernels read them: the step count is advanced on
-the device, so consecutive steps upload nothing.
+kernels it has; a `Chain` does the same for several entry points with host calls
+between them (a data-parallel step with its NCCL sum).  Scalar arguments (learning
+rate, step count, hyperparameters) live in device memory, where the captured kernels
+read them: the step count is advanced on the device, so consecutive steps upload nothing.
+`nccl_join` sets up NCCL for data-parallel training (runtime/distributed.py).
 """
 import types
 import warnings
@@ -113,6 +115,35 @@ def next_key(values, step, advanced):
     return tuple(key)
 
 
+def nccl_join(cluster):
+    """NCCL for data-parallel training, in this order: this process takes the GPU of its rank among
+    the processes of its machine (modulo the GPUs there), before any GPU memory is allocated; rank 0
+    makes the NCCL id, which `cluster.agree` broadcasts over MPI; every process joins the communicator.
+
+    Returns (device, communicator, sum): sum(array) is ncclAllReduce in place on a device vector, on
+    the current stream, so a CUDA graph being captured includes it.  RuntimeError in one line if
+    this CuPy cannot use NCCL.
+    """
+    cupy = _cupy or cupy_module()
+    try:
+        from cupy.cuda import nccl
+        nccl.get_version()
+    except Exception as exc:  # a CuPy built without NCCL, or no libnccl to load
+        raise RuntimeError(f"the cuda backend sums gradients with NCCL, which CuPy cannot use here "
+                           f"({_first_line(exc)}): install NCCL for your CUDA version (pip install "
+                           "nvidia-nccl-cu12) or use the numpy backend") from None
+    device = cluster.local_rank % cupy.cuda.runtime.getDeviceCount()
+    cupy.cuda.Device(device).use()
+    uid = cluster.agree(nccl.get_unique_id() if cluster.rank == 0 else None)
+    communicator = nccl.NcclCommunicator(cluster.size, uid, cluster.rank)
+    kinds = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
+
+    def nccl_sum(array):
+        communicator.allReduce(array.data.ptr, array.data.ptr, array.size, kinds[np.dtype(array.dtype)],
+                               nccl.NCCL_SUM, cupy.cuda.get_current_stream().ptr)
+    return device, communicator, nccl_sum
+
+
 class DeviceScalars:
     """An entry point's scalar arguments in device memory (float64), where its kernels read them."""
 
@@ -137,34 +168,78 @@ class Entry:
         self.missing = sorted(key for key, value in (needs or {}).items() if value is None)
 
     def __call__(self, *values):
-        if self.missing:
-            raise RuntimeError(f"{self.name} needs optimizer state {', '.join(self.missing)}, which this "
-                               "workspace was built without: reset the optimizer state first")
-        if self.scalars is not None:
-            self.scalars.update(values)
+        self.prepare(values)
         if self.graph is not None:
             self.graph.launch()
         elif self.graphs and self.calls:
-            self._capture_and_launch()
+            self.graph = capture(self.name, self.launch)
+            if self.graph is None:
+                self.graphs = False
         else:
             self.launch()
         self.calls += 1
         return self.result
 
-    def _capture_and_launch(self):
-        stream = _cupy.cuda.Stream(non_blocking=True)
-        try:
-            with stream:
-                stream.begin_capture()
-                try:
-                    self.launch()
-                finally:
-                    graph = stream.end_capture()
-        except Exception as exc:  # the CUDA or cuBLAS build cannot capture this sequence
-            warnings.warn(f"{self.name}: CUDA graph capture failed ({_first_line(exc)}); "
-                          "running its kernels one launch at a time", RuntimeWarning, stacklevel=3)
-            self.graphs = False
+    def prepare(self, values):
+        """Check the state it needs exists and put its scalar arguments on the device."""
+        if self.missing:
+            raise RuntimeError(f"{self.name} needs optimizer state {', '.join(self.missing)}, which this "
+                               "workspace was built without: reset the optimizer state first")
+        if self.scalars is not None:
+            self.scalars.update(values)
+
+
+class Chain:
+    """Entries and host calls run back to back as one step, replayed as one CUDA graph.
+
+    Data-parallel training chains `gradient`, the NCCL sum of the gradient vector (a host
+    call that enqueues it on the current stream) and `update_<optimizer>`: captured
+    together, a step is one graph launch, the NCCL call included, where the CUDA, NCCL and
+    CuPy builds allow capturing it (otherwise a RuntimeWarning says so and it runs eagerly).
+    Call it with one tuple of scalar arguments per Entry, in order.
+    """
+
+    def __init__(self, name, parts, graphs=True):
+        self.name, self.parts, self.graphs, self.graph, self.calls = name, tuple(parts), graphs, None, 0
+        self.entries = [part for part in self.parts if isinstance(part, Entry)]
+        self.result = self.entries[-1].result if self.entries else None
+
+    def __call__(self, *arguments):
+        for entry, values in zip(self.entries, arguments):
+            entry.prepare(values)
+        if self.graph is not None:
+            self.graph.launch()
+        elif self.graphs and self.calls:
+            self.graph = capture(self.name, self.launch)
+            if self.graph is None:
+                self.graphs = False
+        else:
             self.launch()
-            return
-        self.graph = graph
-        graph.launch()
+        self.calls += 1
+
+    def launch(self):
+        for part in self.parts:
+            if isinstance(part, Entry):
+                part.launch()
+            else:
+                part()
+
+
+def capture(name, launch):
+    """Run `launch` while capturing it into a CUDA graph and launch the graph; None (after running
+    `launch` eagerly, with a RuntimeWarning) when this build cannot capture it."""
+    stream = _cupy.cuda.Stream(non_blocking=True)
+    try:
+        with stream:
+            stream.begin_capture()
+            try:
+                launch()
+            finally:
+                graph = stream.end_capture()
+    except Exception as exc:  # the CUDA, cuBLAS or NCCL build cannot capture this sequence
+        warnings.warn(f"{name}: CUDA graph capture failed ({_first_line(exc)}); running its kernels one "
+                      "launch at a time", RuntimeWarning, stacklevel=4)
+        launch()
+        return None
+    graph.launch()
+    return graph

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from ...derive.ir import (DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask, Function, Linear, LinearGrad, Map, MatMulT,
-                          Op, Program, Reduce, Reshape, Slice)
+from ...derive.ir import (DROPOUT_MIX, DROPOUT_WEYL, Concat, CountCorrect, DropoutMask, Function, GradReady, Linear,
+                          LinearGrad, Map, MatMulT, Op, Program, Reduce, Reshape, Slice)
 from ...errors import BackendError
 from ..interface import allocation_shape, count_elements, interface, names_tuple, shape_text
 from ..templating import render
@@ -56,7 +56,8 @@ def support_source() -> str:
 
 @dataclass
 class Blas:
-    """A cuBLAS call: driver code, the math it computes, what it reads and writes, the IR op it comes from."""
+    """A call the driver makes as it is (cuBLAS, or a fixed kernel of kernels.cu.j2): driver code, the math
+    it computes, what it reads and writes, the IR op it comes from."""
 
     code: str
     math: str
@@ -116,6 +117,16 @@ def _lower(program: Program, op: Op, fn: Function) -> list[Blas | Stmt]:
     if isinstance(op, MatMulT):
         return [Blas(f'gemm("N", "T", {op.a}, {op.b}, {op.out})', f"{op.out} = {op.a} @ {op.b}.T",
                      frozenset({op.a, op.b}), frozenset({op.out}))]
+    if isinstance(op, CountCorrect):
+        y_shape = program.buffers[op.y].shape
+        if op.rule == "argmax":
+            code = (f"k.nc_count_argmax(ONE, TOTAL_BLOCK, ({op.y}, {op.t}, {op.out}, n32, "
+                    f"np.int32({y_shape[1]})))")
+        else:
+            code = f"k.nc_count_threshold(ONE, TOTAL_BLOCK, ({op.y}, {op.t}, {op.out}, np.int64(n * {y_shape[1]})))"
+        return [Blas(code, op.formula, frozenset({op.y, op.t}), frozenset({op.out}))]
+    if isinstance(op, GradReady):  # one allreduce of the whole gradient vector follows (NCCL), no hook
+        return []
     if isinstance(op, Map):
         return [Stmt(op.out, op.expr, header)]
     if isinstance(op, Reduce):
@@ -125,11 +136,13 @@ def _lower(program: Program, op: Op, fn: Function) -> list[Blas | Stmt]:
 
 def _dropout_mask(program: Program, op: DropoutMask, fn: Function, math: str) -> Blas:
     """The nc_dropout_mask kernel: the update count is the function's step argument on the device (so a
-    replayed CUDA graph draws the next step's masks), or 0 (step_zero) in a function without one."""
+    replayed CUDA graph draws the next step's masks), or 0 (step_zero) in a function without one; the
+    elements are counted from the function's row0 argument (times the width) where it has one."""
     width = _row_size(program, op.out)
     hp, index = (f"hp_{fn.name}.values", fn.scalars.index("step")) if "step" in fn.scalars else ("step_zero", 0)
-    args = (f"{op.out}, {op.seed}, {hp}, np.int32({index}), np.uint32({op.number}), np.uint32({op.threshold}), n32, "
-            f"np.int32({width})")
+    row0 = fn.scalars.index("row0") if "row0" in fn.scalars else -1  # row0 implies step: both in hp
+    args = (f"{op.out}, {op.seed}, {hp}, np.int32({index}), np.int32({row0}), np.uint32({op.number}), "
+            f"np.uint32({op.threshold}), n32, np.int32({width})")
     return Blas(f"k.nc_dropout_mask(grid(n * {width}), BLOCK, ({args}))", math, frozenset({op.seed}),
                 frozenset({op.out}))
 
@@ -202,7 +215,7 @@ class _Lowering:
         needs = sorted({b for op in fn.ops for b in op.inputs
                         if b in self.program.buffers and self.program.buffers[b].role == "state"})
         entry = [repr(fn.name), fn.name]
-        entry += [f"result={fn.returns}"] if fn.returns else []
+        entry += [f"result={'stats' if fn.count else fn.returns}"] if fn.returns else []
         entry += [f"scalars=hp_{fn.name}"] if fn.scalars else []
         entry += ["graphs=CUDA_GRAPHS"]
         entry += ["needs={" + ", ".join(f"{b!r}: {b}" for b in needs) + "}"] if needs else []
@@ -247,8 +260,13 @@ def _allocations(program: Program, uses_ones: bool,
         if p.trainable:
             lines.append((f"{p.grad} = grads[{p.offset}:{end}].reshape{shape}", f"dL/d{p.name}"))
     per_row, fixed, index_per_row, index_fixed = 0, 0, 0, 0
+    counted = program.metric is not None
+    if counted:
+        lines += [("stats = cp.zeros((2,), dtype=DTYPE)", "the loss and the correct count, read back in one copy"),
+                  ("L = stats[0]", "scalar"), ("C = stats[1]", "scalar")]
+        fixed += 2
     for name, buf in program.buffers.items():
-        if buf.role in ("param", "grad", "state"):
+        if buf.role in ("param", "grad", "state") or (counted and name in ("L", "C")):
             continue
         if buf.role == "seed":
             lines += [(f"{name} = cp.zeros((1,), dtype=cp.uint64)", "the dropout seed: set by the trainer"),
@@ -294,6 +312,7 @@ def context(program: Program, cuda_graphs: bool = True) -> dict:
         "image_kernels": lowering.images.kernels,
         "mix": [f"{c:#x}u" for c in DROPOUT_MIX],
         "weyl": f"{DROPOUT_WEYL:#x}u",
+        "counting": program.metric is not None,
         "scalars": scalars,
         "per_row": per_row,
         "fixed": fixed,

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...derive.ir import (BATCH, DROPOUT_MIX, DROPOUT_WEYL, Concat, DropoutMask, Function, Linear, LinearGrad, Map,
-                          MatMulT, Op, Program, Reduce, Reshape, Slice, last_uses)
+from ...derive.ir import (BATCH, DROPOUT_MIX, DROPOUT_WEYL, Concat, CountCorrect, DropoutMask, Function, GradReady,
+                          Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, Reshape, Slice, last_uses)
 from ..interface import allocation_shape, count_elements, interface, shape_text
 from ..templating import render
 from .images import ImageOps, allocation, channel_major
@@ -118,7 +118,8 @@ class _Lowering:
         self.pool, self.scalars = ScratchPool(), Scalars()
         self.images = ImageOps(program, lambda name: layout.root(name) in layout.channel_major)
         self.printer = UfuncPrinter(self._shape, layout.root, self._contiguous, self.pool, self.scalars, fast)
-        self._done: dict[int, tuple[dict, set[str]]] = {}  # op id -> (block, scalars it uses)
+        self._done: dict[tuple, tuple[dict, set[str]]] = {}  # (op id, row0) -> (block, scalars it uses)
+        self.hook, self.row0 = None, False  # the function being lowered: its hook, whether it takes row0
 
     def _shape(self, name: str) -> tuple:
         return self.program.buffers[name].shape
@@ -129,18 +130,25 @@ class _Lowering:
         return name not in self.layout.augmented and not channel_major(self.printer.shape_of(name))
 
     def function(self, fn: Function, marks: bool = False) -> dict:
+        self.hook, self.row0 = fn.hook, "row0" in fn.scalars
         blocks = [dict(self.op(op), mark=_MARK.format(fn.name, i) if marks else "") for i, op in enumerate(fn.ops)]
         scalars = self.scalars.needed()
-        return {"name": fn.name, "args": list(fn.scalars), "doc": fn.doc, "scalars": scalars,
-                "blocks": blocks, "returns": fn.returns}
+        args = list(fn.scalars) + ([f"{fn.hook}=no_hook"] if fn.hook else [])
+        returns = ", ".join(name for name in (fn.returns, fn.count) if name)
+        return {"name": fn.name, "args": args, "doc": fn.doc, "scalars": scalars,
+                "blocks": blocks, "returns": returns}
 
     def op(self, op: Op) -> dict:
         """The commented lines of one op; an op shared by several functions is lowered once.
 
         Reuse is safe because an op's scratch buffers are live only within the op.
         """
-        if id(op) in self._done:
-            block, used = self._done[id(op)]
+        if isinstance(op, GradReady):  # its call names the function's own hook argument
+            return {"header": f"{op.stage}: {op.formula}",
+                    "lines": [(f"{self.hook}({op.start}, {op.stop})", "the sum across processes may start")]}
+        key = (id(op), isinstance(op, DropoutMask) and self.row0)  # a mask counts its rows from row0 or 0
+        if key in self._done:
+            block, used = self._done[key]
             self.scalars.used |= used
             return block
         before = set(self.scalars.used)
@@ -148,7 +156,7 @@ class _Lowering:
         block = self._lower(op)
         used = self.scalars.used
         self.scalars.used = before | used
-        self._done[id(op)] = (block, used)
+        self._done[key] = (block, used)
         return block
 
     def _lower(self, op: Op) -> dict:
@@ -176,9 +184,34 @@ class _Lowering:
             lines = self.printer.assign(op.out, op.expr)
         elif isinstance(op, Reduce):
             lines = self.printer.reduce(op.out, op.expr, op.op, op.axis)
+        elif isinstance(op, CountCorrect):
+            lines = self._count_correct(op)
         else:
             raise NotImplementedError(f"NumPy backend has no lowering for {op.kind}")
         return {"header": f"{op.stage}: {op.formula}", "lines": lines}
+
+    def _count_correct(self, op: CountCorrect) -> list[tuple[str, str]]:
+        """Correct predictions as a Python int: wrong ones are counted, the rest are right."""
+        rows, width = self._shape(op.y)
+        if op.rule == "argmax":
+            guess, truth, wrong = (self.pool.take((rows,), "index"), self.pool.take((rows,), "index"),
+                                   self.pool.take((rows,), "bool"))
+            lines = [(f"{op.y}.argmax(1, {guess})", f"{guess} = class predicted for each row"),
+                     (f"{op.t}.argmax(1, {truth})", f"{truth} = class of each row's target"),
+                     (f"np.not_equal({guess}, {truth}, {wrong})", f"{wrong} = rows predicted wrongly"),
+                     (f"{op.out} = N - np.count_nonzero({wrong})", f"{op.out} = rows predicted rightly")]
+        else:
+            half = self.scalars.operand(0.5)
+            guess, truth = self.pool.take((rows, width), "bool"), self.pool.take((rows, width), "bool")
+            elements = "N" if width == 1 else f"N*{width}"
+            lines = [(f"np.greater({op.y}, {half}, {guess})", f"{guess} = {op.y} > 0.5"),
+                     (f"np.greater({op.t}, {half}, {truth})", f"{truth} = {op.t} > 0.5"),
+                     (f"np.not_equal({guess}, {truth}, {guess})", f"{guess} = elements predicted wrongly"),
+                     (f"{op.out} = {elements} - np.count_nonzero({guess})", f"{op.out} = elements predicted rightly")]
+            wrong = guess
+        for name in dict.fromkeys((guess, truth, wrong)):
+            self.pool.give(name)
+        return lines
 
     def _linear(self, op: Linear) -> list[tuple[str, str]]:
         math = f"{op.out} = {op.x} @ {op.w} + {op.b}"
@@ -194,7 +227,8 @@ class _Lowering:
         shape = self._shape(op.out)
         h, t = self.pool.take(shape, "uint32"), self.pool.take(shape, "uint32")
         key = f"key_{op.out}"
-        lines = [(f"{key} = dropout_key({op.seed}[0], step, {op.number})", f"the key of {op.out} for this call"),
+        first = f", row0*{_row_elements(shape)}" if self.row0 else ""  # this share's first element in the batch
+        lines = [(f"{key} = dropout_key({op.seed}[0], step, {op.number}{first})", f"the key of {op.out} for this call"),
                  (f"np.add({self.pool.counter_of(shape)}, {key}, {h})", f"{h} = key + (i + 1)*{DROPOUT_WEYL:#x}")]
         for shift, mix in ((16, 0), (13, 1), (16, None)):
             lines += [(f"np.right_shift({h}, {shift}, {t})", ""),
@@ -237,6 +271,14 @@ class _Lowering:
         name = self.pool.take(tuple(shape))
         self.pool.give(name)
         return name
+
+
+def _row_elements(shape: tuple) -> int:
+    """Elements per row of a (N, ...) buffer."""
+    count = 1
+    for d in shape[1:]:
+        count *= int(d)
+    return count
 
 
 def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
@@ -323,12 +365,13 @@ def _allocations(program: Program, layout: Layout, pool: ScratchPool, images: Im
         lines.append((f"params, grads = params[:{t}], grads[:{t}]",
                       "the optimizer updates the trainable prefix; buffers follow it"))
     for name, (shape, kind) in pool.declared.items():
-        dtype = {"bool": "np.bool_", "uint32": "np.uint32"}.get(kind, "DTYPE")
+        dtype = {"bool": "np.bool_", "uint32": "np.uint32", "index": "np.intp"}.get(kind, "DTYPE")
         if channel_major(shape):  # as the images it meets
             lines.append((f"{name} = {allocation(shape, dtype)}", "scratch, stored channel-major"))
         else:
             lines.append((f"{name} = np.empty({allocation_shape(shape)}, dtype={dtype})", "scratch"))
-        per_row, fixed = count_elements(shape, per_row, fixed)
+        for _ in range(8 // np.dtype(program.dtype).itemsize if kind == "index" else 1):  # intp: 8 bytes
+            per_row, fixed = count_elements(shape, per_row, fixed)
     for name, shape in sorted(pool.ones.items()):
         lines.append((f"{name} = np.ones({allocation_shape(shape)}, dtype=DTYPE)", "sums are dot products with ones"))
         per_row, fixed = count_elements(shape, per_row, fixed)
@@ -382,6 +425,8 @@ def context(program: Program, fold_bias: bool = True, optimize: bool = True, mar
         "allocations": allocations,
         "state_bindings": _state_bindings(program),
         "workspace_scalars": lowering.scalars.workspace,
+        "hooks": any(fn.hook for fn in program.functions.values()),
+        "input_store": f"{program.input}_aug" if program.input in layout.augmented else program.input,
         "functions": functions,
         "per_row": per_row,
         "fixed": fixed,
