@@ -105,7 +105,8 @@ def _load_npz(path: Path) -> Dataset:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in ("X", "y") if k not in data.files]
             if missing:
-                raise DataError(f"{path.name} has no array {missing[0]!r} (it holds: {', '.join(data.files) or 'nothing'})")
+                held = ', '.join(data.files) or 'nothing'
+                raise DataError(f"{path.name} has no array {missing[0]!r} (it holds: {held})")
             X, y = data["X"], data["y"]
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path.name} is not a readable .npz file ({exc})") from None

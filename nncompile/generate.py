@@ -81,7 +81,8 @@ def training_source(training: Mapping[str, object]) -> str:
     literal = repr(items)
     if ast.literal_eval(literal) != items:  # cannot happen for the values _plain admits; never paste what differs
         raise ModelError("training: the settings do not read back as the same Python literal")
-    return f"\n\n# The model file's training dict: the defaults of this script (flags override them).\nTRAINING = {literal}\n"
+    return ("\n\n# The model file's training dict: the defaults of this script (flags override them).\n"
+            f"TRAINING = {literal}\n")
 
 
 def _plain(value: object) -> bool:

@@ -66,7 +66,8 @@ def test_check_passes_on_examples(example: str, capsys: pytest.CaptureFixture) -
     assert main(["check", str(EXAMPLES / f"{example}.py")]) == 0
     out = capsys.readouterr().out
     assert "agree with finite differences" in out
-    shown = [float(line.split("max relative error")[1].split()[0]) for line in out.splitlines() if "relative error" in line]
+    shown = [float(line.split("max relative error")[1].split()[0]) for line in out.splitlines()
+             if "relative error" in line]
     # the errors shown are measured (finite-difference round-off included), not zeroed by the tolerance
     assert shown and max(shown) > 0 and max(shown) < 1e-6
 

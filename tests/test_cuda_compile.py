@@ -128,7 +128,7 @@ def test_driver_launches_match_the_kernels_they_call(programs: dict, name: str) 
                 assert arg == f"hp_{function.split('(')[0]}.values"  # the scalars of the function launching it
             elif kernel == "nc_advance":
                 assert param == "const int index" and arg.startswith("np.int32(")
-            elif kernel == "nc_dropout_mask":   # (m, seed, hp or step_zero, step, row0 index, layer, threshold, n, width)
+            elif kernel == "nc_dropout_mask":   # (m, seed, hp|step_zero, step, row0 index, layer, threshold, n, width)
                 assert param.split()[-1] in ("m", "seed", "hp", "step_index", "row0_index", "layer", "threshold", "n",
                                              "width")
                 if param.endswith(" hp"):

@@ -219,7 +219,8 @@ def _table(summary: dict, metric: str | None, result: object, early_stopping: bo
     elif restored:
         weights = f"weights of epoch {result.best_epoch} (best validation loss of {summary['epochs']} epochs)"
     elif result.best_epoch is not None:
-        weights = f"final weights (epoch {summary['epochs']}; the best validation loss was at epoch {result.best_epoch})"
+        weights = (f"final weights (epoch {summary['epochs']}; the best validation loss was at epoch "
+                   f"{result.best_epoch})")
     lines = [weights, *_aligned([header, *rows]),
              f"{summary['epochs']} epochs, {summary['updates']} updates in {summary['seconds']:.2f} s "
              f"({summary['examples_per_second']:,} examples/s)"]

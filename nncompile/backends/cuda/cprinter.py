@@ -10,8 +10,9 @@
 - the functions the registry adds (`sigmoid`, `softplus`) and a few SymPy prints that do
   not suit device code (``M_PI``, multi-line ``Piecewise``, ``pow(x, 2)``) are printed in
   stable or direct form.  Squares and cubes of compound terms call ``nc_sq``/``nc_cube``
-  (defined in every kernel source), so the term is evaluated once.  A `Piecewise` becomes nested ``?:``, which evaluates only the
-  branch taken, so an inf in the other branch never turns into a NaN.
+  (defined in every kernel source), so the term is evaluated once.  A `Piecewise` becomes
+  nested ``?:``, which evaluates only the branch taken, so an inf in the other branch never
+  turns into a NaN.
 """
 from __future__ import annotations
 

@@ -87,7 +87,8 @@ def _plan_aliases(program: Program, layout: Layout) -> None:
             continue
         for cand in op.inputs:
             buf = program.buffers.get(cand)
-            if buf is None or buf.role != "value" or buf.shape != out.shape or cand in layout.augmented or cand in views:
+            if (buf is None or buf.role != "value" or buf.shape != out.shape or cand in layout.augmented
+                    or cand in views):
                 continue
             if all(_dies_at(fn, lasts[name], places[name], op, cand) for name, fn in program.functions.items()):
                 layout.storage[op.out] = cand
