@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
-import statistics
 import sys
 import textwrap
 import time
@@ -43,6 +42,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from handwritten_cnn import from_params  # noqa: E402
+from step_vs_peers import interleaved  # noqa: E402
 
 import nncompile as nc  # noqa: E402
 from nncompile import load_model, nn  # noqa: E402
@@ -72,26 +72,6 @@ NETWORKS = {
 
 
 CLOCK = time.process_time if "--cpu" in sys.argv else time.perf_counter
-
-
-def interleaved(fns: dict[str, Callable[[], object]], budget: float) -> dict[str, float]:
-    """Median seconds per call of each function over 7 alternating rounds of ~budget/7 s each."""
-    repeats = {}
-    for name, fn in fns.items():
-        fn()
-        start, calls = time.perf_counter(), 0
-        while time.perf_counter() - start < 0.05:
-            fn()
-            calls += 1
-        repeats[name] = max(1, int(calls * budget / 7 / max(time.perf_counter() - start, 1e-9) / 20))
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(7):
-        for name, fn in fns.items():
-            t0 = CLOCK()
-            for _ in range(repeats[name]):
-                fn()
-            samples[name].append((CLOCK() - t0) / repeats[name])
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def torch_step(model: nn.Sequential, params: dict, X: np.ndarray, T: np.ndarray, lr: float, dtype: str):
@@ -207,7 +187,7 @@ def run(name: str, dtype: str, budget: float) -> dict:
         contenders["torch"] = torch_step(model, params, X, T, lr, dtype)
     except ImportError:
         pass
-    times = interleaved(contenders, budget)
+    times = interleaved(contenders, budget / 20, CLOCK)
     kinds, gemm = breakdown(generated, 50)
     return {"times": times, "kinds": kinds, "gemm": gemm}
 

@@ -24,9 +24,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-import statistics  # noqa: E402
 import time  # noqa: E402
-from typing import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_vs_peers import interleaved  # noqa: E402
 
 import nncompile as nc  # noqa: E402
 from nncompile import nn  # noqa: E402
@@ -169,27 +171,6 @@ def torch_step(params: dict[str, np.ndarray], X: np.ndarray, T: np.ndarray, thre
         optimizer.step()
         return float(loss)
     return step, tensors
-
-
-def interleaved(fns: dict[str, Callable[[], object]], budget: float, clock: Callable[[], float]) -> dict[str, float]:
-    """Median seconds per call of each function, in 7 alternating rounds (as benchmarks/step_vs_peers.py times):
-    taking turns spreads a slow patch of a shared machine over every contender."""
-    repeats = {}
-    for name, fn in fns.items():
-        fn()
-        start, calls = clock(), 0
-        while clock() - start < 0.05:
-            fn()
-            calls += 1
-        repeats[name] = max(1, int(calls * budget / 7 / max(clock() - start, 1e-9)))
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(7):
-        for name, fn in fns.items():
-            t0 = clock()
-            for _ in range(repeats[name]):
-                fn()
-            samples[name].append((clock() - t0) / repeats[name])
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def run(dtype: str, threads: int, budget: float, cpu: bool) -> None:

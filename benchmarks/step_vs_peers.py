@@ -89,20 +89,23 @@ def median_time(fn: Callable[[], object], budget: float) -> float:
     return interleaved({"fn": fn}, budget)["fn"]
 
 
-def interleaved(fns: dict[str, Callable[[], object]], budget: float) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], object]], budget: float,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Median seconds per call of each function, measured in alternating rounds.
 
     Taking turns (7 rounds of ~budget/7 s each) spreads any slow patch of a shared machine
-    over every contender instead of charging it to whichever ran at that moment.
+    over every contender instead of charging it to whichever ran at that moment.  `clock`:
+    the wall clock, or a CPU-time clock (time.process_time, time.thread_time), which other
+    jobs on a shared machine do not inflate (meaningful with one BLAS thread).
     """
     repeats = {name: _calls_per_repeat(fn, budget / 7) for name, fn in fns.items()}
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(7):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(repeats[name]):
                 fn()
-            samples[name].append((time.perf_counter() - t0) / repeats[name])
+            samples[name].append((clock() - t0) / repeats[name])
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from handwritten import HandStep  # noqa: E402
-from step_vs_peers import Config, blas_info, build_model, fmt  # noqa: E402
+from step_vs_peers import Config, blas_info, build_model, fmt, interleaved  # noqa: E402
 
 import nncompile as nc  # noqa: E402
 
@@ -48,28 +47,6 @@ LR = 1e-3
 
 CLOCK = {"wall": time.perf_counter, "cpu": time.thread_time}
 clock = time.perf_counter
-
-
-def interleaved(fns: dict[str, Callable[[], object]], budget: float) -> dict[str, float]:
-    """Median seconds per call of each function over 7 alternating rounds of ~budget/7 s each,
-    by `clock`: wall time, or (--clock cpu, for a machine shared with other work) this thread's
-    CPU time, which other processes' load does not inflate (meaningful with one BLAS thread)."""
-    repeats = {}
-    for name, fn in fns.items():
-        fn()
-        start, calls = clock(), 0
-        while clock() - start < 0.02:
-            fn()
-            calls += 1
-        repeats[name] = max(1, int(calls * budget / 7 / max(clock() - start, 1e-9)))
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(7):
-        for name, fn in fns.items():
-            started = clock()
-            for _ in range(repeats[name]):
-                fn()
-            samples[name].append((clock() - started) / repeats[name])
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def load() -> str:
@@ -171,13 +148,13 @@ def measure(cfg: Config, mode: str, dtype: str, budget: float, with_torch: bool)
     if with_torch:
         import torch
         contenders["torch"] = torch_epoch(cfg, dtype, params, X, T, cfg.batch)
-    times = interleaved(contenders, budget * len(contenders))
+    times = interleaved(contenders, budget * len(contenders), clock)
     times["train"] = (times["long"] - times["short"]) / epochs
     times["setup"] = times["short"] - 2 * times["train"]
     if with_torch and torch.get_num_threads() > 1:
         threads = torch.get_num_threads()  # torch's pool can collapse on tiny ops: credit its best setting
         torch.set_num_threads(1)
-        times["torch"] = min(times["torch"], interleaved({"torch": contenders["torch"]}, budget)["torch"])
+        times["torch"] = min(times["torch"], interleaved({"torch": contenders["torch"]}, budget, clock)["torch"])
         torch.set_num_threads(threads)
     times["updates"] = updates
     return times
