@@ -169,7 +169,7 @@ def torch_step(params: dict[str, np.ndarray], X: np.ndarray, T: np.ndarray, thre
                                                  + tensors[f"dense{blocks + 2}.b"], labels)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return loss.item()
     return step, tensors
 
 
