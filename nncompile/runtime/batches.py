@@ -82,10 +82,12 @@ def run_epoch(engine, batches, step_name, lr, step, hyper, on_batch=None):
         ws = engine.workspace(batches.rows, keep=True)
         batches.load_all(ws)
         loss, hits = engine.fetch(getattr(ws, step_name)(lr, step, *hyper))
-        _check(float(loss), step, lr)
+        loss = float(loss)
+        if not math.isfinite(loss):
+            _check(loss, step, lr)
         if on_batch is not None:
             on_batch(batches.rows)
-        return float(loss), hits, 1, step + 1
+        return loss, hits, 1, step + 1
     total, correct, updates = 0.0, 0, 0
     fetch, order = engine.fetch, batches.device_order
     clip = ("clip",) if engine.xp is np else ()  # CuPy's take has no mode; "clip" skips NumPy's bounds copy

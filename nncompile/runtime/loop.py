@@ -81,9 +81,14 @@ def batch_size_for(mode, batch_size, rows):
     raise TrainingError(f"unknown mode {mode!r} (choose gd, sgd or minibatch)")
 
 
+def growth_limit(first_loss):
+    """The epoch mean loss above which check_growth raises (infinite when the first loss is unknown)."""
+    return math.inf if first_loss is None else GROWTH_LIMIT * max(first_loss, GROWTH_FLOOR)
+
+
 def check_growth(loss, first_loss):
     """Raise Diverged when an epoch's mean loss is orders of magnitude above the run's first loss."""
-    if first_loss is not None and loss > GROWTH_LIMIT * max(first_loss, GROWTH_FLOOR):
+    if loss > growth_limit(first_loss):
         raise Diverged(f"the loss grew from {first_loss:.4g} to {loss:.4g}, more than {GROWTH_LIMIT:g} times "
                        "where it started")
 
@@ -284,6 +289,7 @@ def fit(engine, X, T, mode="minibatch", batch_size=32, epochs=10, lr=0.1, optimi
                                 f"epochs={epochs}: ask for at least as many")
     if loop.first_loss is None:
         loop.first_loss = run.first_loss()
+    run.limit = growth_limit(loop.first_loss)
     point, in_epoch = Rollback(), False
     try:
         while loop.epoch < epochs and not loop.stopped:
@@ -333,11 +339,15 @@ class _Run:
         self.engine, self.validation = engine, None if validation is None else tuple(map(engine.device, validation))
         self.monitor, self.on_batch, self.cluster = monitor, on_batch, cluster
         self.plan, self.loop, self.batch, self.epochs, self.batches, self._settings = {}, None, 1, 0, None, None
+        self.limit = math.inf  # of an epoch's mean loss (check_growth), once the first loss is known
 
     def start(self, epochs):
         """The batches, and with several processes, the same starting parameters on every one."""
         self.epochs, self.step_name, self.hyper = epochs, "step_" + self.plan["optimizer"], tuple(self.plan["hyper"])
         self.metric = self.engine.module.METRIC
+        if self.metric:  # what the correct count is out of: rows, or elements for per-element accuracy
+            per_row = self.engine.module.OUTPUT_DIM if self.metric == "binary_accuracy" else 1
+            self.out_of = self.X.shape[0] * per_row
         self.batches = Batches(self.engine, self.X, self.T, self.batch, whole=self.plan["mode"] == "gd")
         if self.cluster is not None:
             self.cluster.start(self.engine, self.X.shape[0])
@@ -376,7 +386,8 @@ class _Run:
         lr = self.lr(loop.epoch)
         try:
             total, correct, updates = self.updates(lr, self.on_batch)
-            check_growth(total / updates, loop.first_loss)
+            if total / updates > self.limit:
+                check_growth(total / updates, loop.first_loss)
         except Diverged as exc:
             first = exc.update == point.marked[3] and point.previous is not None  # this epoch's first update
             point.rewind(self.engine, loop, self.replay)
@@ -385,7 +396,7 @@ class _Run:
             raise self.diverged(str(exc), lr) from None
         record = {"epoch": loop.epoch + 1, "loss": total / updates, "updates": updates, "lr": lr}
         if self.metric:
-            record[self.metric] = self.engine.metric(correct, self.X.shape[0])
+            record[self.metric] = float(correct) / self.out_of
         return record
 
     def overflowed(self, point, previous=False):
