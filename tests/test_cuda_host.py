@@ -225,3 +225,20 @@ def test_host_execution_catches_planted_bugs(host_cuda, bug: str) -> None:
         assert "HarnessError" in str(exc), str(exc)[-3000:]
         return
     assert any(not value <= TOLERANCE["float64"] for value in errors.values()), "the planted bug went unnoticed"
+
+
+def test_cuda_max_pooling_ties_pick_the_first_maximum(host_cuda) -> None:
+    """nc_maxpool of the generated kernels, on windows with tied maxima: the index recorded (which the
+    backward pass routes δ by) is the first maximum in row-major order, as the NumPy backend's."""
+    from nncompile.generate import standalone
+    from conv_models import example
+    text = standalone(example(), "cuda", filename="x.py")
+    source = text.split('CUDA_SOURCE = r"""', 1)[1].split('"""', 1)[0]
+    x = np.array([[3.0, 3.0, 1.0, 2.0], [3.0, 0.0, 2.0, 2.0],
+                  [0.0, 0.0, 5.0, 4.0], [0.0, 0.0, 5.0, 5.0]]).reshape(1, 1, 4, 4)
+    out, index, *_ = host_cuda.call(
+        "kernel", source=source, name="nc_maxpool", grid=(1,), block=(32,),
+        args=[np.zeros(4), np.zeros(4, np.int32), x.ravel(), np.int32(1), np.int32(1), np.int32(4), np.int32(4),
+              np.int32(2), np.int32(2), np.int32(2), np.int32(2), np.int32(2), np.int32(2)])
+    np.testing.assert_array_equal(out, [3.0, 2.0, 0.0, 5.0])
+    np.testing.assert_array_equal(index, [0, 1, 0, 0])

@@ -94,3 +94,16 @@ def test_huge_constant_powers_are_refused_before_they_are_computed(formula: str)
     more 2^24): they are refused from their size estimate, not after SymPy has built the number."""
     with pytest.raises(FormulaError, match=r"constant power is too large \(about 10\^\d+\)"):
         nn.Activation(formula, name="a")
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: nn.Dropout(1.0), "Dropout p"),           # keep probability 0: x*mask/0
+    (lambda: nn.Dropout(-0.1), "Dropout p"),
+    (lambda: nn.LayerNorm(eps=0.0), "LayerNorm eps"),  # 1/sqrt(var + 0) of a constant row
+    (lambda: nn.BatchNorm(eps=0.0), "BatchNorm eps"),
+    (lambda: nn.BatchNorm(momentum=1.5), "BatchNorm momentum"),
+])
+def test_numeric_layer_settings_are_range_checked(build: object, message: str) -> None:
+    """The bounds themselves: p in [0, 1) (p = 1 would divide by a keep probability of 0), eps > 0."""
+    with pytest.raises(ModelError, match=message):
+        build()

@@ -264,3 +264,15 @@ def test_val_split_holds_out_the_documented_rows(prog, digits) -> None:
     split = nc.train(prog, digits.X, digits.y, val_split=0.2, **settings)
     explicit = nc.train(prog, digits.X[kept], digits.y[kept], validation=(digits.X[held], digits.y[held]), **settings)
     _assert_same_run(split, explicit)
+
+
+def test_resumed_run_keeps_its_patience_count(prog, digits, tmp_path) -> None:
+    """Epochs already waited without improvement travel in the checkpoint: interrupted after two such
+    epochs and resumed, a run with patience 3 stops at the same epoch as one never interrupted."""
+    whole = _run(prog, digits, min_delta=10.0, patience=3)   # only epoch 1 improves: stops after epoch 4
+    assert whole.best_epoch == 1 and len(whole.history) == 4
+    path = tmp_path / "ck.npz"
+    with pytest.raises(KeyboardInterrupt):
+        _run(prog, digits, min_delta=10.0, patience=3, checkpoint=path,
+             callback=lambda record: _interrupt_at(record, 3))
+    _assert_same_run(_run(prog, digits, min_delta=10.0, patience=3, resume=path), whole)

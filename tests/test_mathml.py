@@ -168,3 +168,14 @@ def test_a_printer_that_drops_brackets_is_caught(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(MathMLPrinter, "parenthesize", lambda self, item, level, strict=False: self._print(item))
     with pytest.raises(AssertionError, match="reads back differently"):
         _agree(formulas["dense1"].delta.rhs, formulas.derivation.program, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("text", ["x**-2", "1/sqrt(1 + x**2)", "(1 + y**2)**(-3/2)", "x**-3*y"])
+def test_negative_powers_read_back_as_printed(text: str) -> None:
+    """A negative power other than -1 is printed as 1 over the positive power (x^-2 as 1/x^2)."""
+    x, y = sp.symbols("x y")
+    expr = sp.sympify(text, locals={"x": x, "y": y})
+    values = {"x": 0.37, "y": -1.21}
+    expected = float(expr.subs(values))
+    assert math.isfinite(expected)
+    assert float(evaluate(show(expr, "mathml"), values)) == pytest.approx(expected, rel=1e-12)
