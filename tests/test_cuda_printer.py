@@ -76,7 +76,8 @@ def _evaluate(exprs: list[sp.Expr], dtype: str, tmp: Path) -> np.ndarray:
               f"static const double points[] = {{{', '.join(repr(p) for p in POINTS)}}};",
               "int main(void) {",
               f"    for (int k = 0; k < {len(exprs)}; ++k)",
-              f"        for (int j = 0; j < {len(POINTS)}; ++j) printf(\"%.17g\\n\", (double)table[k]((real)points[j]));",
+              f"        for (int j = 0; j < {len(POINTS)}; ++j)",
+              "            printf(\"%.17g\\n\", (double)table[k]((real)points[j]));",
               "    return 0;", "}"]
     source, exe = tmp / f"printed_{dtype}.c", tmp / f"printed_{dtype}"
     source.write_text("\n".join(lines) + "\n")

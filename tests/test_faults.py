@@ -88,8 +88,8 @@ def test_standalone_script_reports_divergence_in_one_line(tmp_path: Path) -> Non
     script = tmp_path / "train_xor.py"  # generated now, from the current code (not the committed copy)
     script.write_text(standalone(nc.load_model(str(ROOT / "examples" / "xor.py"))[0], filename=script.name))
     done = subprocess.run([sys.executable, str(script), "--data", "big.npz",
-                           "--mode", "gd", "--lr", "1e308", "--epochs", "3", "--quiet", "--no-diagnostics"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+                           "--mode", "gd", "--lr", "1e308", "--epochs", "3", "--quiet", "--no-diagnostics"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr  # 1, as `nncompile run`: training failed
     assert done.stderr.count("\n") == 1 and "diverged" in done.stderr
 

@@ -110,8 +110,9 @@ print(count, torn, len(versions))
 
 def test_readers_never_see_a_partly_written_entry(tmp_path: Path) -> None:
     target = tmp_path / "entry.py"
-    procs = [subprocess.Popen([sys.executable, "-c", _STRESS, str(ROOT / "nncompile"), role, str(target), str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True) for role in ("writer", "writer", "reader", "reader")]
+    procs = [subprocess.Popen([sys.executable, "-c", _STRESS, str(ROOT / "nncompile"), role, str(target),
+                               str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for role in ("writer", "writer", "reader", "reader")]
     counts = [tuple(map(int, p.communicate(timeout=180)[0].split())) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     (w1, _, _), (w2, _, _), (r1, torn1, seen1), (r2, torn2, seen2) = counts

@@ -42,8 +42,8 @@ LEGEND_LATEX = (r"$X$ holds the inputs (one row per example, $N$ rows) and $T$ t
                 r"$z_k = a_{k-1} W_k + b_k$ and $a_k = f(z_k)$, with $a_0 = X$; "
                 r"$\delta_k = \partial L / \partial z_k$ is layer $k$'s delta; $\odot$ is the elementwise product, "
                 r"juxtaposition the matrix product, ${}^{\top}$ the transpose, $\sum_n$ sums over the rows, "
-                r"$\sum$ over every element; $H(u)$ is the unit step, 0 for $u \le 0$; activations are differentiated in "
-                r"$z$, with $a = f(z)$.")
+                r"$\sum$ over every element; $H(u)$ is the unit step, 0 for $u \le 0$; activations are "
+                r"differentiated in $z$, with $a = f(z)$.")
 
 
 @dataclass
