@@ -1572,8 +1572,11 @@ class Engine:
         """The metric from a count of correct predictions: per row (accuracy) or per element (binary)."""
         if self.module.METRIC is None:
             return None
-        per_row = self.module.OUTPUT_DIM if self.module.METRIC == "binary_accuracy" else 1
-        return float(correct) / (rows * per_row)
+        return float(correct) / self.scored(rows)
+
+    def scored(self, rows):
+        """Predictions the metric counts in `rows` rows: one per row (accuracy), one per output (binary)."""
+        return rows * (self.module.OUTPUT_DIM if self.module.METRIC == "binary_accuracy" else 1)
 
     def predict(self, X, chunk=1024):
         """Output of the last layer for every row of X."""
@@ -2088,9 +2091,7 @@ class _Run:
         """The batches, and with several processes, the same starting parameters on every one."""
         self.epochs, self.step_name, self.hyper = epochs, "step_" + self.plan["optimizer"], tuple(self.plan["hyper"])
         self.metric = self.engine.module.METRIC
-        if self.metric:  # what the correct count is out of: rows, or elements for per-element accuracy
-            per_row = self.engine.module.OUTPUT_DIM if self.metric == "binary_accuracy" else 1
-            self.out_of = self.X.shape[0] * per_row
+        self.out_of = self.engine.scored(self.X.shape[0])  # what an epoch's correct count is out of
         self.batches = Batches(self.engine, self.X, self.T, self.batch, whole=self.plan["mode"] == "gd")
         if self.cluster is not None:
             self.cluster.start(self.engine, self.X.shape[0])
@@ -3278,14 +3279,15 @@ def main(module, argv=None):
         return 130
     except Diverged as exc:
         _close(progress)
+        if not writer:  # every process diverged alike: rank 0 says so
+            return 1
         message = printable(exc)
-        if args.save and writer:  # the weights of the last good epoch, which fit restored
+        if args.save:  # the weights of the last good epoch, which fit restored
             _save_weights(module, engine, args.save)
             message += f"; saved them to {args.save}"
-        if writer and args.json:
+        if args.json:
             print(json.dumps({"error": message, "history": exc.history}, indent=2))
-        if writer:
-            print(f"error: {message}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         return 1
     except (TrainingError, CheckpointError, PlotUnavailable, OSError, KeyError, ValueError) as exc:
         _close(progress)

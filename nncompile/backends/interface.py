@@ -25,6 +25,14 @@ def allocation_shape(shape: tuple) -> str:
     return shape_text(tuple("n" if d == BATCH else d for d in shape))
 
 
+def row_elements(shape: tuple) -> int:
+    """Elements per row of a (N, ...) buffer."""
+    size = 1
+    for d in shape[1:]:
+        size *= int(d)
+    return size
+
+
 def count_elements(shape: tuple, per_row: int, fixed: int) -> tuple[int, int]:
     """Add a buffer's elements to the per-row (batch-sized) or fixed count, for workspace_bytes."""
     size = 1

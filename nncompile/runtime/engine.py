@@ -334,8 +334,11 @@ class Engine:
         """The metric from a count of correct predictions: per row (accuracy) or per element (binary)."""
         if self.module.METRIC is None:
             return None
-        per_row = self.module.OUTPUT_DIM if self.module.METRIC == "binary_accuracy" else 1
-        return float(correct) / (rows * per_row)
+        return float(correct) / self.scored(rows)
+
+    def scored(self, rows):
+        """Predictions the metric counts in `rows` rows: one per row (accuracy), one per output (binary)."""
+        return rows * (self.module.OUTPUT_DIM if self.module.METRIC == "binary_accuracy" else 1)
 
     def predict(self, X, chunk=1024):
         """Output of the last layer for every row of X."""

@@ -345,9 +345,7 @@ class _Run:
         """The batches, and with several processes, the same starting parameters on every one."""
         self.epochs, self.step_name, self.hyper = epochs, "step_" + self.plan["optimizer"], tuple(self.plan["hyper"])
         self.metric = self.engine.module.METRIC
-        if self.metric:  # what the correct count is out of: rows, or elements for per-element accuracy
-            per_row = self.engine.module.OUTPUT_DIM if self.metric == "binary_accuracy" else 1
-            self.out_of = self.X.shape[0] * per_row
+        self.out_of = self.engine.scored(self.X.shape[0])  # what an epoch's correct count is out of
         self.batches = Batches(self.engine, self.X, self.T, self.batch, whole=self.plan["mode"] == "gd")
         if self.cluster is not None:
             self.cluster.start(self.engine, self.X.shape[0])

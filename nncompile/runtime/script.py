@@ -278,14 +278,15 @@ def main(module, argv=None):
         return 130
     except Diverged as exc:
         _close(progress)
+        if not writer:  # every process diverged alike: rank 0 says so
+            return 1
         message = printable(exc)
-        if args.save and writer:  # the weights of the last good epoch, which fit restored
+        if args.save:  # the weights of the last good epoch, which fit restored
             _save_weights(module, engine, args.save)
             message += f"; saved them to {args.save}"
-        if writer and args.json:
+        if args.json:
             print(json.dumps({"error": message, "history": exc.history}, indent=2))
-        if writer:
-            print(f"error: {message}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         return 1
     except (TrainingError, CheckpointError, PlotUnavailable, OSError, KeyError, ValueError) as exc:
         _close(progress)

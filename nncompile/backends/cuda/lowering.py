@@ -28,7 +28,7 @@ import sympy as sp
 from ...derive.ir import (DROPOUT_MIX, DROPOUT_WEYL, Concat, CountCorrect, DropoutMask, Function, GradReady, Linear,
                           LinearGrad, Map, MatMulT, Op, Program, Reduce, Reshape, Slice)
 from ...errors import BackendError
-from ..interface import allocation_shape, count_elements, interface, names_tuple, shape_text
+from ..interface import allocation_shape, count_elements, interface, names_tuple, row_elements, shape_text
 from ..templating import render
 from .cprinter import C_TYPES
 from .fusion import Stmt, comment, group
@@ -148,10 +148,7 @@ def _dropout_mask(program: Program, op: DropoutMask, fn: Function, math: str) ->
 
 
 def _row_size(program: Program, name: str) -> int:
-    size = 1
-    for d in program.buffers[name].shape[1:]:
-        size *= int(d)
-    return size
+    return row_elements(program.buffers[name].shape)
 
 
 def _copy(program: Program, dst: str, src: str, dst_col0: int, src_col0: int, width: int, math: str) -> Blas:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ...derive.ir import (BATCH, DROPOUT_MIX, DROPOUT_WEYL, Concat, CountCorrect, DropoutMask, Function, GradReady,
                           Linear, LinearGrad, Map, MatMulT, Op, Program, Reduce, Reshape, Slice, last_uses)
-from ..interface import allocation_shape, count_elements, interface, shape_text
+from ..interface import allocation_shape, count_elements, interface, row_elements, shape_text
 from ..templating import render
 from .images import ImageOps, allocation, channel_major
 from .scratch import Scalars, ScratchPool
@@ -228,7 +228,7 @@ class _Lowering:
         shape = self._shape(op.out)
         h, t = self.pool.take(shape, "uint32"), self.pool.take(shape, "uint32")
         key = f"key_{op.out}"
-        first = f", row0*{_row_elements(shape)}" if self.row0 else ""  # this share's first element in the batch
+        first = f", row0*{row_elements(shape)}" if self.row0 else ""  # this share's first element in the batch
         lines = [(f"{key} = dropout_key({op.seed}[0], step, {op.number}{first})", f"the key of {op.out} for this call"),
                  (f"np.add({self.pool.counter_of(shape)}, {key}, {h})", f"{h} = key + (i + 1)*{DROPOUT_WEYL:#x}")]
         for shift, mix in ((16, 0), (13, 1), (16, None)):
@@ -272,14 +272,6 @@ class _Lowering:
         name = self.pool.take(tuple(shape))
         self.pool.give(name)
         return name
-
-
-def _row_elements(shape: tuple) -> int:
-    """Elements per row of a (N, ...) buffer."""
-    count = 1
-    for d in shape[1:]:
-        count *= int(d)
-    return count
 
 
 def _param_views(program: Program, layout: Layout) -> list[tuple[str, str]]:
