@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import runpy
-import time
+import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from regularization_accuracy import cells  # noqa: E402
 
-import nncompile as nc
-from nncompile import data, nn
+from nncompile import data, nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,21 +35,8 @@ def cnn_without_batchnorm() -> nn.Sequential:
                          input_shape=(1, 8, 8), loss=nn.SoftmaxCrossEntropy(), name="digits_cnn_plain")
 
 
-def accuracy(model: nn.Model, training: dict, dataset: data.Dataset, seed: int) -> float:
-    train, test = data.split(dataset, 0.2, seed)
-    prog = nc.compile(model)
-    settings = {k: v for k, v in training.items() if k != "optimizer"}
-    result = nc.train(prog, train.X, train.y, optimizer=training.get("optimizer", "sgd"), seed=seed,
-                      evaluate=False, **settings)
-    return float(np.mean(prog.predict(result.params, test.X) == test.y))
-
-
 def row(label: str, model: nn.Model, training: dict, dataset: data.Dataset, seeds: int) -> str:
-    start = time.perf_counter()
-    scores = np.array([accuracy(model, training, dataset, seed) for seed in range(seeds)])
-    seconds = (time.perf_counter() - start) / seeds
-    return (f"| {label} | {100 * scores.mean():.2f}% ± {100 * scores.std(ddof=1):.2f} | {100 * scores.min():.2f}% | "
-            f"{seconds:.1f} s |")
+    return f"| {label} | {cells(model, training, dataset, seeds)} |"
 
 
 def main() -> None:
